@@ -1,0 +1,201 @@
+//! The handle every other part of the server holds for one connected client.
+//!
+//! Its bounded outbound queue is the only way to talk to a client: transmissions, broadcasts, pings and
+//! disconnect frames all go through [`ClientHandle::send`], and the connection's own task is the only
+//! writer of the socket. Sending never waits: a client whose queue is full is marked too slow and closed.
+//! The queue allocates only while frames are waiting, so an idle client costs a few dozen bytes here.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::config::PingPrecision;
+use crate::protocol;
+
+/// WebSocket close codes the server uses.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+/// How and why a client is to be closed.
+#[derive(Debug, Clone)]
+pub struct CloseRequest {
+    /// A last frame to write before closing (a `disconnect` frame), if any.
+    pub frame: Option<Bytes>,
+    pub code: u16,
+    /// Logged, and sent as the close reason.
+    pub reason: &'static str,
+}
+
+impl CloseRequest {
+    /// Close after a `{"type":"disconnect"}` frame with the given reason.
+    pub fn with_disconnect_frame(reason: &'static str, reconnect: bool, code: u16) -> Self {
+        Self { frame: Some(protocol::disconnect_frame(reason, reconnect)), code, reason }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    close: Option<CloseRequest>,
+}
+
+/// What the writer finds when it drains the queue.
+pub(crate) struct Drained {
+    pub frames: VecDeque<Bytes>,
+    pub close: Option<CloseRequest>,
+}
+
+/// One connected client as seen from the hub and the server.
+pub struct ClientHandle {
+    /// Process-unique number, cheaper than the sid as a map key.
+    pub(crate) id: u64,
+    /// The session id sent in the welcome frame and to the backend.
+    pub(crate) sid: Arc<str>,
+    capacity: usize,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    /// Set once the connection is accepted; only then does it get pings.
+    pub(crate) welcomed: AtomicBool,
+    /// `Some` when the client asked for its own ping interval (`pi`), so the shared ticker skips it.
+    pub(crate) own_ping_interval: Option<std::time::Duration>,
+    pub(crate) ping_precision: PingPrecision,
+}
+
+impl ClientHandle {
+    pub(crate) fn new(
+        id: u64,
+        sid: Arc<str>,
+        capacity: usize,
+        own_ping_interval: Option<std::time::Duration>,
+        ping_precision: PingPrecision,
+    ) -> Self {
+        Self {
+            id,
+            sid,
+            capacity,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            welcomed: AtomicBool::new(false),
+            own_ping_interval,
+            ping_precision,
+        }
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    /// Queues a frame. Returns `false` when the client is closing or was just found too slow.
+    pub fn send(&self, frame: Bytes) -> bool {
+        let mut q = self.queue.lock();
+        if q.close.is_some() {
+            return false;
+        }
+        if q.frames.len() >= self.capacity {
+            // The client does not read fast enough: drop what it has not read and close it.
+            q.frames = VecDeque::new();
+            q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
+            drop(q);
+            self.wake.notify_one();
+            return false;
+        }
+        q.frames.push_back(frame);
+        let first = q.frames.len() == 1;
+        drop(q);
+        if first {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Asks the connection to close; the first request wins. Frames already queued are still written.
+    pub fn close(&self, request: CloseRequest) {
+        let mut q = self.queue.lock();
+        if q.close.is_none() {
+            q.close = Some(request);
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether a close was requested.
+    pub fn is_closing(&self) -> bool {
+        self.queue.lock().close.is_some()
+    }
+
+    /// Waits until something was queued or a close was requested.
+    pub(crate) async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Takes everything queued.
+    pub(crate) fn drain(&self) -> Drained {
+        let mut q = self.queue.lock();
+        Drained { frames: std::mem::take(&mut q.frames), close: q.close.clone() }
+    }
+
+    pub(crate) fn mark_welcomed(&self) {
+        self.welcomed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_welcomed(&self) -> bool {
+        self.welcomed.load(Ordering::Acquire)
+    }
+}
+
+/// A new random session id: 21 characters of `[A-Za-z0-9_-]`, like AnyCable's.
+pub fn generate_sid() -> String {
+    const ALPHABET: &[u8] = b"ModuleSymbhasOwnPr-0123456789ABCDEFGHNRVfgctiUvz_KqYTJkLxpZXIjQW";
+    (0..21).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(capacity: usize) -> ClientHandle {
+        ClientHandle::new(1, "sid".into(), capacity, None, PingPrecision::Seconds)
+    }
+
+    #[test]
+    fn full_queue_marks_the_client_too_slow_and_drops_its_backlog() {
+        let c = client(2);
+        assert!(c.send(Bytes::from_static(b"1")));
+        assert!(c.send(Bytes::from_static(b"2")));
+        assert!(!c.send(Bytes::from_static(b"3")));
+        let d = c.drain();
+        assert!(d.frames.is_empty());
+        let close = d.close.unwrap();
+        assert_eq!(close.reason, "too_slow");
+        assert_eq!(&close.frame.unwrap()[..], br#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#);
+        assert!(!c.send(Bytes::from_static(b"4")), "a closing client accepts nothing");
+    }
+
+    #[test]
+    fn first_close_request_wins_and_queued_frames_stay() {
+        let c = client(8);
+        c.send(Bytes::from_static(b"a"));
+        c.close(CloseRequest::with_disconnect_frame("remote", false, close_code::NORMAL));
+        c.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
+        let d = c.drain();
+        assert_eq!(d.frames.len(), 1);
+        assert_eq!(d.close.unwrap().reason, "remote");
+    }
+
+    #[test]
+    fn sids_are_21_url_safe_characters_and_differ() {
+        let a = generate_sid();
+        assert_eq!(a.len(), 21);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(a, generate_sid());
+    }
+}

@@ -1,0 +1,489 @@
+//! Server configuration: every option, its AnyCable name, its default and its parser, declared once.
+//!
+//! The option table below is the single source for the CLI flags and `ANYCABLE_*` variables of the
+//! binary, for TOML config files, for `--print-config` and for the bindings (which pass options by
+//! name). This module only holds values; it never reads the environment or the command line itself.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// A configuration problem, always naming the option it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown option `{0}`")]
+    Unknown(String),
+    #[error("invalid value {value:?} for option `{name}`: {reason}")]
+    Invalid { name: String, value: String, reason: String },
+    #[error("option `{name}`: {reason}")]
+    Inconsistent { name: &'static str, reason: String },
+}
+
+/// How Disconnect calls are made when a client goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectMode {
+    /// Call Disconnect only for sessions that used the backend.
+    Auto,
+    Always,
+    Never,
+}
+
+/// Precision of the timestamp in ping frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PingPrecision {
+    Seconds,
+    Millis,
+    Nanos,
+}
+
+impl PingPrecision {
+    /// Parses the `ptp` query value / `ping_timestamp_precision` option.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "s" => Some(Self::Seconds),
+            "ms" => Some(Self::Millis),
+            "ns" => Some(Self::Nanos),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Seconds => "s",
+            Self::Millis => "ms",
+            Self::Nanos => "ns",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A value an option can hold: parsed from and rendered to the text form used by flags, env and files.
+trait OptionValue: Sized {
+    fn parse_value(raw: &str) -> Result<Self, String>;
+    fn render(&self) -> String;
+}
+
+impl OptionValue for String {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        Ok(raw.to_owned())
+    }
+    fn render(&self) -> String {
+        self.clone()
+    }
+}
+
+impl OptionValue for Option<String> {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        Ok((!raw.is_empty()).then(|| raw.to_owned()))
+    }
+    fn render(&self) -> String {
+        self.clone().unwrap_or_default()
+    }
+}
+
+impl OptionValue for bool {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "" | "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".into()),
+        }
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+macro_rules! numeric_option {
+    ($($t:ty),*) => {$(
+        impl OptionValue for $t {
+            fn parse_value(raw: &str) -> Result<Self, String> {
+                raw.trim().parse::<$t>().map_err(|e| e.to_string())
+            }
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+numeric_option!(u16, u32, u64, usize);
+
+impl OptionValue for Vec<String> {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        Ok(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    }
+    fn render(&self) -> String {
+        self.join(",")
+    }
+}
+
+impl OptionValue for DisconnectMode {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        match raw {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err("expected auto, always or never".into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+        .into()
+    }
+}
+
+impl OptionValue for PingPrecision {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        Self::parse(raw).ok_or_else(|| "expected s, ms or ns".into())
+    }
+    fn render(&self) -> String {
+        self.as_str().into()
+    }
+}
+
+impl OptionValue for LogFormat {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        match raw {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+        .into()
+    }
+}
+
+/// Describes one option for flag/env/file front ends.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// AnyCable name, e.g. `rpc_host`; the flag is `--rpc_host`, the env var `ANYCABLE_RPC_HOST`.
+    pub name: &'static str,
+    /// Default in text form (empty = unset).
+    pub default: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// `true` for switches that may be given without a value (`--public`).
+    pub switch: bool,
+}
+
+impl OptionSpec {
+    /// The environment variable carrying this option.
+    pub fn env_var(&self) -> String {
+        format!("ANYCABLE_{}", self.name.to_ascii_uppercase())
+    }
+}
+
+macro_rules! options {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:literal, $switch:literal; )*) => {
+        /// Every server option. Build with [`Config::default`] and [`Config::set`].
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self {
+                    $( $name: match <$ty as OptionValue>::parse_value($default) {
+                        Ok(v) => v,
+                        Err(e) => panic!("default of {} does not parse: {e}", stringify!($name)),
+                    }, )*
+                }
+            }
+        }
+
+        /// All options, in documentation order.
+        pub const OPTIONS: &[OptionSpec] = &[
+            $( OptionSpec { name: stringify!($name), default: $default, help: concat!($($doc),*), switch: $switch }, )*
+        ];
+
+        impl Config {
+            /// Sets one option from its text form. Unknown names and bad values are errors naming the option.
+            pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
+                match name {
+                    $( stringify!($name) => {
+                        self.$name = <$ty as OptionValue>::parse_value(raw).map_err(|reason| ConfigError::Invalid {
+                            name: name.to_owned(),
+                            value: raw.to_owned(),
+                            reason,
+                        })?;
+                        Ok(())
+                    } )*
+                    _ => Err(ConfigError::Unknown(name.to_owned())),
+                }
+            }
+
+            /// The current value of an option in text form.
+            pub fn get(&self, name: &str) -> Option<String> {
+                match name {
+                    $( stringify!($name) => Some(<$ty as OptionValue>::render(&self.$name)), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+options! {
+    /// Host the main listener binds to
+    host: String = "localhost", false;
+    /// Port of the main listener (WebSocket, health, and broadcasts when a key is set)
+    port: u16 = "8080", false;
+    /// WebSocket path(s), comma-separated
+    path: Vec<String> = "/cable", false;
+    /// Allowed Origin host names, comma-separated, `*` wildcards; empty allows any
+    allowed_origins: Vec<String> = "", false;
+    /// gRPC backend address (host:port)
+    rpc_host: String = "localhost:50051", false;
+    /// Do not use an RPC backend at all
+    norpc: bool = "false", true;
+    /// Request headers forwarded to the backend, comma-separated
+    headers: Vec<String> = "cookie", false;
+    /// Cookies forwarded to the backend, comma-separated; empty forwards all
+    proxy_cookies: Vec<String> = "", false;
+    /// Maximum number of in-flight RPC calls
+    rpc_concurrency: usize = "28", false;
+    /// Timeout of one RPC call in milliseconds; 0 means none
+    rpc_request_timeout: u64 = "0", false;
+    /// Application secret; derives the broadcast key when none is given
+    secret: Option<String> = "", false;
+    /// Bearer key for HTTP broadcasts; `none` disables authentication
+    broadcast_key: Option<String> = "", false;
+    /// Accept every connection without calling the backend
+    noauth: bool = "false", true;
+    /// Allow subscriptions to unsigned `$pubsub` streams
+    public_streams: bool = "false", true;
+    /// Shortcut for noauth + public_streams + broadcast_key=none
+    public: bool = "false", true;
+    /// Broadcast ingress adapters, comma-separated
+    broadcast_adapter: Vec<String> = "http", false;
+    /// Port of the HTTP broadcast endpoint
+    http_broadcast_port: u16 = "8090", false;
+    /// Path of the HTTP broadcast endpoint
+    http_broadcast_path: String = "/_broadcast", false;
+    /// Largest accepted HTTP broadcast body in bytes
+    http_broadcast_max_body: usize = "4194304", false;
+    /// Seconds between ping frames
+    ping_interval: u64 = "3", false;
+    /// Precision of ping timestamps: s, ms or ns
+    ping_timestamp_precision: PingPrecision = "s", false;
+    /// Disconnect calls per second
+    disconnect_rate: u32 = "100", false;
+    /// When to call Disconnect: auto, always or never
+    disconnect_mode: DisconnectMode = "auto", false;
+    /// Capacity of the pending Disconnect calls queue
+    disconnect_backlog_size: usize = "4096", false;
+    /// Seconds allowed for a graceful shutdown
+    shutdown_timeout: u64 = "30", false;
+    /// Largest client frame in bytes; larger frames close the connection with 1009
+    max_message_size: usize = "65536", false;
+    /// Maximum number of connections; 0 means no limit
+    max_conn: usize = "0", false;
+    /// Frames queued for one client before it is disconnected as too slow
+    client_queue_size: usize = "1024", false;
+    /// Health check path
+    health_path: String = "/health", false;
+    /// Log level: error, warn, info, debug or trace
+    log_level: String = "info", false;
+    /// Log format: text or json
+    log_format: LogFormat = "text", false;
+    /// Shortcut for log_level=debug
+    debug: bool = "false", true;
+}
+
+impl Config {
+    /// Applies the shortcut options (`public`, `debug`) and checks combinations. Call once after loading.
+    pub fn finalize(mut self) -> Result<Self, ConfigError> {
+        if self.public {
+            self.noauth = true;
+            self.public_streams = true;
+            self.broadcast_key = Some("none".into());
+        }
+        if self.debug {
+            self.log_level = "debug".into();
+        }
+        if self.path.is_empty() {
+            return Err(ConfigError::Inconsistent { name: "path", reason: "at least one path is required".into() });
+        }
+        if let Some(bad) = self.path.iter().find(|p| !p.starts_with('/')) {
+            return Err(ConfigError::Inconsistent { name: "path", reason: format!("{bad:?} must start with '/'") });
+        }
+        if self.ping_interval == 0 {
+            return Err(ConfigError::Inconsistent { name: "ping_interval", reason: "must be at least 1 second".into() });
+        }
+        if self.rpc_concurrency == 0 {
+            return Err(ConfigError::Inconsistent { name: "rpc_concurrency", reason: "must be at least 1".into() });
+        }
+        if self.disconnect_rate == 0 {
+            return Err(ConfigError::Inconsistent { name: "disconnect_rate", reason: "must be at least 1".into() });
+        }
+        if self.client_queue_size == 0 {
+            return Err(ConfigError::Inconsistent { name: "client_queue_size", reason: "must be at least 1".into() });
+        }
+        if let Some(unknown) = self.broadcast_adapter.iter().find(|a| a.as_str() != "http") {
+            return Err(ConfigError::Inconsistent {
+                name: "broadcast_adapter",
+                reason: format!("adapter {unknown:?} is not supported (supported: http)"),
+            });
+        }
+        if self.http_broadcast_port == self.port && self.http_broadcast_enabled() && self.broadcast_key().is_none() && !self.public {
+            return Err(ConfigError::Inconsistent {
+                name: "http_broadcast_port",
+                reason: "broadcasting on the main port requires a broadcast key (set broadcast_key or secret)".into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Whether the HTTP broadcaster is enabled.
+    pub fn http_broadcast_enabled(&self) -> bool {
+        self.broadcast_adapter.iter().any(|a| a == "http")
+    }
+
+    /// The bearer key HTTP broadcasts must carry, if any: `broadcast_key`, else derived from `secret`.
+    pub fn broadcast_key(&self) -> Option<String> {
+        match self.broadcast_key.as_deref() {
+            Some("none") => None,
+            Some(key) => Some(key.to_owned()),
+            None => self.secret.as_deref().map(|s| derive_key(s, "broadcast-cable")),
+        }
+    }
+
+    /// Whether the backend is called at all.
+    pub fn rpc_enabled(&self) -> bool {
+        !self.norpc
+    }
+
+    /// `rpc_request_timeout` as a duration, `None` when unset.
+    pub fn rpc_timeout(&self) -> Option<Duration> {
+        (self.rpc_request_timeout > 0).then(|| Duration::from_millis(self.rpc_request_timeout))
+    }
+
+    /// The whole configuration as TOML-like `name = value` lines, with secrets masked.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for spec in OPTIONS {
+            let value = self.get(spec.name).unwrap_or_default();
+            let shown = if is_secret(spec.name) && !value.is_empty() { "[hidden]".to_owned() } else { value };
+            let _ = writeln!(out, "{} = {:?}", spec.name, shown);
+        }
+        out
+    }
+}
+
+fn is_secret(name: &str) -> bool {
+    matches!(name, "secret" | "broadcast_key")
+}
+
+/// Derives one of AnyCable's purpose keys: hex HMAC-SHA256 with `secret` as the key and `purpose` as the message.
+pub fn derive_key(secret: &str, purpose: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(purpose.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = Config::default();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.path, vec!["/cable".to_string()]);
+        assert_eq!(c.rpc_host, "localhost:50051");
+        assert_eq!(c.rpc_concurrency, 28);
+        assert_eq!(c.headers, vec!["cookie".to_string()]);
+        assert_eq!(c.http_broadcast_port, 8090);
+        assert_eq!(c.ping_interval, 3);
+        assert_eq!(c.disconnect_rate, 100);
+        assert_eq!(c.disconnect_mode, DisconnectMode::Auto);
+        assert_eq!(c.shutdown_timeout, 30);
+        assert_eq!(c.max_message_size, 65536);
+        assert_eq!(c.health_path, "/health");
+    }
+
+    #[test]
+    fn set_parses_lists_bools_and_numbers() {
+        let mut c = Config::default();
+        c.set("path", "/cable, /ws").unwrap();
+        c.set("noauth", "").unwrap();
+        c.set("rpc_concurrency", "5").unwrap();
+        assert_eq!(c.path, vec!["/cable", "/ws"]);
+        assert!(c.noauth);
+        assert_eq!(c.rpc_concurrency, 5);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_names_name_the_option() {
+        let mut c = Config::default();
+        let err = c.set("port", "eighty").unwrap_err().to_string();
+        assert!(err.contains("`port`"), "{err}");
+        let err = c.set("disconnect_mode", "sometimes").unwrap_err().to_string();
+        assert!(err.contains("`disconnect_mode`"), "{err}");
+        let err = c.set("no_such_option", "1").unwrap_err().to_string();
+        assert!(err.contains("no_such_option"), "{err}");
+    }
+
+    #[test]
+    fn broadcast_key_is_derived_from_secret_unless_given() {
+        let mut c = Config::default();
+        assert_eq!(c.broadcast_key(), None);
+        c.set("secret", "s3cr3t").unwrap();
+        // `echo -n broadcast-cable | openssl dgst -sha256 -hmac s3cr3t`
+        assert_eq!(
+            c.broadcast_key().as_deref(),
+            Some("83149057b2f956b5f862c0ef5ad6a24d3677dc076d77e8999c24f77ca17d7a20")
+        );
+        c.set("broadcast_key", "explicit").unwrap();
+        assert_eq!(c.broadcast_key().as_deref(), Some("explicit"));
+        c.set("broadcast_key", "none").unwrap();
+        assert_eq!(c.broadcast_key(), None);
+    }
+
+    #[test]
+    fn public_implies_noauth_public_streams_and_no_broadcast_key() {
+        let mut c = Config::default();
+        c.set("secret", "x").unwrap();
+        c.set("public", "true").unwrap();
+        let c = c.finalize().unwrap();
+        assert!(c.noauth && c.public_streams);
+        assert_eq!(c.broadcast_key(), None);
+    }
+
+    #[test]
+    fn main_port_broadcasting_requires_a_key() {
+        let mut c = Config::default();
+        c.set("http_broadcast_port", "8080").unwrap();
+        let err = c.clone().finalize().unwrap_err().to_string();
+        assert!(err.contains("http_broadcast_port"), "{err}");
+        c.set("broadcast_key", "k").unwrap();
+        assert!(c.finalize().is_ok());
+    }
+
+    #[test]
+    fn describe_hides_secrets() {
+        let mut c = Config::default();
+        c.set("secret", "top").unwrap();
+        let text = c.describe();
+        assert!(!text.contains("top"));
+        assert!(text.contains("secret = \"[hidden]\""));
+    }
+}

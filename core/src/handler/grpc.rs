@@ -1,0 +1,188 @@
+//! [`Handler`] over AnyCable's gRPC service `anycable.RPC`, for unchanged AnyCable backends.
+//!
+//! Caps in-flight calls at `rpc_concurrency`, applies `rpc_request_timeout` to each call (retries included),
+//! retries Unavailable/ResourceExhausted with exponential backoff a bounded number of times, and warns about
+//! an unreachable backend at most once per interval. The channel connects lazily, so the server starts and
+//! keeps serving while the backend is down and recovers by itself when it returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+use super::{
+    CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
+    DisconnectResponse, Handler, HandlerError,
+};
+use crate::metrics::Metrics;
+use crate::rpc::rpc_client::RpcClient;
+
+/// Protocol versions announced to the backend in metadata `protov`.
+const PROTO_VERSIONS: &str = "v1";
+/// Attempts per call for retryable errors (the first one included).
+const MAX_ATTEMPTS: u32 = 5;
+/// Base backoff for Unavailable; ResourceExhausted uses a shorter one, as the backend is up but busy.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(100);
+const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(10);
+/// At most one "backend unavailable" warning per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Settings of the gRPC client.
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    /// `host:port` or a full `http://` / `https://` URI.
+    pub host: String,
+    pub concurrency: usize,
+    pub request_timeout: Option<Duration>,
+}
+
+/// The gRPC backend client.
+pub struct GrpcHandler {
+    client: RpcClient<Channel>,
+    permits: Semaphore,
+    request_timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
+    warnings: WarnThrottle,
+    target: String,
+}
+
+impl GrpcHandler {
+    /// Creates the client; no connection is made until the first call.
+    pub fn new(options: GrpcOptions, metrics: Arc<Metrics>) -> Result<Self, HandlerError> {
+        let target =
+            if options.host.contains("://") { options.host.clone() } else { format!("http://{}", options.host) };
+        let endpoint = Endpoint::from_shared(target.clone())
+            .map_err(|e| HandlerError::Failed(format!("invalid rpc_host {:?}: {e}", options.host)))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        Ok(Self {
+            client: RpcClient::new(endpoint.connect_lazy()),
+            permits: Semaphore::new(options.concurrency.max(1)),
+            request_timeout: options.request_timeout,
+            metrics,
+            warnings: WarnThrottle::new(WARN_INTERVAL),
+            target,
+        })
+    }
+
+    /// Runs one RPC with the concurrency cap, the timeout and bounded retries.
+    async fn call<Req, Resp, F, Fut>(&self, ctx: &CallContext, request: Req, mut send: F) -> Result<Resp, HandlerError>
+    where
+        Req: Clone,
+        F: FnMut(RpcClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let attempt_loop = async {
+            let _permit = self.permits.acquire().await.map_err(|_| HandlerError::Unavailable("client closed".into()))?;
+            Metrics::up(&self.metrics.rpc_pending_num);
+            let _pending = PendingGuard(&self.metrics);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                Metrics::inc(&self.metrics.rpc_call_total);
+                let mut req = Request::new(request.clone());
+                if let Ok(sid) = ctx.sid.parse() {
+                    req.metadata_mut().insert("sid", sid);
+                }
+                req.metadata_mut().insert("protov", tonic::metadata::MetadataValue::from_static(PROTO_VERSIONS));
+                match send(self.client.clone(), req).await {
+                    Ok(resp) => return Ok(resp.into_inner()),
+                    Err(status) => {
+                        Metrics::inc(&self.metrics.rpc_error_total);
+                        let backoff = match status.code() {
+                            Code::Unavailable => UNAVAILABLE_BACKOFF,
+                            Code::ResourceExhausted => EXHAUSTED_BACKOFF,
+                            _ => return Err(HandlerError::Failed(format!("{:?}: {}", status.code(), status.message()))),
+                        };
+                        if attempt >= MAX_ATTEMPTS {
+                            if self.warnings.should_warn() {
+                                tracing::warn!(
+                                    target = %self.target,
+                                    code = ?status.code(),
+                                    error = %status.message(),
+                                    "RPC backend unavailable; calls fail until it is back"
+                                );
+                            }
+                            return Err(HandlerError::Unavailable(status.message().to_owned()));
+                        }
+                        Metrics::inc(&self.metrics.rpc_retries_total);
+                        tokio::time::sleep(backoff * 2u32.pow(attempt - 1)).await;
+                    }
+                }
+            }
+        };
+        match self.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt_loop).await.map_err(|_| HandlerError::Timeout)?,
+            None => attempt_loop.await,
+        }
+    }
+}
+
+struct PendingGuard<'a>(&'a Metrics);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        Metrics::down(&self.0.rpc_pending_num);
+    }
+}
+
+#[async_trait]
+impl Handler for GrpcHandler {
+    async fn connect(&self, ctx: &CallContext, request: ConnectionRequest) -> Result<ConnectionResponse, HandlerError> {
+        self.call(ctx, request, |mut c, r| async move { c.connect(r).await }).await
+    }
+
+    async fn command(&self, ctx: &CallContext, request: CommandMessage) -> Result<CommandResponse, HandlerError> {
+        self.call(ctx, request, |mut c, r| async move { c.command(r).await }).await
+    }
+
+    async fn disconnect(
+        &self,
+        ctx: &CallContext,
+        request: DisconnectRequest,
+    ) -> Result<DisconnectResponse, HandlerError> {
+        self.call(ctx, request, |mut c, r| async move { c.disconnect(r).await }).await
+    }
+}
+
+/// Lets one warning through per interval, from any number of threads.
+pub(crate) struct WarnThrottle {
+    origin: Instant,
+    interval_ms: u64,
+    next_ms: AtomicU64,
+}
+
+impl WarnThrottle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self { origin: Instant::now(), interval_ms: interval.as_millis() as u64, next_ms: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn should_warn(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        now >= next
+            && self.next_ms.compare_exchange(next, now + self.interval_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_warning_through_per_interval() {
+        let t = WarnThrottle::new(Duration::from_secs(60));
+        assert!(t.should_warn());
+        assert!(!t.should_warn());
+        assert!(!t.should_warn());
+        let t = WarnThrottle::new(Duration::from_millis(0));
+        assert!(t.should_warn());
+        assert!(t.should_warn());
+    }
+}

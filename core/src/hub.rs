@@ -1,0 +1,349 @@
+//! The hub: which clients stream from which stream, and the fan-out of broadcasts to them.
+//!
+//! Streams are spread over shards so that subscribing and broadcasting never share one global lock.
+//! Subscribers of a stream are grouped by channel identifier, because the frame a subscriber receives
+//! depends only on (stream, identifier): it is encoded once per group and the same bytes go to every
+//! member. Fan-out works on an immutable snapshot of the subscribers, rebuilt only after a change, so no
+//! lock is held while frames are queued. Publications of one stream always go through the same worker,
+//! which keeps them in order. The hub also keeps the registry of connected clients (for pings, remote
+//! disconnects and shutdown). It knows nothing of RPC or sockets.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+
+use crate::broadcast::Publication;
+use crate::client::{ClientHandle, CloseRequest};
+use crate::metrics::Metrics;
+use crate::protocol;
+
+const SHARDS: usize = 64;
+
+type Shards<K, V> = Box<[RwLock<HashMap<K, V>>]>;
+
+fn new_shards<K, V>() -> Shards<K, V> {
+    (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect()
+}
+
+/// Subscribers of one stream.
+#[derive(Default)]
+struct StreamEntry {
+    state: Mutex<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// channel identifier -> its group
+    groups: HashMap<Arc<str>, Group>,
+    /// What fan-out iterates; `None` after any change until the next broadcast rebuilds it.
+    snapshot: Option<Arc<[SnapshotGroup]>>,
+}
+
+struct Group {
+    /// The identifier already escaped as a JSON string, ready to splice into frames.
+    escaped_identifier: Bytes,
+    members: HashMap<u64, Arc<ClientHandle>>,
+}
+
+struct SnapshotGroup {
+    escaped_identifier: Bytes,
+    members: Box<[Arc<ClientHandle>]>,
+}
+
+impl StreamState {
+    fn snapshot(&mut self) -> Arc<[SnapshotGroup]> {
+        self.snapshot
+            .get_or_insert_with(|| {
+                self.groups
+                    .values()
+                    .map(|g| SnapshotGroup {
+                        escaped_identifier: g.escaped_identifier.clone(),
+                        members: g.members.values().cloned().collect(),
+                    })
+                    .collect()
+            })
+            .clone()
+    }
+}
+
+/// The stream index and client registry.
+pub struct Hub {
+    streams: Shards<Arc<str>, Arc<StreamEntry>>,
+    clients: Shards<u64, Arc<ClientHandle>>,
+    /// identifiers string -> clients with exactly those identifiers (for remote disconnect)
+    by_identifiers: Shards<Arc<str>, Vec<Arc<ClientHandle>>>,
+    hasher: std::collections::hash_map::RandomState,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            streams: new_shards(),
+            clients: new_shards(),
+            by_identifiers: new_shards(),
+            hasher: Default::default(),
+            metrics,
+        }
+    }
+
+    fn shard_of<T: Hash + ?Sized>(&self, key: &T) -> usize {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        (h.finish() as usize) % SHARDS
+    }
+
+    /// Starts delivering `stream` to `client` under the subscription `identifier`.
+    pub(crate) fn subscribe(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>) {
+        let mut shard = self.streams[self.shard_of(&**stream)].write();
+        let entry = shard.entry(stream.clone()).or_insert_with(|| {
+            Metrics::up(&self.metrics.broadcast_streams_num);
+            Arc::default()
+        });
+        let mut state = entry.state.lock();
+        let group = state.groups.entry(identifier.clone()).or_insert_with(|| Group {
+            escaped_identifier: Bytes::from(protocol::json_string(identifier)),
+            members: HashMap::new(),
+        });
+        group.members.insert(client.id, client.clone());
+        state.snapshot = None;
+    }
+
+    /// Stops delivering `stream` to `client` under `identifier`.
+    pub(crate) fn unsubscribe(&self, stream: &str, identifier: &str, client_id: u64) {
+        let mut shard = self.streams[self.shard_of(stream)].write();
+        let Some(entry) = shard.get(stream) else { return };
+        let mut guard = entry.state.lock();
+        let state = &mut *guard;
+        if let Some(group) = state.groups.get_mut(identifier) {
+            if group.members.remove(&client_id).is_some() {
+                state.snapshot = None;
+            }
+            if group.members.is_empty() {
+                state.groups.remove(identifier);
+            }
+        }
+        let empty = state.groups.is_empty();
+        drop(guard);
+        if empty {
+            shard.remove(stream);
+            Metrics::down(&self.metrics.broadcast_streams_num);
+        }
+    }
+
+    /// Delivers one publication to every subscriber of its stream; returns how many clients got it.
+    pub(crate) fn deliver(&self, publication: &Publication) -> usize {
+        let entry = match self.streams[self.shard_of(publication.stream.as_str())].read().get(publication.stream.as_str())
+        {
+            Some(entry) => entry.clone(),
+            None => return 0,
+        };
+        let snapshot = entry.state.lock().snapshot();
+        let payload = protocol::broadcast_payload(&publication.data);
+        let exclude = publication.exclude_socket.as_deref();
+        let mut delivered = 0;
+        for group in snapshot.iter() {
+            let frame = protocol::message_frame(&group.escaped_identifier, &payload);
+            for client in group.members.iter() {
+                if exclude.is_some_and(|sid| *client.sid == *sid) {
+                    continue;
+                }
+                if client.send(frame.clone()) {
+                    delivered += 1;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Adds a client to the registry.
+    pub(crate) fn add_client(&self, client: &Arc<ClientHandle>) {
+        self.clients[self.shard_of(&client.id)].write().insert(client.id, client.clone());
+    }
+
+    /// Records the identifiers a client was accepted with, for remote disconnects.
+    pub(crate) fn identify(&self, client: &Arc<ClientHandle>, identifiers: &Arc<str>) {
+        self.by_identifiers[self.shard_of(&**identifiers)]
+            .write()
+            .entry(identifiers.clone())
+            .or_default()
+            .push(client.clone());
+    }
+
+    /// Removes a client from the registry (and the identifiers index when given).
+    pub(crate) fn remove_client(&self, client_id: u64, identifiers: Option<&str>) {
+        self.clients[self.shard_of(&client_id)].write().remove(&client_id);
+        if let Some(ids) = identifiers {
+            let mut shard = self.by_identifiers[self.shard_of(ids)].write();
+            if let Some(list) = shard.get_mut(ids) {
+                list.retain(|c| c.id != client_id);
+                if list.is_empty() {
+                    shard.remove(ids);
+                }
+            }
+        }
+    }
+
+    /// Asks every client with exactly these identifiers to close; returns how many there were.
+    pub(crate) fn disconnect_identified(&self, identifiers: &str, request: &CloseRequest) -> usize {
+        let clients = self.by_identifiers[self.shard_of(identifiers)].read().get(identifiers).cloned();
+        let clients = clients.unwrap_or_default();
+        for client in &clients {
+            client.close(request.clone());
+        }
+        clients.len()
+    }
+
+    /// Calls `f` for every registered client, shard by shard (no lock is held across shards).
+    pub(crate) fn for_each_client(&self, mut f: impl FnMut(&Arc<ClientHandle>)) {
+        for shard in self.clients.iter() {
+            let clients: Vec<Arc<ClientHandle>> = shard.read().values().cloned().collect();
+            clients.iter().for_each(&mut f);
+        }
+    }
+
+    /// Number of registered clients.
+    pub fn clients_count(&self) -> usize {
+        self.clients.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Number of streams with at least one subscriber.
+    pub fn streams_count(&self) -> usize {
+        self.streams.iter().map(|s| s.read().len()).sum()
+    }
+}
+
+/// Per-stream ordered delivery: publications are routed to a fixed worker by stream name.
+pub(crate) struct BroadcastQueue {
+    workers: Box<[mpsc::Sender<Publication>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Publications waiting per worker before publishers wait.
+const WORKER_QUEUE: usize = 4096;
+
+impl BroadcastQueue {
+    /// Starts `count` fan-out workers on the current runtime, tracked by `tracker`.
+    /// Workers stop when `stop` is cancelled or every sender is gone.
+    pub(crate) fn start(
+        hub: Arc<Hub>,
+        count: usize,
+        tracker: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let workers = (0..count.max(1))
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<Publication>(WORKER_QUEUE);
+                let hub = hub.clone();
+                let stop = stop.clone();
+                tracker.spawn(async move {
+                    loop {
+                        let publication = tokio::select! {
+                            biased;
+                            p = rx.recv() => match p { Some(p) => p, None => break },
+                            () = stop.cancelled() => break,
+                        };
+                        Metrics::inc(&hub.metrics.broadcast_msg_total);
+                        let delivered = hub.deliver(&publication);
+                        Metrics::add(&hub.metrics.server_msg_total, delivered as u64);
+                    }
+                });
+                tx
+            })
+            .collect();
+        Self { workers, hasher: Default::default() }
+    }
+
+    /// Queues a publication, waiting only if its worker is saturated.
+    pub(crate) async fn publish(&self, publication: Publication) {
+        let mut h = self.hasher.build_hasher();
+        publication.stream.hash(&mut h);
+        let worker = &self.workers[(h.finish() as usize) % self.workers.len()];
+        // A send error means the server is shutting down; the publication has nowhere to go.
+        let _ = worker.send(publication).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PingPrecision;
+
+    fn client(id: u64) -> Arc<ClientHandle> {
+        Arc::new(ClientHandle::new(id, format!("sid{id}").into(), 64, None, PingPrecision::Seconds))
+    }
+
+    fn frames(c: &ClientHandle) -> Vec<String> {
+        c.drain().frames.into_iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn delivers_one_frame_per_identifier_and_honours_exclude_socket() {
+        let hub = Hub::new(Arc::default());
+        let (a, b, c) = (client(1), client(2), client(3));
+        let stream: Arc<str> = "chat".into();
+        let id1: Arc<str> = r#"{"channel":"A"}"#.into();
+        let id2: Arc<str> = r#"{"channel":"B"}"#.into();
+        hub.subscribe(&stream, &id1, &a);
+        hub.subscribe(&stream, &id1, &b);
+        hub.subscribe(&stream, &id2, &c);
+        let mut p = Publication::new("chat", r#"{"n":1}"#);
+        p.exclude_socket = Some("sid2".into());
+        assert_eq!(hub.deliver(&p), 2);
+        assert_eq!(frames(&a), vec![r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#]);
+        assert!(frames(&b).is_empty());
+        assert_eq!(frames(&c), vec![r#"{"identifier":"{\"channel\":\"B\"}","message":{"n":1}}"#]);
+    }
+
+    #[test]
+    fn unsubscribe_stops_delivery_and_forgets_empty_streams() {
+        let hub = Hub::new(Arc::default());
+        let a = client(1);
+        let stream: Arc<str> = "s".into();
+        let id: Arc<str> = "i".into();
+        hub.subscribe(&stream, &id, &a);
+        assert_eq!(hub.streams_count(), 1);
+        hub.unsubscribe("s", "i", 1);
+        assert_eq!(hub.streams_count(), 0);
+        assert_eq!(hub.deliver(&Publication::new("s", "x")), 0);
+        assert!(frames(&a).is_empty());
+    }
+
+    #[test]
+    fn remote_disconnect_reaches_every_client_with_those_identifiers_only() {
+        let hub = Hub::new(Arc::default());
+        let (a, b, c) = (client(1), client(2), client(3));
+        let ids: Arc<str> = r#"{"user":"1"}"#.into();
+        hub.identify(&a, &ids);
+        hub.identify(&b, &ids);
+        hub.identify(&c, &Arc::from(r#"{"user":"2"}"#));
+        let req = CloseRequest::with_disconnect_frame("remote", false, 1000);
+        assert_eq!(hub.disconnect_identified(r#"{"user":"1"}"#, &req), 2);
+        assert!(a.is_closing() && b.is_closing() && !c.is_closing());
+        hub.remove_client(1, Some(&ids));
+        assert_eq!(hub.disconnect_identified(r#"{"user":"1"}"#, &req), 1);
+    }
+
+    #[tokio::test]
+    async fn publications_of_one_stream_arrive_in_order() {
+        let hub = Arc::new(Hub::new(Arc::default()));
+        let a = Arc::new(ClientHandle::new(1, "s".into(), 10_000, None, PingPrecision::Seconds));
+        hub.subscribe(&Arc::from("s"), &Arc::from("i"), &a);
+        let tracker = tokio_util::task::TaskTracker::new();
+        let queue = BroadcastQueue::start(hub.clone(), 4, &tracker, Default::default());
+        for n in 0..1000 {
+            queue.publish(Publication::new("s", n.to_string())).await;
+        }
+        drop(queue);
+        tracker.close();
+        tracker.wait().await;
+        let got: Vec<String> = frames(&a);
+        let expected: Vec<String> =
+            (0..1000).map(|n| format!(r#"{{"identifier":"i","message":{n}}}"#)).collect();
+        assert_eq!(got, expected);
+    }
+}

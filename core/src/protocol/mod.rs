@@ -1,0 +1,207 @@
+//! The Action Cable v1 JSON protocol: decoding client commands and encoding server frames.
+//!
+//! Pure functions over bytes and strings; this module never touches sockets, sessions or the hub.
+//! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
+//! escaped once on the way out, never parsed as JSON itself.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The sub-protocol every Action Cable client speaks.
+pub const ACTIONCABLE_V1_JSON: &str = "actioncable-v1-json";
+
+/// Sub-protocols this server can speak, in preference order.
+pub const SUPPORTED_PROTOCOLS: &[&str] = &[ACTIONCABLE_V1_JSON];
+
+/// One command from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    Subscribe { identifier: String },
+    Unsubscribe { identifier: String },
+    /// `perform`: `data` is the client's JSON-encoded string, passed on untouched.
+    Message { identifier: String, data: String },
+    /// Extended protocol keep-alive; nothing to answer.
+    Pong,
+}
+
+/// Why a client frame was not understood. Such frames are logged and ignored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("frame is not a JSON command: {0}")]
+    NotJson(String),
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    #[error("command {0:?} requires a string identifier")]
+    MissingIdentifier(&'static str),
+    #[error("message data must be a JSON-encoded string")]
+    BadData,
+}
+
+#[derive(Deserialize)]
+struct RawCommand<'a> {
+    #[serde(borrow)]
+    command: Option<&'a RawValue>,
+    #[serde(borrow)]
+    identifier: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+fn as_string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+}
+
+/// Decodes one text frame from a client.
+pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
+    let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let command = as_string(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
+    let identifier = |name| as_string(raw.identifier).ok_or(DecodeError::MissingIdentifier(name));
+    match command.as_str() {
+        "subscribe" => Ok(ClientCommand::Subscribe { identifier: identifier("subscribe")? }),
+        "unsubscribe" => Ok(ClientCommand::Unsubscribe { identifier: identifier("unsubscribe")? }),
+        "message" => {
+            let identifier = identifier("message")?;
+            let data = match raw.data {
+                None => String::new(),
+                Some(v) => serde_json::from_str::<String>(v.get()).map_err(|_| DecodeError::BadData)?,
+            };
+            Ok(ClientCommand::Message { identifier, data })
+        }
+        "pong" => Ok(ClientCommand::Pong),
+        _ => Err(DecodeError::UnknownCommand(command)),
+    }
+}
+
+/// Picks the sub-protocol to answer with from the client's offer; `None` when it offered nothing we speak
+/// (the connection is then served as `actioncable-v1-json` without a protocol header, as Action Cable does).
+pub fn negotiate_protocol<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    let offered: Vec<&str> = offered.into_iter().map(str::trim).collect();
+    SUPPORTED_PROTOCOLS.iter().copied().find(|p| offered.contains(p))
+}
+
+/// `text` as a JSON string literal, quotes included.
+pub fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// A broadcast payload turned into the JSON that goes after `"message":` — the data itself when it is valid
+/// JSON, otherwise the data as a JSON string. Computed once per broadcast.
+pub fn broadcast_payload(data: &str) -> Bytes {
+    if serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok() {
+        Bytes::copy_from_slice(data.trim().as_bytes())
+    } else {
+        Bytes::from(json_string(data))
+    }
+}
+
+/// `{"identifier":<identifier>,"message":<payload>}` from an already escaped identifier and a prepared payload.
+pub fn message_frame(escaped_identifier: &[u8], payload: &[u8]) -> Bytes {
+    const HEAD: &[u8] = b"{\"identifier\":";
+    const MID: &[u8] = b",\"message\":";
+    let mut buf = BytesMut::with_capacity(HEAD.len() + escaped_identifier.len() + MID.len() + payload.len() + 1);
+    buf.put_slice(HEAD);
+    buf.put_slice(escaped_identifier);
+    buf.put_slice(MID);
+    buf.put_slice(payload);
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// `{"type":"welcome","sid":...}`, written by the server itself when it authenticates on its own.
+pub fn welcome_frame(sid: &str) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"welcome\",\"sid\":{}}}", json_string(sid)))
+}
+
+/// `{"type":"ping","message":<timestamp>}`.
+pub fn ping_frame(timestamp: u128) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"ping\",\"message\":{timestamp}}}"))
+}
+
+/// `{"type":"disconnect","reason":...,"reconnect":...}`.
+pub fn disconnect_frame(reason: &str, reconnect: bool) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"disconnect\",\"reason\":{},\"reconnect\":{reconnect}}}", json_string(reason)))
+}
+
+/// `{"identifier":...,"type":"confirm_subscription"}`.
+pub fn confirm_frame(identifier: &str) -> Bytes {
+    Bytes::from(format!("{{\"identifier\":{},\"type\":\"confirm_subscription\"}}", json_string(identifier)))
+}
+
+/// `{"identifier":...,"type":"reject_subscription"}`.
+pub fn reject_frame(identifier: &str) -> Bytes {
+    Bytes::from(format!("{{\"identifier\":{},\"type\":\"reject_subscription\"}}", json_string(identifier)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_subscribe_keeping_the_identifier_bytes() {
+        let id = r#"{"channel":"ChatChannel","id":1,"b":  "x"}"#;
+        let frame = format!(r#"{{"command":"subscribe","identifier":{}}}"#, json_string(id));
+        assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier: id.to_owned() }));
+    }
+
+    #[test]
+    fn decodes_message_with_and_without_data() {
+        let frame = r#"{"command":"message","identifier":"{\"channel\":\"A\"}","data":"{\"action\":\"speak\"}"}"#;
+        assert_eq!(
+            decode_command(frame),
+            Ok(ClientCommand::Message { identifier: r#"{"channel":"A"}"#.into(), data: r#"{"action":"speak"}"#.into() })
+        );
+        let frame = r#"{"command":"message","identifier":"x"}"#;
+        assert_eq!(decode_command(frame), Ok(ClientCommand::Message { identifier: "x".into(), data: String::new() }));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_command() {
+        assert!(matches!(decode_command("hello"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(decode_command("[1,2]"), Err(DecodeError::NotJson(_))));
+        assert_eq!(decode_command(r#"{"command":"dance"}"#), Err(DecodeError::UnknownCommand("dance".into())));
+        assert_eq!(decode_command(r#"{"identifier":"x"}"#), Err(DecodeError::UnknownCommand(String::new())));
+        assert_eq!(
+            decode_command(r#"{"command":"subscribe","identifier":{"channel":"A"}}"#),
+            Err(DecodeError::MissingIdentifier("subscribe"))
+        );
+        assert_eq!(decode_command(r#"{"command":"message","identifier":"x","data":{"a":1}}"#), Err(DecodeError::BadData));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(decode_command(&deep), Err(DecodeError::NotJson(_))));
+    }
+
+    #[test]
+    fn negotiates_known_protocols_only() {
+        assert_eq!(negotiate_protocol(["foo", " actioncable-v1-json"]), Some(ACTIONCABLE_V1_JSON));
+        assert_eq!(negotiate_protocol(["actioncable-unsupported"]), None);
+        assert_eq!(negotiate_protocol([]), None);
+    }
+
+    #[test]
+    fn broadcast_payload_passes_json_and_quotes_text() {
+        assert_eq!(&broadcast_payload(r#"{"text":"hi"}"#)[..], br#"{"text":"hi"}"#);
+        assert_eq!(&broadcast_payload("hello")[..], br#""hello""#);
+        assert_eq!(&broadcast_payload(r#""already a string""#)[..], br#""already a string""#);
+        assert_eq!(&broadcast_payload("42")[..], b"42");
+        assert_eq!(&broadcast_payload("{broken")[..], br#""{broken""#);
+    }
+
+    #[test]
+    fn frames_are_valid_json_with_the_expected_fields() {
+        let id = r#"{"channel":"Chat","room":"a\"b"}"#;
+        let frame = message_frame(json_string(id).as_bytes(), &broadcast_payload("plain"));
+        let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(v["identifier"], id);
+        assert_eq!(v["message"], "plain");
+
+        let v: serde_json::Value = serde_json::from_slice(&disconnect_frame("server_restart", true)).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"disconnect","reason":"server_restart","reconnect":true}));
+        let v: serde_json::Value = serde_json::from_slice(&welcome_frame("abc")).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"welcome","sid":"abc"}));
+        let v: serde_json::Value = serde_json::from_slice(&confirm_frame(id)).unwrap();
+        assert_eq!(v, serde_json::json!({"identifier":id,"type":"confirm_subscription"}));
+        let v: serde_json::Value = serde_json::from_slice(&reject_frame(id)).unwrap();
+        assert_eq!(v, serde_json::json!({"identifier":id,"type":"reject_subscription"}));
+        assert_eq!(&ping_frame(17)[..], br#"{"type":"ping","message":17}"#);
+    }
+}

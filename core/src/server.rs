@@ -1,0 +1,341 @@
+//! The running server: binds the listeners, wires sessions, hub, handler and broadcasters together, and
+//! owns the graceful shutdown.
+//!
+//! [`Server::start`] spawns everything on the caller's tokio runtime and returns at once; it never assumes
+//! it owns `main`. Shutdown order: stop accepting, send `server_restart` to every client, wait for the
+//! sessions to end, drain the Disconnect queue, stop the rest — all within `shutdown_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broadcast::http::{HttpBroadcaster, IngressSink};
+use crate::broadcast::{IngressMessage, Publication};
+use crate::client::{CloseRequest, close_code};
+use crate::config::{Config, ConfigError, PingPrecision};
+use crate::disconnect::{DisconnectQueue, DrainSignal};
+use crate::handler::Handler;
+use crate::handler::controller::Controller;
+use crate::handler::grpc::{GrpcHandler, GrpcOptions};
+use crate::hub::{BroadcastQueue, Hub};
+use crate::metrics::{Metrics, StatsSnapshot};
+use crate::protocol;
+use crate::session::SessionDeps;
+use crate::transport::ws::{self, WsState};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot create the RPC client: {0}")]
+    Rpc(String),
+}
+
+impl StartError {
+    /// A stable code for bindings: `EADDRINUSE`, `EBIND`, `ECONFIG`, `ERPC`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "ECONFIG",
+            Self::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => "EADDRINUSE",
+            Self::Bind { .. } => "EBIND",
+            Self::Rpc(_) => "ERPC",
+        }
+    }
+}
+
+struct Shared {
+    config: Arc<Config>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    broadcasts: BroadcastQueue,
+}
+
+impl Shared {
+    fn disconnect(&self, identifiers: &str, reconnect: bool) -> usize {
+        let request = CloseRequest::with_disconnect_frame("remote", reconnect, close_code::NORMAL);
+        self.hub.disconnect_identified(identifiers, &request)
+    }
+}
+
+impl IngressSink for Shared {
+    async fn accept(&self, messages: Vec<IngressMessage>) {
+        for message in messages {
+            match message {
+                IngressMessage::Broadcast(publication) => self.broadcasts.publish(publication).await,
+                IngressMessage::Disconnect(remote) => {
+                    let closed = self.disconnect(&remote.identifiers, remote.reconnect);
+                    tracing::debug!(identifiers = %remote.identifiers, closed, "remote disconnect");
+                }
+            }
+        }
+    }
+}
+
+/// A running Ferrocable server.
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    broadcast_addr: Option<SocketAddr>,
+    /// Stops accepting connections and HTTP requests.
+    stop_accepting: CancellationToken,
+    /// Stops the remaining background tasks (fan-out workers, pinger).
+    stop_tasks: CancellationToken,
+    sessions: TaskTracker,
+    tasks: TaskTracker,
+    shutdown_state: AsyncMutex<Option<ShutdownParts>>,
+    stopped: CancellationToken,
+}
+
+struct ShutdownParts {
+    drain: DrainSignal,
+}
+
+impl Server {
+    /// Starts the server on the current tokio runtime. `handler` is the in-process application; without one,
+    /// the gRPC backend at `rpc_host` is used unless `norpc` is set.
+    pub async fn start(config: Config, handler: Option<Arc<dyn Handler>>) -> Result<Self, StartError> {
+        let config = Arc::new(config.finalize()?);
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+
+        let (backend, backend_name) = match handler {
+            Some(handler) => (Some(handler), "in-process".to_owned()),
+            None if config.rpc_enabled() => {
+                let grpc = GrpcHandler::new(
+                    GrpcOptions {
+                        host: config.rpc_host.clone(),
+                        concurrency: config.rpc_concurrency,
+                        request_timeout: config.rpc_timeout(),
+                    },
+                    metrics.clone(),
+                )
+                .map_err(|e| StartError::Rpc(e.to_string()))?;
+                (Some(Arc::new(grpc) as Arc<dyn Handler>), format!("grpc://{}", config.rpc_host))
+            }
+            None => (None, "none".to_owned()),
+        };
+        if backend.is_none() && !config.noauth {
+            tracing::warn!("no RPC backend and noauth is off: every connection will be rejected");
+        }
+        let controller = Arc::new(Controller::new(config.noauth, config.public_streams, backend));
+
+        let stop_accepting = CancellationToken::new();
+        let stop_tasks = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let tasks = TaskTracker::new();
+
+        let (disconnects, drain, disconnect_worker) = DisconnectQueue::start(
+            controller.clone(),
+            config.disconnect_rate,
+            config.disconnect_backlog_size,
+            metrics.clone(),
+        );
+        tasks.spawn(disconnect_worker);
+
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
+        let broadcasts = BroadcastQueue::start(hub.clone(), workers, &tasks, stop_tasks.clone());
+        let shared = Arc::new(Shared { config: config.clone(), hub: hub.clone(), metrics: metrics.clone(), broadcasts });
+
+        let deps = Arc::new(SessionDeps {
+            hub: hub.clone(),
+            controller,
+            metrics: metrics.clone(),
+            disconnects,
+            disconnect_mode: config.disconnect_mode,
+        });
+        let ws_state = Arc::new(WsState {
+            deps,
+            config: config.clone(),
+            next_id: AtomicU64::new(1),
+            tracker: sessions.clone(),
+            shutdown: stop_accepting.clone(),
+        });
+
+        let main_listener = bind(&config.host, config.port).await?;
+        let local_addr = main_listener.local_addr().map_err(|source| StartError::Bind {
+            addr: format!("{}:{}", config.host, config.port),
+            source,
+        })?;
+        let shared_port = config.http_broadcast_port == config.port && config.port != 0;
+        let broadcaster = Arc::new(HttpBroadcaster { sink: shared.clone(), key: config.broadcast_key() });
+        let broadcast_routes = Router::new()
+            .route(&config.http_broadcast_path, post(crate::broadcast::http::handle::<Shared>))
+            .layer(DefaultBodyLimit::max(config.http_broadcast_max_body))
+            .with_state(broadcaster);
+
+        let mut main_router = Router::new();
+        for path in &config.path {
+            main_router = main_router.route(path, get(ws::upgrade));
+        }
+        let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
+        let mut broadcast_addr = None;
+        if config.http_broadcast_enabled() {
+            if shared_port {
+                main_router = main_router.merge(broadcast_routes);
+                broadcast_addr = Some(local_addr);
+            } else {
+                let listener = bind(&config.host, config.http_broadcast_port).await?;
+                broadcast_addr = listener.local_addr().ok();
+                let stop = stop_accepting.clone();
+                tasks.spawn(async move {
+                    let served = axum::serve(listener, broadcast_routes.into_make_service())
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "broadcast listener failed");
+                    }
+                });
+            }
+        }
+        let stop = stop_accepting.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(main_listener, main_router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "main listener failed");
+            }
+        });
+        tasks.spawn(ping_clients(hub.clone(), Duration::from_secs(config.ping_interval), stop_tasks.clone()));
+
+        let paths = config.path.join(",");
+        let broadcast_info = match (broadcast_addr, config.broadcast_key()) {
+            (Some(addr), Some(_)) => format!("http://{addr}{} (key required)", config.http_broadcast_path),
+            (Some(addr), None) => format!("http://{addr}{} (no auth)", config.http_broadcast_path),
+            (None, _) => "off".to_owned(),
+        };
+        tracing::info!(
+            "Ferrocable {} listening on ws://{local_addr}{{{paths}}}; broadcasts: {broadcast_info}; RPC: {backend_name}{}",
+            env!("CARGO_PKG_VERSION"),
+            if config.noauth { "; noauth" } else { "" },
+        );
+
+        Ok(Self {
+            shared,
+            local_addr,
+            broadcast_addr,
+            stop_accepting,
+            stop_tasks,
+            sessions,
+            tasks,
+            shutdown_state: AsyncMutex::new(Some(ShutdownParts { drain })),
+            stopped: CancellationToken::new(),
+        })
+    }
+
+    /// The address the main listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the HTTP broadcast endpoint, when enabled.
+    pub fn broadcast_addr(&self) -> Option<SocketAddr> {
+        self.broadcast_addr
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Delivers one publication to every subscriber of its stream (in order with earlier ones).
+    pub async fn broadcast(&self, publication: Publication) {
+        self.shared.broadcasts.publish(publication).await;
+    }
+
+    /// Delivers publications in order.
+    pub async fn broadcast_many(&self, publications: impl IntoIterator<Item = Publication>) {
+        for publication in publications {
+            self.shared.broadcasts.publish(publication).await;
+        }
+    }
+
+    /// Closes every session whose identifiers equal `identifiers` with a `remote` disconnect frame; returns
+    /// how many sessions that was.
+    pub fn disconnect(&self, identifiers: &str, reconnect: bool) -> usize {
+        self.shared.disconnect(identifiers, reconnect)
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Whether `shutdown` has completed.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled()
+    }
+
+    /// Gracefully stops the server within `shutdown_timeout`. Calling it again waits for the first call.
+    pub async fn shutdown(&self) {
+        let mut parts = self.shutdown_state.lock().await;
+        let Some(ShutdownParts { drain }) = parts.take() else { return };
+        let deadline = Instant::now() + Duration::from_secs(self.shared.config.shutdown_timeout);
+        tracing::info!(clients = self.shared.hub.clients_count(), "shutting down");
+
+        self.stop_accepting.cancel();
+        let restart = CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY);
+        self.shared.hub.for_each_client(|client| client.close(restart.clone()));
+        self.sessions.close();
+        if tokio::time::timeout_at(deadline, self.sessions.wait()).await.is_err() {
+            tracing::warn!(left = self.sessions.len(), "shutdown timeout reached before every connection closed");
+        }
+        drain.drain_by(deadline);
+        self.stop_tasks.cancel();
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown timeout reached before background work finished");
+        }
+        self.stopped.cancel();
+        tracing::info!("stopped");
+    }
+
+    /// Resolves once `shutdown` has completed.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+}
+
+async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
+    TcpListener::bind((host, port)).await.map_err(|source| StartError::Bind { addr: format!("{host}:{port}"), source })
+}
+
+/// The shared ping ticker: one timer for every client on the default interval.
+async fn ping_clients(hub: Arc<Hub>, every: Duration, stop: CancellationToken) {
+    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut frames: [Option<bytes::Bytes>; 3] = Default::default();
+        hub.for_each_client(|client| {
+            if client.own_ping_interval.is_some() || !client.is_welcomed() {
+                return;
+            }
+            let slot = match client.ping_precision {
+                PingPrecision::Seconds => 0,
+                PingPrecision::Millis => 1,
+                PingPrecision::Nanos => 2,
+            };
+            let frame = frames[slot]
+                .get_or_insert_with(|| protocol::ping_frame(ws::timestamp(client.ping_precision)))
+                .clone();
+            client.send(frame);
+        });
+    }
+}

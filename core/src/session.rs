@@ -1,0 +1,348 @@
+//! One client's session: identifiers, connection state (cstate), subscriptions with their channel state
+//! (istate) and streams, and the protocol rules that apply handler answers to them.
+//!
+//! A session is owned by its connection task and mutated only there, one command at a time, so there is
+//! no lock on session state. It builds each handler request with exactly the state that call needs, and
+//! merges what comes back: a returned key with a non-empty value sets it, an empty value deletes it.
+//! It never reads or writes the socket: frames go out through the client's queue.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::client::{ClientHandle, CloseRequest, close_code};
+use crate::config::DisconnectMode;
+use crate::disconnect::DisconnectQueue;
+use crate::handler::controller::{Controller, Routed};
+use crate::handler::{
+    CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, Env,
+    Status, status_name,
+};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::ClientCommand;
+
+/// What every session shares.
+pub(crate) struct SessionDeps {
+    pub hub: Arc<Hub>,
+    pub controller: Arc<Controller>,
+    pub metrics: Arc<Metrics>,
+    pub disconnects: DisconnectQueue,
+    pub disconnect_mode: DisconnectMode,
+}
+
+/// The request a connection was opened with, forwarded to every handler call.
+#[derive(Debug, Clone, Default)]
+pub struct RequestEnv {
+    pub url: String,
+    pub headers: HashMap<String, String>,
+}
+
+/// A handler call in flight, resolved by the connection task.
+pub(crate) type PendingCall = Pin<Box<dyn Future<Output = CallOutcome> + Send>>;
+
+/// A finished handler call.
+pub(crate) enum CallOutcome {
+    Connect(Routed<ConnectionResponse>),
+    Command { kind: CommandKind, identifier: Arc<str>, routed: Routed<CommandResponse> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommandKind {
+    Subscribe,
+    Unsubscribe,
+    Message,
+}
+
+impl CommandKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Message => "message",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Subscription {
+    istate: HashMap<String, String>,
+    streams: Vec<Arc<str>>,
+}
+
+/// State of one connected client.
+pub(crate) struct Session {
+    client: Arc<ClientHandle>,
+    deps: Arc<SessionDeps>,
+    env: Arc<RequestEnv>,
+    identifiers: Option<Arc<str>>,
+    cstate: HashMap<String, String>,
+    subscriptions: HashMap<Arc<str>, Subscription>,
+    used_backend: bool,
+}
+
+impl Session {
+    pub(crate) fn new(client: Arc<ClientHandle>, deps: Arc<SessionDeps>, env: RequestEnv) -> Self {
+        Self {
+            client,
+            deps,
+            env: Arc::new(env),
+            identifiers: None,
+            cstate: HashMap::new(),
+            subscriptions: HashMap::new(),
+            used_backend: false,
+        }
+    }
+
+    fn call_context(&self) -> CallContext {
+        CallContext { sid: self.client.sid.clone() }
+    }
+
+    fn request_env(&self, istate: HashMap<String, String>) -> Env {
+        Env { url: self.env.url.clone(), headers: self.env.headers.clone(), cstate: self.cstate.clone(), istate }
+    }
+
+    /// Starts the Connect call.
+    pub(crate) fn start_connect(&self) -> PendingCall {
+        let controller = self.deps.controller.clone();
+        let ctx = self.call_context();
+        let request = ConnectionRequest {
+            env: Some(Env { url: self.env.url.clone(), headers: self.env.headers.clone(), ..Default::default() }),
+        };
+        Box::pin(async move { CallOutcome::Connect(controller.connect(&ctx, request).await) })
+    }
+
+    /// Starts the handler call for a client command, or refuses it (logged) when it cannot apply.
+    pub(crate) fn start_command(&mut self, command: ClientCommand) -> Option<PendingCall> {
+        let (kind, identifier, data) = match command {
+            ClientCommand::Subscribe { identifier } => (CommandKind::Subscribe, identifier, String::new()),
+            ClientCommand::Unsubscribe { identifier } => (CommandKind::Unsubscribe, identifier, String::new()),
+            ClientCommand::Message { identifier, data } => (CommandKind::Message, identifier, data),
+            ClientCommand::Pong => return None,
+        };
+        let existing = self.subscriptions.get_key_value(identifier.as_str());
+        let istate = match (kind, existing) {
+            (CommandKind::Subscribe, Some(_)) => {
+                self.refuse(kind, &identifier, "already subscribed");
+                return None;
+            }
+            (CommandKind::Subscribe, None) => HashMap::new(),
+            (_, None) => {
+                self.refuse(kind, &identifier, "unknown subscription");
+                return None;
+            }
+            (_, Some((_, sub))) => sub.istate.clone(),
+        };
+        // Share the identifier with the subscription map when we already hold it.
+        let identifier: Arc<str> = existing.map(|(k, _)| k.clone()).unwrap_or_else(|| identifier.into());
+        let request = CommandMessage {
+            command: kind.as_str().into(),
+            identifier: identifier.to_string(),
+            connection_identifiers: self.identifiers.as_deref().unwrap_or_default().to_owned(),
+            data,
+            env: Some(self.request_env(istate)),
+        };
+        let controller = self.deps.controller.clone();
+        let ctx = self.call_context();
+        Some(Box::pin(async move {
+            let routed = controller.command(&ctx, request).await;
+            CallOutcome::Command { kind, identifier, routed }
+        }))
+    }
+
+    fn refuse(&self, kind: CommandKind, identifier: &str, why: &str) {
+        Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+        tracing::warn!(sid = %self.client.sid, command = kind.as_str(), identifier, "{why}; command ignored");
+    }
+
+    /// Applies a finished call to the session and queues its transmissions.
+    pub(crate) fn finish(&mut self, outcome: CallOutcome) {
+        match outcome {
+            CallOutcome::Connect(routed) => self.finish_connect(routed),
+            CallOutcome::Command { kind, identifier, routed } => self.finish_command(kind, identifier, routed),
+        }
+    }
+
+    fn finish_connect(&mut self, routed: Routed<ConnectionResponse>) {
+        self.used_backend |= routed.via_backend;
+        let response = match routed.result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(sid = %self.client.sid, %error, "Connect failed");
+                self.client.close(CloseRequest { frame: None, code: close_code::INTERNAL_ERROR, reason: "Auth Error" });
+                return;
+            }
+        };
+        if let Some(env) = &response.env {
+            merge_state(&mut self.cstate, &env.cstate);
+        }
+        self.transmit(&response.transmissions);
+        match Status::try_from(response.status) {
+            Ok(Status::Success) => {
+                let identifiers: Arc<str> = response.identifiers.into();
+                self.deps.hub.identify(&self.client, &identifiers);
+                self.identifiers = Some(identifiers);
+                self.client.mark_welcomed();
+            }
+            Ok(Status::Failure) => {
+                Metrics::inc(&self.deps.metrics.failed_auths_total);
+                tracing::debug!(sid = %self.client.sid, "connection rejected");
+                self.client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "Auth Failed" });
+            }
+            _ => {
+                tracing::error!(sid = %self.client.sid, error = %response.error_msg, "Connect returned ERROR");
+                self.client.close(CloseRequest { frame: None, code: close_code::INTERNAL_ERROR, reason: "Auth Error" });
+            }
+        }
+    }
+
+    fn finish_command(&mut self, kind: CommandKind, identifier: Arc<str>, routed: Routed<CommandResponse>) {
+        self.used_backend |= routed.via_backend;
+        let response = match routed.result {
+            Ok(response) => response,
+            Err(error) => {
+                Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+                tracing::warn!(sid = %self.client.sid, command = kind.as_str(), %identifier, %error, "command failed");
+                return;
+            }
+        };
+        let status = Status::try_from(response.status).unwrap_or(Status::Error);
+        if status == Status::Error {
+            Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+            tracing::error!(
+                sid = %self.client.sid,
+                command = kind.as_str(),
+                %identifier,
+                error = %response.error_msg,
+                "command returned {}",
+                status_name(response.status)
+            );
+        }
+        match (kind, status) {
+            (CommandKind::Subscribe, Status::Success) => {
+                self.subscriptions.insert(identifier.clone(), Subscription::default());
+                Metrics::up(&self.deps.metrics.subscriptions_num);
+            }
+            (CommandKind::Unsubscribe, Status::Success | Status::Failure) => {
+                self.remove_subscription(&identifier);
+            }
+            _ => {}
+        }
+        self.apply_streams_and_istate(&identifier, &response);
+        if let Some(env) = &response.env {
+            merge_state(&mut self.cstate, &env.cstate);
+        }
+        self.transmit(&response.transmissions);
+        if response.disconnect {
+            self.client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "Command Failed" });
+        }
+    }
+
+    /// `stop_streams` first, then `stopped_streams`, then new `streams`; then the istate changes.
+    fn apply_streams_and_istate(&mut self, identifier: &Arc<str>, response: &CommandResponse) {
+        let Some(sub) = self.subscriptions.get_mut(identifier) else { return };
+        let hub = &self.deps.hub;
+        let client_id = self.client.id;
+        if response.stop_streams {
+            for stream in sub.streams.drain(..) {
+                hub.unsubscribe(&stream, identifier, client_id);
+            }
+        }
+        for stopped in &response.stopped_streams {
+            if let Some(pos) = sub.streams.iter().position(|s| **s == **stopped) {
+                let stream = sub.streams.swap_remove(pos);
+                hub.unsubscribe(&stream, identifier, client_id);
+            }
+        }
+        for stream in &response.streams {
+            if !sub.streams.iter().any(|s| **s == **stream) {
+                let stream: Arc<str> = stream.as_str().into();
+                hub.subscribe(&stream, identifier, &self.client);
+                sub.streams.push(stream);
+            }
+        }
+        if let Some(env) = &response.env {
+            merge_state(&mut sub.istate, &env.istate);
+        }
+    }
+
+    fn remove_subscription(&mut self, identifier: &str) {
+        if let Some(sub) = self.subscriptions.remove(identifier) {
+            for stream in &sub.streams {
+                self.deps.hub.unsubscribe(stream, identifier, self.client.id);
+            }
+            Metrics::down(&self.deps.metrics.subscriptions_num);
+        }
+    }
+
+    fn transmit(&self, transmissions: &[String]) {
+        for t in transmissions {
+            self.client.send(Bytes::copy_from_slice(t.as_bytes()));
+        }
+    }
+
+    /// Cleans up after the connection closed and queues the Disconnect call when one is owed.
+    pub(crate) async fn end(mut self) {
+        let identifiers = self.identifiers.take();
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        for (identifier, sub) in &subscriptions {
+            for stream in &sub.streams {
+                self.deps.hub.unsubscribe(stream, identifier, self.client.id);
+            }
+            Metrics::down(&self.deps.metrics.subscriptions_num);
+        }
+        self.deps.hub.remove_client(self.client.id, identifiers.as_deref());
+        let Some(identifiers) = identifiers else { return };
+        let owed = match self.deps.disconnect_mode {
+            DisconnectMode::Never => false,
+            DisconnectMode::Always => true,
+            DisconnectMode::Auto => self.used_backend,
+        };
+        if !owed || !self.deps.controller.has_backend() {
+            return;
+        }
+        let istate = subscriptions
+            .iter()
+            .map(|(id, sub)| (id.to_string(), serde_json::to_string(&sub.istate).unwrap_or_else(|_| "{}".into())))
+            .collect();
+        let request = DisconnectRequest {
+            identifiers: identifiers.to_string(),
+            subscriptions: subscriptions.keys().map(|k| k.to_string()).collect(),
+            env: Some(self.request_env(istate)),
+        };
+        self.deps.disconnects.push(self.client.sid.clone(), request).await;
+    }
+}
+
+/// Merges returned state changes: a non-empty value sets the key, an empty value deletes it.
+pub fn merge_state(state: &mut HashMap<String, String>, changes: &HashMap<String, String>) {
+    for (key, value) in changes {
+        if value.is_empty() {
+            state.remove(key);
+        } else {
+            state.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_sets_replaces_and_deletes_keys() {
+        let mut state: HashMap<String, String> =
+            [("a", "1"), ("b", "2"), ("c", "3")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let changes: HashMap<String, String> =
+            [("a", "10"), ("b", ""), ("d", "4"), ("zz", "")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        merge_state(&mut state, &changes);
+        let mut got: Vec<_> = state.into_iter().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("a".into(), "10".into()), ("c".into(), "3".into()), ("d".into(), "4".into())]
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! WebSocket transport: the upgrade (origin check, sub-protocol, connection cap, request env) and the
+//! one task per connection that reads client frames, runs commands in arrival order and writes every
+//! queued frame.
+//!
+//! While a handler call is in flight the task stops reading (commands are strictly ordered per
+//! connection) but keeps writing, so broadcasts and pings never wait for a slow handler.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
+use crate::config::{Config, PingPrecision};
+use crate::metrics::Metrics;
+use crate::protocol::{self, SUPPORTED_PROTOCOLS};
+use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
+
+/// What the upgrade handler needs; shared by all connections.
+pub(crate) struct WsState {
+    pub deps: Arc<SessionDeps>,
+    pub config: Arc<Config>,
+    pub next_id: AtomicU64,
+    pub tracker: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Upgrades a request to a WebSocket connection, or refuses it with an HTTP status and a message.
+pub(crate) async fn upgrade(
+    State(state): State<Arc<WsState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let config = &state.config;
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
+    }
+    if !config.allowed_origins.is_empty() {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !origin_allowed(origin, &config.allowed_origins) {
+            tracing::warn!(%origin, "connection refused: origin not allowed");
+            return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+        }
+    }
+    let metrics = &state.deps.metrics;
+    if config.max_conn > 0 && metrics.clients_num.load(Ordering::Relaxed) >= config.max_conn as i64 {
+        tracing::warn!(max_conn = config.max_conn, "connection refused: max_conn reached");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    }
+
+    let query = parse_query(uri.query().unwrap_or(""));
+    let own_ping_interval = query
+        .get("pi")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|secs| *secs >= 0.1 && *secs <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .filter(|d| *d != Duration::from_secs(config.ping_interval));
+    let ping_precision =
+        query.get("ptp").and_then(|v| PingPrecision::parse(v)).unwrap_or(config.ping_timestamp_precision);
+    let sid: Arc<str> = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(generate_sid)
+        .into();
+    let env = RequestEnv { url: request_url(&headers, &uri), headers: forwarded_headers(&headers, config, peer) };
+
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let client = Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision));
+    let token = state.tracker.token();
+    let max = config.max_message_size;
+    ws.protocols(SUPPORTED_PROTOCOLS.iter().copied())
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            run_connection(socket, client, env, state.deps.clone()).await;
+            drop(token);
+        })
+}
+
+/// Drives one connection from the Connect call until the socket is gone, then ends the session.
+async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: RequestEnv, deps: Arc<SessionDeps>) {
+    let metrics = deps.metrics.clone();
+    Metrics::up(&metrics.clients_num);
+    Metrics::inc(&metrics.clients_total);
+    deps.hub.add_client(&client);
+    let mut session = Session::new(client.clone(), deps, env);
+    let mut pending: Option<PendingCall> = Some(session.start_connect());
+    let mut own_ping = client.own_ping_interval.map(|every| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
+    let mut socket_open = true;
+
+    loop {
+        tokio::select! {
+            biased;
+            () = client.wait() => {
+                let drained = client.drain();
+                if write_frames(&mut socket, drained.frames, &metrics).await.is_err() {
+                    socket_open = false;
+                    break;
+                }
+                if let Some(close) = drained.close {
+                    // Frames queued after the close request are never written.
+                    let _ = write_close(&mut socket, close, &metrics).await;
+                    break;
+                }
+            }
+            outcome = async { pending.as_mut().expect("guarded by the select condition").await }, if pending.is_some() => {
+                pending = None;
+                session.finish(outcome);
+            }
+            _ = async { own_ping.as_mut().expect("guarded").tick().await }, if own_ping.is_some() && client.is_welcomed() => {
+                client.send(protocol::ping_frame(timestamp(client.ping_precision)));
+            }
+            message = socket.recv(), if pending.is_none() => {
+                match message {
+                    Some(Ok(message)) => {
+                        pending = handle_frame(&mut session, &client, message, &metrics);
+                    }
+                    Some(Err(error)) => {
+                        if is_too_big(&error) {
+                            tracing::warn!(sid = %client.sid, "client frame larger than max_message_size; closing with 1009");
+                            Metrics::inc(&metrics.failed_client_msg_total);
+                            let close = CloseRequest { frame: None, code: close_code::MESSAGE_TOO_BIG, reason: "message too big" };
+                            let _ = write_close(&mut socket, close, &metrics).await;
+                        } else {
+                            tracing::debug!(sid = %client.sid, %error, "connection read failed");
+                        }
+                        socket_open = false;
+                        break;
+                    }
+                    None => {
+                        socket_open = false;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // A call that was in flight when the client went away still changes backend-side state; apply it so the
+    // Disconnect call sees it.
+    if let Some(call) = pending.take() {
+        session.finish(call.await);
+    }
+    if socket_open {
+        let _ = socket.close().await;
+    }
+    client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
+    Metrics::down(&metrics.clients_num);
+    session.end().await;
+}
+
+/// Handles one client frame; returns the handler call it started, if any.
+fn handle_frame(
+    session: &mut Session,
+    client: &ClientHandle,
+    message: Message,
+    metrics: &Metrics,
+) -> Option<PendingCall> {
+    let text = match message {
+        Message::Text(text) => text,
+        Message::Binary(data) => {
+            Metrics::inc(&metrics.failed_client_msg_total);
+            tracing::warn!(sid = %client.sid, bytes = data.len(), "binary frame ignored: this protocol is JSON text");
+            return None;
+        }
+        // Pings are answered by the WebSocket layer; pongs and close frames need nothing from us.
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
+    };
+    Metrics::inc(&metrics.client_msg_total);
+    Metrics::add(&metrics.data_rcvd_total, text.len() as u64);
+    match protocol::decode_command(text.as_str()) {
+        Ok(command) => session.start_command(command),
+        Err(error) => {
+            Metrics::inc(&metrics.failed_client_msg_total);
+            tracing::warn!(sid = %client.sid, %error, "client frame ignored");
+            None
+        }
+    }
+}
+
+async fn write_frames(socket: &mut WebSocket, frames: VecDeque<Bytes>, metrics: &Metrics) -> Result<(), axum::Error> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for frame in frames {
+        Metrics::add(&metrics.data_sent_total, frame.len() as u64);
+        let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
+        socket.feed(Message::Text(text)).await?;
+    }
+    socket.flush().await
+}
+
+async fn write_close(socket: &mut WebSocket, close: CloseRequest, metrics: &Metrics) -> Result<(), axum::Error> {
+    if let Some(frame) = close.frame {
+        write_frames(socket, VecDeque::from([frame]), metrics).await?;
+    }
+    socket.send(Message::Close(Some(CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) }))).await
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}
+
+/// Unix time in the requested precision.
+pub(crate) fn timestamp(precision: PingPrecision) -> u128 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    match precision {
+        PingPrecision::Seconds => now.as_secs() as u128,
+        PingPrecision::Millis => now.as_millis(),
+        PingPrecision::Nanos => now.as_nanos(),
+    }
+}
+
+/// The URL as the client used it: `http(s)://host/path?query`.
+fn request_url(headers: &HeaderMap, uri: &Uri) -> String {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+        Some("https") | Some("wss") => "https",
+        _ => "http",
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{scheme}://{host}{path}")
+}
+
+/// The configured headers (lower-cased names), cookies filtered by `proxy_cookies`, plus `REMOTE_ADDR`.
+fn forwarded_headers(headers: &HeaderMap, config: &Config, peer: SocketAddr) -> HashMap<String, String> {
+    let mut out = HashMap::with_capacity(config.headers.len() + 1);
+    for name in &config.headers {
+        let name = name.to_ascii_lowercase();
+        let values: Vec<&str> = headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+        if values.is_empty() {
+            continue;
+        }
+        let value = if name == "cookie" {
+            filter_cookies(&values.join("; "), &config.proxy_cookies)
+        } else {
+            values.join(", ")
+        };
+        if !value.is_empty() {
+            out.insert(name, value);
+        }
+    }
+    out.insert("REMOTE_ADDR".to_owned(), peer.ip().to_string());
+    out
+}
+
+fn filter_cookies(cookie: &str, allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        return cookie.to_owned();
+    }
+    cookie
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| pair.split_once('=').is_some_and(|(name, _)| allowed.iter().any(|a| a == name.trim())))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Whether an Origin header matches one of the allowed host patterns (`*` matches any run of characters).
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin).trim_end_matches('/');
+    let host_no_port = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        wildcard_match(&pattern, &host.to_ascii_lowercase()) || wildcard_match(&pattern, &host_no_port.to_ascii_lowercase())
+    })
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(remaining) = text.strip_prefix(prefix) else { return false };
+            (0..=remaining.len()).any(|i| remaining.is_char_boundary(i) && wildcard_match(rest, &remaining[i..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_hosts_with_wildcards() {
+        let allowed = vec!["example.com".to_owned(), "*.test.io".to_owned(), "localhost:3000".to_owned()];
+        assert!(origin_allowed("https://example.com", &allowed));
+        assert!(origin_allowed("http://example.com:8080", &allowed));
+        assert!(origin_allowed("https://a.b.test.io", &allowed));
+        assert!(origin_allowed("http://localhost:3000", &allowed));
+        assert!(!origin_allowed("http://localhost:4000", &allowed));
+        assert!(!origin_allowed("https://evil.com", &allowed));
+        assert!(!origin_allowed("https://example.com.evil.com", &allowed));
+        assert!(!origin_allowed("", &allowed));
+    }
+
+    #[test]
+    fn cookies_are_filtered_by_name() {
+        assert_eq!(filter_cookies("a=1; b=2; c=3", &["a".into(), "c".into()]), "a=1; c=3");
+        assert_eq!(filter_cookies("a=1; b=2", &[]), "a=1; b=2");
+        assert_eq!(filter_cookies("b=2", &["a".into()]), "");
+    }
+
+    #[test]
+    fn forwarded_headers_are_lower_cased_and_include_remote_addr() {
+        let mut headers = HeaderMap::new();
+        headers.insert("Cookie", "user=alice; other=1".parse().unwrap());
+        headers.insert("X-Api-Token", "t".parse().unwrap());
+        headers.insert("X-Other", "no".parse().unwrap());
+        let mut config = Config::default();
+        config.set("headers", "Cookie,X-API-Token").unwrap();
+        config.set("proxy_cookies", "user").unwrap();
+        let out = forwarded_headers(&headers, &config, "10.1.2.3:5555".parse().unwrap());
+        assert_eq!(out.get("cookie").map(String::as_str), Some("user=alice"));
+        assert_eq!(out.get("x-api-token").map(String::as_str), Some("t"));
+        assert_eq!(out.get("REMOTE_ADDR").map(String::as_str), Some("10.1.2.3"));
+        assert!(!out.contains_key("x-other"));
+    }
+
+    #[test]
+    fn request_url_keeps_host_path_and_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "example.com:8080".parse().unwrap());
+        let uri: Uri = "/cable?token=1&pi=2".parse().unwrap();
+        assert_eq!(request_url(&headers, &uri), "http://example.com:8080/cable?token=1&pi=2");
+    }
+}
