@@ -92,8 +92,9 @@ impl OptionValue for Option<String> {
 impl OptionValue for bool {
     fn parse_value(raw: &str) -> Result<Self, String> {
         match raw.to_ascii_lowercase().as_str() {
-            "" | "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
+            "true" | "1" | "yes" | "on" => Ok(true),
+            // An empty value (e.g. `ANYCABLE_NOAUTH=`) must never switch something on by accident.
+            "" | "false" | "0" | "no" | "off" => Ok(false),
             _ => Err("expected true or false".into()),
         }
     }
@@ -177,13 +178,18 @@ pub struct OptionSpec {
     pub name: &'static str,
     /// Default in text form (empty = unset).
     pub default: &'static str,
-    /// One line of help.
-    pub help: &'static str,
+    /// One line of help (may start with a space; see [`OptionSpec::help`]).
+    help_text: &'static str,
     /// `true` for switches that may be given without a value (`--public`).
     pub switch: bool,
 }
 
 impl OptionSpec {
+    /// One line of help.
+    pub fn help(&self) -> &'static str {
+        self.help_text.trim()
+    }
+
     /// The environment variable carrying this option.
     pub fn env_var(&self) -> String {
         format!("ANYCABLE_{}", self.name.to_ascii_uppercase())
@@ -211,7 +217,7 @@ macro_rules! options {
 
         /// All options, in documentation order.
         pub const OPTIONS: &[OptionSpec] = &[
-            $( OptionSpec { name: stringify!($name), default: $default, help: concat!($($doc),*), switch: $switch }, )*
+            $( OptionSpec { name: stringify!($name), default: $default, help_text: concat!($($doc),*), switch: $switch }, )*
         ];
 
         impl Config {
@@ -343,10 +349,20 @@ impl Config {
                 reason: format!("adapter {unknown:?} is not supported (supported: http)"),
             });
         }
-        if self.http_broadcast_port == self.port && self.http_broadcast_enabled() && self.broadcast_key().is_none() && !self.public {
+        let grpc_target = self.rpc_host.strip_prefix("grpc://").unwrap_or(&self.rpc_host).to_owned();
+        if grpc_target.contains("://") {
+            return Err(ConfigError::Inconsistent {
+                name: "rpc_host",
+                reason: format!("{:?}: only gRPC backends (host:port or grpc://host:port) are supported", self.rpc_host),
+            });
+        }
+        self.rpc_host = grpc_target;
+        // Sharing the main port with an open broadcast endpoint is only allowed when asked for explicitly.
+        let key_configured = self.broadcast_key.is_some() || self.secret.is_some();
+        if self.port != 0 && self.http_broadcast_port == self.port && self.http_broadcast_enabled() && !key_configured {
             return Err(ConfigError::Inconsistent {
                 name: "http_broadcast_port",
-                reason: "broadcasting on the main port requires a broadcast key (set broadcast_key or secret)".into(),
+                reason: "broadcasting on the main port requires a broadcast key (set broadcast_key or secret, or broadcast_key=none to allow anyone)".into(),
             });
         }
         Ok(self)
@@ -381,7 +397,7 @@ impl Config {
         let mut out = String::new();
         for spec in OPTIONS {
             let value = self.get(spec.name).unwrap_or_default();
-            let shown = if is_secret(spec.name) && !value.is_empty() { "[hidden]".to_owned() } else { value };
+            let shown = if is_secret(spec.name) && !value.is_empty() && value != "none" { "[hidden]".to_owned() } else { value };
             let _ = writeln!(out, "{} = {:?}", spec.name, shown);
         }
         out
@@ -424,11 +440,13 @@ mod tests {
     fn set_parses_lists_bools_and_numbers() {
         let mut c = Config::default();
         c.set("path", "/cable, /ws").unwrap();
-        c.set("noauth", "").unwrap();
+        c.set("noauth", "true").unwrap();
         c.set("rpc_concurrency", "5").unwrap();
         assert_eq!(c.path, vec!["/cable", "/ws"]);
         assert!(c.noauth);
         assert_eq!(c.rpc_concurrency, 5);
+        c.set("noauth", "").unwrap();
+        assert!(!c.noauth, "an empty value switches off");
     }
 
     #[test]
@@ -469,13 +487,26 @@ mod tests {
     }
 
     #[test]
+    fn rpc_host_takes_host_port_or_grpc_urls_only() {
+        let mut c = Config::default();
+        c.set("rpc_host", "grpc://backend:50051").unwrap();
+        assert_eq!(c.finalize().unwrap().rpc_host, "backend:50051");
+        let mut c = Config::default();
+        c.set("rpc_host", "http://backend/_anycable").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("rpc_host"), "{err}");
+    }
+
+    #[test]
     fn main_port_broadcasting_requires_a_key() {
         let mut c = Config::default();
         c.set("http_broadcast_port", "8080").unwrap();
         let err = c.clone().finalize().unwrap_err().to_string();
         assert!(err.contains("http_broadcast_port"), "{err}");
         c.set("broadcast_key", "k").unwrap();
-        assert!(c.finalize().is_ok());
+        assert!(c.clone().finalize().is_ok());
+        c.set("broadcast_key", "none").unwrap();
+        assert!(c.finalize().is_ok(), "an explicit `none` opens it on purpose");
     }
 
     #[test]

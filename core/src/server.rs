@@ -211,14 +211,15 @@ impl Server {
         });
         tasks.spawn(ping_clients(hub.clone(), Duration::from_secs(config.ping_interval), stop_tasks.clone()));
 
-        let paths = config.path.join(",");
+        let urls: Vec<String> = config.path.iter().map(|p| format!("ws://{local_addr}{p}")).collect();
+        let urls = urls.join(", ");
         let broadcast_info = match (broadcast_addr, config.broadcast_key()) {
             (Some(addr), Some(_)) => format!("http://{addr}{} (key required)", config.http_broadcast_path),
             (Some(addr), None) => format!("http://{addr}{} (no auth)", config.http_broadcast_path),
             (None, _) => "off".to_owned(),
         };
         tracing::info!(
-            "Ferrocable {} listening on ws://{local_addr}{{{paths}}}; broadcasts: {broadcast_info}; RPC: {backend_name}{}",
+            "Ferrocable {} listening on {urls}; broadcasts: {broadcast_info}; RPC: {backend_name}{}",
             env!("CARGO_PKG_VERSION"),
             if config.noauth { "; noauth" } else { "" },
         );

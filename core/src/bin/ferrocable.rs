@@ -33,9 +33,9 @@ fn command() -> Command {
                 .help("Print the effective configuration and exit"),
         );
     for spec in OPTIONS {
-        let mut arg = Arg::new(spec.name).long(spec.name).env(spec.env_var()).help(spec.help).value_name("VALUE");
+        let mut arg = Arg::new(spec.name).long(spec.name).env(spec.env_var()).help(spec.help()).value_name("VALUE");
         if !spec.default.is_empty() {
-            arg = arg.help(format!("{} [default: {}]", spec.help, spec.default));
+            arg = arg.help(format!("{} [default: {}]", spec.help(), spec.default));
         }
         if spec.switch {
             arg = arg.num_args(0..=1).default_missing_value("true").require_equals(true);
@@ -100,10 +100,23 @@ fn apply_file(config: &mut Config, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ANYCABLE_*` variables are often shared with the application's own AnyCable settings, so one this server
+/// does not know is reported, not fatal.
+fn warn_unknown_env() {
+    let known: Vec<String> = OPTIONS.iter().map(|s| s.env_var()).chain(["ANYCABLE_CONFIG_PATH".to_owned()]).collect();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ANYCABLE_") && !known.contains(&name) {
+            eprintln!("ferrocable: warning: ignoring {name}: not an option of this server");
+        }
+    }
+}
+
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{},h2=warn,hyper=warn,tower=warn", config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -119,6 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warn_unknown_env();
     if matches.get_flag("print_config") {
         print!("{}", config.describe());
         return ExitCode::SUCCESS;

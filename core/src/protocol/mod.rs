@@ -73,13 +73,6 @@ pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
     }
 }
 
-/// Picks the sub-protocol to answer with from the client's offer; `None` when it offered nothing we speak
-/// (the connection is then served as `actioncable-v1-json` without a protocol header, as Action Cable does).
-pub fn negotiate_protocol<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
-    let offered: Vec<&str> = offered.into_iter().map(str::trim).collect();
-    SUPPORTED_PROTOCOLS.iter().copied().find(|p| offered.contains(p))
-}
-
 /// `text` as a JSON string literal, quotes included.
 pub fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
@@ -168,13 +161,6 @@ mod tests {
         assert_eq!(decode_command(r#"{"command":"message","identifier":"x","data":{"a":1}}"#), Err(DecodeError::BadData));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(decode_command(&deep), Err(DecodeError::NotJson(_))));
-    }
-
-    #[test]
-    fn negotiates_known_protocols_only() {
-        assert_eq!(negotiate_protocol(["foo", " actioncable-v1-json"]), Some(ACTIONCABLE_V1_JSON));
-        assert_eq!(negotiate_protocol(["actioncable-unsupported"]), None);
-        assert_eq!(negotiate_protocol([]), None);
     }
 
     #[test]

@@ -1,0 +1,345 @@
+//! Test harness: a small channel application (as a gRPC backend or an in-process handler), the server on a
+//! free port, and a WebSocket client that speaks Action Cable.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferrocable::handler::{
+    CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
+    DisconnectResponse, EnvResponse, Handler, HandlerError, Status,
+};
+use ferrocable::rpc::rpc_server::{Rpc, RpcServer};
+use ferrocable::{Config, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Every call the application received, in order.
+#[derive(Default, Clone)]
+pub struct Calls {
+    pub connects: Arc<Mutex<Vec<(String, ConnectionRequest)>>>,
+    pub commands: Arc<Mutex<Vec<(String, CommandMessage)>>>,
+    pub disconnects: Arc<Mutex<Vec<(String, DisconnectRequest)>>>,
+}
+
+/// A channel application: `user=<name>` cookie authenticates; `ChatChannel` streams from `chat_<room>`.
+#[derive(Default, Clone)]
+pub struct ChatApp {
+    pub calls: Calls,
+}
+
+fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+impl ChatApp {
+    pub fn connect(&self, sid: &str, req: ConnectionRequest) -> ConnectionResponse {
+        self.calls.connects.lock().unwrap().push((sid.to_owned(), req.clone()));
+        let env = req.env.unwrap_or_default();
+        let cookie = env.headers.get("cookie").cloned().unwrap_or_default();
+        let user = cookie.split("; ").find_map(|c| c.strip_prefix("user=")).unwrap_or("");
+        if user.is_empty() || user == "bad" {
+            return ConnectionResponse {
+                status: Status::Failure as i32,
+                transmissions: vec![json!({"type":"disconnect","reason":"unauthorized","reconnect":false}).to_string()],
+                ..Default::default()
+            };
+        }
+        ConnectionResponse {
+            status: Status::Success as i32,
+            identifiers: json!({ "current_user": user }).to_string(),
+            transmissions: vec![json!({"type":"welcome","sid":sid}).to_string()],
+            env: Some(EnvResponse { cstate: map(&[("user", user)]), istate: HashMap::new() }),
+            ..Default::default()
+        }
+    }
+
+    pub fn command(&self, sid: &str, req: CommandMessage) -> CommandResponse {
+        self.calls.commands.lock().unwrap().push((sid.to_owned(), req.clone()));
+        let id: Value = serde_json::from_str(&req.identifier).unwrap_or(Value::Null);
+        let room = id["room"].as_str().unwrap_or("lobby").to_owned();
+        let env = req.env.clone().unwrap_or_default();
+        let mut resp = CommandResponse { status: Status::Success as i32, ..Default::default() };
+        match req.command.as_str() {
+            "subscribe" if room == "secret" => {
+                resp.status = Status::Failure as i32;
+                resp.transmissions =
+                    vec![json!({"identifier": req.identifier, "type": "reject_subscription"}).to_string()];
+            }
+            "subscribe" => {
+                resp.streams = vec![format!("chat_{room}")];
+                resp.transmissions =
+                    vec![json!({"identifier": req.identifier, "type": "confirm_subscription"}).to_string()];
+                resp.env = Some(EnvResponse { cstate: HashMap::new(), istate: map(&[("room", &room)]) });
+            }
+            "unsubscribe" => {}
+            "message" => {
+                let data: Value = serde_json::from_str(&req.data).unwrap_or(Value::Null);
+                match data["action"].as_str().unwrap_or("") {
+                    "set_state" => {
+                        resp.env = Some(EnvResponse {
+                            cstate: map(&[("mood", data["mood"].as_str().unwrap_or("")), ("user", "")]),
+                            istate: map(&[("count", data["count"].as_str().unwrap_or(""))]),
+                        });
+                    }
+                    "whoami" => {
+                        let msg = json!({"cstate": env.cstate, "istate": env.istate, "ids": req.connection_identifiers});
+                        resp.transmissions = vec![json!({"identifier": req.identifier, "message": msg}).to_string()];
+                    }
+                    "follow" => resp.streams = vec![data["stream"].as_str().unwrap_or("").to_owned()],
+                    "unfollow" => resp.stopped_streams = vec![data["stream"].as_str().unwrap_or("").to_owned()],
+                    "stop_all" => resp.stop_streams = true,
+                    "kick" => {
+                        resp.disconnect = true;
+                        resp.transmissions =
+                            vec![json!({"type":"disconnect","reason":"kicked","reconnect":false}).to_string()];
+                    }
+                    "fail" => {
+                        resp.status = Status::Error as i32;
+                        resp.error_msg = "boom".into();
+                    }
+                    _ => {}
+                }
+            }
+            _ => resp.status = Status::Error as i32,
+        }
+        resp
+    }
+
+    pub fn disconnect(&self, sid: &str, req: DisconnectRequest) -> DisconnectResponse {
+        self.calls.disconnects.lock().unwrap().push((sid.to_owned(), req));
+        DisconnectResponse { status: Status::Success as i32, error_msg: String::new() }
+    }
+}
+
+/// The app as an in-process handler.
+#[async_trait]
+impl Handler for ChatApp {
+    async fn connect(&self, ctx: &CallContext, r: ConnectionRequest) -> Result<ConnectionResponse, HandlerError> {
+        Ok(ChatApp::connect(self, &ctx.sid, r))
+    }
+    async fn command(&self, ctx: &CallContext, r: CommandMessage) -> Result<CommandResponse, HandlerError> {
+        Ok(ChatApp::command(self, &ctx.sid, r))
+    }
+    async fn disconnect(&self, ctx: &CallContext, r: DisconnectRequest) -> Result<DisconnectResponse, HandlerError> {
+        Ok(ChatApp::disconnect(self, &ctx.sid, r))
+    }
+}
+
+fn sid_of<T>(req: &tonic::Request<T>) -> String {
+    req.metadata().get("sid").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// The app as a gRPC backend.
+#[tonic::async_trait]
+impl Rpc for ChatApp {
+    async fn connect(
+        &self,
+        r: tonic::Request<ConnectionRequest>,
+    ) -> Result<tonic::Response<ConnectionResponse>, tonic::Status> {
+        let sid = sid_of(&r);
+        Ok(tonic::Response::new(ChatApp::connect(self, &sid, r.into_inner())))
+    }
+    async fn command(&self, r: tonic::Request<CommandMessage>) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let sid = sid_of(&r);
+        Ok(tonic::Response::new(ChatApp::command(self, &sid, r.into_inner())))
+    }
+    async fn disconnect(
+        &self,
+        r: tonic::Request<DisconnectRequest>,
+    ) -> Result<tonic::Response<DisconnectResponse>, tonic::Status> {
+        let sid = sid_of(&r);
+        Ok(tonic::Response::new(ChatApp::disconnect(self, &sid, r.into_inner())))
+    }
+}
+
+/// Serves the app over gRPC on a free loopback port until the returned guard is dropped.
+pub async fn start_grpc_backend(app: ChatApp) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let handle = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(RpcServer::new(app))
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    (addr, handle)
+}
+
+/// A config for tests: loopback, free ports, fast pings.
+pub fn test_config(extra: &[(&str, &str)]) -> Config {
+    let mut config = Config::default();
+    for (k, v) in [("host", "127.0.0.1"), ("port", "0"), ("http_broadcast_port", "0"), ("shutdown_timeout", "5")] {
+        config.set(k, v).unwrap();
+    }
+    for (k, v) in extra {
+        config.set(k, v).unwrap();
+    }
+    config
+}
+
+/// Which way the app is reached.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    Grpc,
+    InProcess,
+}
+
+/// The server with the chat app behind it.
+pub struct Fixture {
+    pub server: Server,
+    pub app: ChatApp,
+    backend: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Fixture {
+    pub async fn start(mode: Mode, extra: &[(&str, &str)]) -> Self {
+        let app = ChatApp::default();
+        match mode {
+            Mode::Grpc => {
+                let (addr, handle) = start_grpc_backend(app.clone()).await;
+                let rpc_host = addr.to_string();
+                let mut opts = vec![("rpc_host", rpc_host.as_str())];
+                opts.extend_from_slice(extra);
+                let server = Server::start(test_config(&opts), None).await.unwrap();
+                Self { server, app, backend: Some(handle) }
+            }
+            Mode::InProcess => {
+                let server = Server::start(test_config(extra), Some(Arc::new(app.clone()))).await.unwrap();
+                Self { server, app, backend: None }
+            }
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/cable{query}", self.server.local_addr())
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        Client::connect(&self.url(""), Some(&format!("user={user}"))).await
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(h) = self.backend.take() {
+            h.abort();
+        }
+    }
+}
+
+/// A raw Action Cable client.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Client {
+    pub async fn connect(url: &str, cookie: Option<&str>) -> Self {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "actioncable-v1-json".parse().unwrap());
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("Cookie", cookie.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The next non-ping JSON frame; panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await;
+            let message = match next {
+                Ok(Some(Ok(m))) => Some(m),
+                Ok(_) => None,
+                Err(_) => panic!("no frame within {TIMEOUT:?}"),
+            };
+            match message {
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] != "ping" {
+                        return v;
+                    }
+                }
+                Some(Message::Close(frame)) => panic!("closed: {frame:?}"),
+                Some(_) => {}
+                None => panic!("stream ended"),
+            }
+        }
+    }
+
+    /// The next frame of any kind (pings included), `None` at end of stream.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        match tokio::time::timeout(TIMEOUT, self.ws.next()).await {
+            Ok(Some(Ok(m))) => Some(m),
+            Ok(Some(Err(_))) | Ok(None) => None,
+            Err(_) => panic!("no frame within {TIMEOUT:?}"),
+        }
+    }
+
+    /// Waits for the close frame, skipping anything else; returns its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.next_message().await {
+                Some(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                None => return None,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Asserts nothing but pings arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"ping\"") => {}
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, identifier: &str) -> Value {
+        self.send(json!({"command":"subscribe","identifier":identifier})).await;
+        self.recv().await
+    }
+
+    pub async fn perform(&mut self, identifier: &str, data: Value) {
+        self.send(json!({"command":"message","identifier":identifier,"data":data.to_string()})).await;
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(TIMEOUT, self.ws.next()).await {}
+    }
+}
+
+/// Polls `check` until it is true or the timeout passes.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
