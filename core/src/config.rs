@@ -306,6 +306,16 @@ options! {
     client_queue_size: usize = "1024", false;
     /// Health check path
     health_path: String = "/health", false;
+    /// Path of the Prometheus metrics endpoint (e.g. /metrics); empty disables it
+    metrics_http: String = "", false;
+    /// Host of a separate metrics listener (with metrics_port)
+    metrics_host: String = "", false;
+    /// Port of a separate metrics listener; 0 serves metrics on the main port
+    metrics_port: u16 = "0", false;
+    /// Prefix of every metric name
+    metrics_prefix: String = "anycable_go", false;
+    /// Seconds between one-line stats in the log; 0 disables them
+    stats_refresh_interval: u64 = "0", false;
     /// Log level: error, warn, info, debug or trace
     log_level: String = "info", false;
     /// Log format: text or json
@@ -324,6 +334,9 @@ impl Config {
         }
         if self.debug {
             self.log_level = "debug".into();
+        }
+        if !self.metrics_http.is_empty() && !self.metrics_http.starts_with('/') {
+            return Err(ConfigError::Inconsistent { name: "metrics_http", reason: "must start with '/'".into() });
         }
         if self.path.is_empty() {
             return Err(ConfigError::Inconsistent { name: "path", reason: "at least one path is required".into() });

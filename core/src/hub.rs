@@ -211,6 +211,11 @@ impl Hub {
         self.clients.iter().map(|s| s.read().len()).sum()
     }
 
+    /// Number of distinct connection identifiers among connected clients.
+    pub fn unique_identifiers_count(&self) -> usize {
+        self.by_identifiers.iter().map(|s| s.read().len()).sum()
+    }
+
     /// Number of streams with at least one subscriber.
     pub fn streams_count(&self) -> usize {
         self.streams.iter().map(|s| s.read().len()).sum()

@@ -70,6 +70,13 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn prometheus(&self) -> String {
+        let unique = self.hub.unique_identifiers_count() as i64;
+        self.metrics.render_prometheus(&self.config.metrics_prefix, &[("clients_uniq_num", unique)])
+    }
+}
+
 impl IngressSink for Shared {
     async fn accept(&self, messages: Vec<IngressMessage>) {
         for message in messages {
@@ -130,7 +137,7 @@ impl Server {
         if backend.is_none() && !config.noauth {
             tracing::warn!("no RPC backend and noauth is off: every connection will be rejected");
         }
-        let controller = Arc::new(Controller::new(config.noauth, config.public_streams, backend));
+        let controller = Arc::new(Controller::new(config.noauth, config.public_streams, backend, metrics.clone()));
 
         let stop_accepting = CancellationToken::new();
         let stop_tasks = CancellationToken::new();
@@ -181,6 +188,33 @@ impl Server {
             main_router = main_router.route(path, get(ws::upgrade));
         }
         let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
+        if !config.metrics_http.is_empty() {
+            let exposition = shared.clone();
+            let metrics_routes = Router::new().route(
+                &config.metrics_http,
+                get(move || {
+                    let shared = exposition.clone();
+                    async move {
+                        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.prometheus())
+                    }
+                }),
+            );
+            if config.metrics_port == 0 {
+                main_router = main_router.merge(metrics_routes);
+            } else {
+                let host = if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
+                let listener = bind(host, config.metrics_port).await?;
+                let stop = stop_accepting.clone();
+                tasks.spawn(async move {
+                    let served = axum::serve(listener, metrics_routes.into_make_service())
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "metrics listener failed");
+                    }
+                });
+            }
+        }
         let mut broadcast_addr = None;
         if config.http_broadcast_enabled() {
             if shared_port {
@@ -210,6 +244,10 @@ impl Server {
             }
         });
         tasks.spawn(ping_clients(hub.clone(), Duration::from_secs(config.ping_interval), stop_tasks.clone()));
+        if config.stats_refresh_interval > 0 {
+            let every = Duration::from_secs(config.stats_refresh_interval);
+            tasks.spawn(log_stats(shared.clone(), every, stop_tasks.clone()));
+        }
 
         let urls: Vec<String> = config.path.iter().map(|p| format!("ws://{local_addr}{p}")).collect();
         let urls = urls.join(", ");
@@ -312,6 +350,32 @@ impl Server {
 
 async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
     TcpListener::bind((host, port)).await.map_err(|source| StartError::Bind { addr: format!("{host}:{port}"), source })
+}
+
+/// One line of stats every `every`.
+async fn log_stats(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
+    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let s = shared.metrics.snapshot();
+        tracing::info!(
+            clients = s.clients_num,
+            uniq_clients = shared.hub.unique_identifiers_count(),
+            subscriptions = s.subscriptions_num,
+            streams = s.broadcast_streams_num,
+            broadcasts = s.broadcast_msg_total,
+            client_msgs = s.client_msg_total,
+            server_msgs = s.server_msg_total,
+            rpc_calls = s.rpc_call_total,
+            rpc_errors = s.rpc_error_total,
+            rpc_pending = s.rpc_pending_num,
+            disconnect_queue = s.disconnect_queue_size,
+            "stats"
+        );
+    }
 }
 
 /// The shared ping ticker: one timer for every client on the default interval.

@@ -319,3 +319,53 @@ async fn oversize_frames_close_with_1009_and_other_clients_are_unaffected() {
     assert_eq!(ok.subscribe(CHAT_A).await["type"], "confirm_subscription");
     fx.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_endpoint_exposes_prefixed_counters_and_handler_latency() {
+    let fx = Fixture::start(Mode::InProcess, &[("metrics_http", "/metrics"), ("metrics_prefix", "fc")]).await;
+    let (mut c, _) = welcomed(&fx, "m").await;
+    c.subscribe(CHAT_A).await;
+    fx.server.broadcast(Publication::new("chat_a", "1")).await;
+    c.recv().await;
+    let (status, body) = common::http(fx.server.local_addr(), "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("fc_clients_num 1\n"), "{body}");
+    assert!(body.contains("fc_clients_uniq_num 1\n"), "{body}");
+    assert!(body.contains("fc_broadcast_msg_total 1\n"), "{body}");
+    assert!(body.contains("fc_broadcast_streams_num 1\n"), "{body}");
+    assert!(body.contains("fc_rpc_duration_seconds_count{method=\"connect\"} 1\n"), "{body}");
+    assert!(body.contains("fc_rpc_duration_seconds_count{method=\"command\"} 1\n"), "{body}");
+    fx.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_broadcast_answers_201_400_401_and_413_with_messages() {
+    let fx = Fixture::start(
+        Mode::InProcess,
+        &[("broadcast_key", "k3y"), ("http_broadcast_max_body", "1000")],
+    )
+    .await;
+    let addr = fx.server.broadcast_addr().unwrap();
+    let (mut c, _) = welcomed(&fx, "h").await;
+    c.subscribe(CHAT_A).await;
+    let auth = [("Authorization", "Bearer k3y")];
+    let ok = r#"[{"stream":"chat_a","data":"{\"n\":1}"},{"stream":"chat_a","data":"\"s\""}]"#;
+    assert_eq!(common::http(addr, "POST", "/_broadcast", &auth, ok).await.0, 201);
+    assert_eq!(c.recv().await["message"], json!({"n":1}));
+    assert_eq!(c.recv().await["message"], "s");
+    let (status, body) = common::http(addr, "POST", "/_broadcast", &auth, "{nope").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("malformed broadcast"), "{body}");
+    let (status, _) = common::http(addr, "POST", "/_broadcast", &[], ok).await;
+    assert_eq!(status, 401);
+    let (status, _) = common::http(addr, "POST", "/_broadcast", &[("Authorization", "Bearer wrong")], ok).await;
+    assert_eq!(status, 401);
+    let big = format!(r#"{{"stream":"chat_a","data":"{}"}}"#, "x".repeat(2000));
+    let (status, body) = common::http(addr, "POST", "/_broadcast", &auth, &big).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(!body.is_empty());
+    let remote = r#"{"command":"disconnect","payload":{"identifier":"{\"current_user\":\"h\"}","reconnect":true}}"#;
+    assert_eq!(common::http(addr, "POST", "/_broadcast", &auth, remote).await.0, 201);
+    assert_eq!(c.recv().await, json!({"type":"disconnect","reason":"remote","reconnect":true}));
+    fx.server.shutdown().await;
+}

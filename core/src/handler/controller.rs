@@ -6,11 +6,13 @@
 //! which decides whether a Disconnect call is owed in `disconnect_mode=auto`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{
     CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, Handler,
     HandlerError, Status,
 };
+use crate::metrics::{Histogram, Metrics};
 use crate::protocol;
 
 /// The identifier channel of standalone pub/sub subscriptions.
@@ -33,11 +35,20 @@ pub struct Controller {
     noauth: bool,
     public_streams: bool,
     backend: Option<Arc<dyn Handler>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Times a backend call into `histogram`.
+async fn timed<T>(histogram: &Histogram, call: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = call.await;
+    histogram.observe(started.elapsed());
+    result
 }
 
 impl Controller {
-    pub fn new(noauth: bool, public_streams: bool, backend: Option<Arc<dyn Handler>>) -> Self {
-        Self { noauth, public_streams, backend }
+    pub fn new(noauth: bool, public_streams: bool, backend: Option<Arc<dyn Handler>>, metrics: Arc<Metrics>) -> Self {
+        Self { noauth, public_streams, backend, metrics }
     }
 
     /// Whether Disconnect calls can go anywhere.
@@ -55,7 +66,10 @@ impl Controller {
             });
         }
         match &self.backend {
-            Some(backend) => Routed { result: backend.connect(ctx, request).await, via_backend: true },
+            Some(backend) => Routed {
+                result: timed(&self.metrics.connect_duration, backend.connect(ctx, request)).await,
+                via_backend: true,
+            },
             None => Routed::local(ConnectionResponse {
                 status: Status::Failure as i32,
                 transmissions: vec![
@@ -72,14 +86,17 @@ impl Controller {
             return Routed::local(self.pubsub_command(&request, stream));
         }
         match &self.backend {
-            Some(backend) => Routed { result: backend.command(ctx, request).await, via_backend: true },
+            Some(backend) => Routed {
+                result: timed(&self.metrics.command_duration, backend.command(ctx, request)).await,
+                via_backend: true,
+            },
             None => Routed::local(no_backend_command(&request)),
         }
     }
 
     pub async fn disconnect(&self, ctx: &CallContext, request: DisconnectRequest) -> Result<(), HandlerError> {
         let Some(backend) = &self.backend else { return Ok(()) };
-        let response = backend.disconnect(ctx, request).await?;
+        let response = timed(&self.metrics.disconnect_duration, backend.disconnect(ctx, request)).await?;
         if response.status != Status::Success as i32 {
             return Err(HandlerError::Failed(format!(
                 "Disconnect returned {}: {}",
@@ -164,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn noauth_welcomes_with_the_sid_without_a_backend() {
-        let c = Controller::new(true, false, None);
+        let c = Controller::new(true, false, None, Arc::default());
         let r = c.connect(&ctx(), ConnectionRequest::default()).await;
         assert!(!r.via_backend);
         let resp = r.result.unwrap();
@@ -175,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_noauth_or_backend_connections_are_unauthorized() {
-        let c = Controller::new(false, true, None);
+        let c = Controller::new(false, true, None, Arc::default());
         let resp = c.connect(&ctx(), ConnectionRequest::default()).await.result.unwrap();
         assert_eq!(resp.status, Status::Failure as i32);
         assert!(resp.transmissions[0].contains("unauthorized"));
@@ -184,13 +201,13 @@ mod tests {
     #[tokio::test]
     async fn public_streams_confirm_pubsub_subscriptions_only_when_enabled() {
         let id = r#"{"channel":"$pubsub","stream_name":"news"}"#;
-        let open = Controller::new(true, true, None);
+        let open = Controller::new(true, true, None, Arc::default());
         let resp = open.command(&ctx(), command("subscribe", id)).await.result.unwrap();
         assert_eq!(resp.status, Status::Success as i32);
         assert_eq!(resp.streams, vec!["news"]);
         assert!(resp.transmissions[0].contains("confirm_subscription"));
 
-        let closed = Controller::new(true, false, None);
+        let closed = Controller::new(true, false, None, Arc::default());
         let resp = closed.command(&ctx(), command("subscribe", id)).await.result.unwrap();
         assert_eq!(resp.status, Status::Failure as i32);
         assert!(resp.transmissions[0].contains("reject_subscription"));
@@ -202,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn channel_subscriptions_without_a_backend_are_rejected() {
-        let c = Controller::new(true, true, None);
+        let c = Controller::new(true, true, None, Arc::default());
         let r = c.command(&ctx(), command("subscribe", r#"{"channel":"ChatChannel"}"#)).await;
         assert!(!r.via_backend);
         let resp = r.result.unwrap();
