@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs what building and testing Ferrocable needs on a Debian 12 machine (run as root).
+# Idempotent and quick when everything is already in place: it only touches apt when a package
+# is missing and only runs npm when tests/node/node_modules is missing or out of date.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# System packages: a C toolchain and linker for cargo, pkg-config for native crates.
+# The protobuf definitions are compiled by a pure-Rust compiler, so no protoc is needed.
+apt_packages=(build-essential pkg-config ca-certificates)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+if ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}); run this script as root or install them"
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Toolchains.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup, stable) and put cargo on PATH"
+command -v node >/dev/null 2>&1 || die "node not found: install Node.js 20 or newer"
+command -v npm >/dev/null 2>&1 || die "npm not found: install npm alongside Node.js"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node.js $(node --version) is too old: the test suite needs Node.js 20 or newer"
+
+# Node test suite dependencies; a stamp records the lockfile they were installed from.
+node_dir="$root/tests/node"
+if [ -f "$node_dir/package.json" ]; then
+  stamp="$node_dir/node_modules/.ferrocable-lock-sha"
+  if [ -f "$node_dir/package-lock.json" ]; then
+    want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+  else
+    want=$(sha256sum "$node_dir/package.json" | cut -d' ' -f1)
+  fi
+  have=$(cat "$stamp" 2>/dev/null || true)
+  if [ ! -d "$node_dir/node_modules" ] || [ "$want" != "$have" ]; then
+    say "installing Node test dependencies"
+    if [ -f "$node_dir/package-lock.json" ]; then
+      (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+      (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error)
+      want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+    fi
+    printf '%s\n' "$want" > "$stamp"
+  fi
+fi
+
+say "ok"

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs one load scenario against several servers in one run and writes a markdown table.
+#
+#   tests/load/compare.sh SCENARIO MODE [ferrocable-bench arguments...]
+#
+# SCENARIO: idle | broadcast | connect | perform (arguments after MODE go to `ferrocable-bench SCENARIO`).
+# MODE:     public (no backend; $pubsub streams, HTTP broadcasts) or rpc (every server calls the same
+#           benchmark gRPC backend, `ferrocable-bench backend`).
+#
+# Servers: Ferrocable always (FERROCABLE_BIN, default target/release/ferrocable); AnyCable-Go when
+# ANYCABLE_GO_BIN points at its binary; any other server through PEER_<NAME>_CMD (a command that starts it
+# on $PORT with HTTP broadcasts on $BROADCAST_PORT) and PEER_<NAME>_URL (its WebSocket URL). Nothing here
+# builds or downloads a peer.
+#
+# The server runs pinned to SERVER_CPU (default 0), the load tool and the backend to TOOL_CPU (default 1).
+# Results: one JSON per server in RESULTS_DIR (default target/bench/<scenario>-<mode>-<time>), and
+# RESULTS_DIR/table.md.
+set -euo pipefail
+
+scenario=${1:?scenario: idle|broadcast|connect|perform}
+mode=${2:?mode: public|rpc}
+shift 2
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bench=${BENCH_BIN:-$root/target/release/ferrocable-bench}
+ferrocable=${FERROCABLE_BIN:-$root/target/release/ferrocable}
+server_cpu=${SERVER_CPU:-0}
+tool_cpu=${TOOL_CPU:-1}
+results=${RESULTS_DIR:-$root/target/bench/$scenario-$mode-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$results"
+
+[ -x "$bench" ] || { echo "missing $bench: run cargo build --release -p ferrocable-bench" >&2; exit 1; }
+[ -x "$ferrocable" ] || { echo "missing $ferrocable: run cargo build --release -p ferrocable" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url, seconds
+  local deadline=$((SECONDS + ${2:-20}))
+  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "not ready: $1" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+backend_args=()
+rpc_port=""
+if [ "$mode" = rpc ]; then
+  rpc_port=$(free_port)
+fi
+
+# name|command template (uses $PORT $BROADCAST_PORT $RPC_PORT)|url template
+servers=("ferrocable|$ferrocable")
+[ -n "${ANYCABLE_GO_BIN:-}" ] && servers+=("anycable-go|$ANYCABLE_GO_BIN")
+for var in $(compgen -v | grep -E '^PEER_[A-Z0-9_]+_CMD$' || true); do
+  name=${var#PEER_}; name=${name%_CMD}
+  servers+=("$(echo "$name" | tr 'A-Z_' 'a-z-')|peer:$name")
+done
+
+for entry in "${servers[@]}"; do
+  name=${entry%%|*}; bin=${entry#*|}
+  port=$(free_port); bport=$(free_port)
+  url="ws://127.0.0.1:$port/cable"
+  log="$results/$name.log"
+  common=(--host 127.0.0.1 --port "$port" --http_broadcast_port "$bport" --broadcast_adapter http)
+  case "$mode" in
+    public) mode_args=(--public --norpc) ;;
+    rpc) mode_args=(--rpc_host "127.0.0.1:$rpc_port") ;;
+    *) echo "unknown mode $mode" >&2; exit 1 ;;
+  esac
+  if [ "$mode" = rpc ]; then
+    taskset -c "$tool_cpu" "$bench" backend --listen "127.0.0.1:$rpc_port" \
+      --broadcast-url "http://127.0.0.1:$bport/_broadcast" 2>"$results/$name-backend.log" &
+    backend_pid=$!; pids+=("$backend_pid")
+  fi
+  case "$bin" in
+    peer:*)
+      peer=${bin#peer:}
+      cmd_var="PEER_${peer}_CMD"; url_var="PEER_${peer}_URL"
+      url=${!url_var:-$url}
+      PORT=$port BROADCAST_PORT=$bport RPC_PORT=$rpc_port taskset -c "$server_cpu" bash -c "${!cmd_var}" >"$log" 2>&1 &
+      ;;
+    *)
+      ANYCABLE_DISABLE_TELEMETRY=true taskset -c "$server_cpu" "$bin" "${common[@]}" "${mode_args[@]}" \
+        --ping_interval 3 >"$log" 2>&1 &
+      ;;
+  esac
+  server_pid=$!; pids+=("$server_pid")
+  health=${url/ws:/http:}; health=${health%/cable}/health
+  wait_http "$health" 60 || { echo "$name did not start; see $log" >&2; continue; }
+  # A peer started through bash -c: measure the real server process (the child), not the shell.
+  real_pid=$(pgrep -P "$server_pid" | head -1 || true); real_pid=${real_pid:-$server_pid}
+  echo "== $name ($url, pid $real_pid)" >&2
+  extra=()
+  if [ "$scenario" = broadcast ]; then extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast"); fi
+  taskset -c "$tool_cpu" "$bench" "$scenario" --url "$url" --server-pid "$real_pid" --json "${extra[@]}" "$@" \
+    >"$results/$name.json" || echo "$name: load tool failed" >&2
+  kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
+  if [ "$mode" = rpc ]; then kill "$backend_pid" 2>/dev/null || true; wait "$backend_pid" 2>/dev/null || true; fi
+done
+
+python3 "$root/tests/load/report.py" table "$results" > "$results/table.md"
+cat "$results/table.md"
+echo "results: $results" >&2

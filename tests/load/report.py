@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Turns ferrocable-bench JSON results into a markdown table or an SVG chart.
+
+  report.py table DIR            one row per <server>.json in DIR
+  report.py chart DIR OUT.svg    step-mode results: p95 and delivered/s against subscribers, one line per server
+"""
+import json
+import pathlib
+import sys
+
+
+def load(directory):
+    results = {}
+    for path in sorted(pathlib.Path(directory).glob("*.json")):
+        text = path.read_text().strip()
+        if text:
+            results[path.stem] = json.loads(text)
+    return results
+
+
+def fmt(value):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def rows_for(result):
+    kind = result.get("scenario")
+    cpu = result.get("cpu", {})
+    if kind == "idle":
+        return {
+            "connections": result["connections"],
+            "failed": result["failed"],
+            "connects/s": result["connects_per_second"],
+            "RSS/conn (bytes)": result["rss_per_connection_bytes"],
+            "RSS after (MiB)": (result["server_rss_after_kib"] or 0) / 1024,
+        }
+    if kind == "broadcast":
+        lat = result["latency"]
+        return {
+            "subscribers": result["subscribers"],
+            "published": result["published"],
+            "delivered/s": result["delivered_per_second"],
+            "p50 ms": lat["p50_ms"],
+            "p95 ms": lat["p95_ms"],
+            "p99 ms": lat["p99_ms"],
+            "max ms": lat["max_ms"],
+            "missing": result["missing"],
+            "out of order": result["out_of_order"],
+            "server CPU %": cpu.get("server_cpu_percent"),
+        }
+    if kind == "broadcast-step":
+        last = result["steps"][-1] if result["steps"] else {}
+        return {
+            "largest N with p95 under limit": result["largest_passing_subscribers"],
+            "p95 limit ms": result["p95_limit_ms"],
+            "last step N": last.get("subscribers"),
+            "last step p95 ms": last.get("latency", {}).get("p95_ms"),
+        }
+    if kind in ("connect", "perform"):
+        lat = result["latency"]
+        row = {
+            "per second": result["per_second"],
+            "p50 ms": lat["p50_ms"],
+            "p95 ms": lat["p95_ms"],
+            "p99 ms": lat["p99_ms"],
+            "failed": result.get("failed", result.get("failures")),
+            "server CPU %": cpu.get("server_cpu_percent"),
+        }
+        return row
+    return {"result": json.dumps(result)[:80]}
+
+
+def table(directory):
+    results = load(directory)
+    if not results:
+        return "no results\n"
+    rows = {name: rows_for(r) for name, r in results.items()}
+    columns = list(next(iter(rows.values())).keys())
+    out = ["| server | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for name, row in rows.items():
+        out.append(f"| {name} | " + " | ".join(fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def chart(directory, out_path):
+    results = {n: r for n, r in load(directory).items() if r.get("scenario") == "broadcast-step"}
+    width, height, pad = 720, 360, 60
+    colors = ["#d9480f", "#1c7ed6", "#2b8a3e", "#862e9c"]
+    series = {}
+    for name, r in results.items():
+        series[name] = [(s["subscribers"], s["latency"]["p95_ms"], s["delivered_per_second"]) for s in r["steps"]]
+    xs = [p[0] for pts in series.values() for p in pts] or [1]
+    p95s = [p[1] for pts in series.values() for p in pts] or [1]
+    rates = [p[2] for pts in series.values() for p in pts] or [1]
+    xmax, ymax, rmax = max(xs), max(p95s) * 1.1 or 1, max(rates) * 1.1 or 1
+
+    def panel(title, index, yvals_max, pick, yoffset):
+        parts = [f'<text x="{pad}" y="{yoffset - 8}" font-size="13">{title}</text>',
+                 f'<line x1="{pad}" y1="{yoffset + height - pad}" x2="{width - 20}" y2="{yoffset + height - pad}" stroke="#888"/>',
+                 f'<line x1="{pad}" y1="{yoffset}" x2="{pad}" y2="{yoffset + height - pad}" stroke="#888"/>',
+                 f'<text x="{pad - 6}" y="{yoffset + 10}" font-size="10" text-anchor="end">{yvals_max:,.0f}</text>',
+                 f'<text x="{width - 20}" y="{yoffset + height - pad + 14}" font-size="10" text-anchor="end">{xmax:,} subscribers</text>']
+        for i, (name, pts) in enumerate(series.items()):
+            coords = []
+            for p in pts:
+                x = pad + (width - pad - 20) * p[0] / xmax
+                y = yoffset + (height - pad) * (1 - pick(p) / yvals_max)
+                coords.append(f"{x:.1f},{y:.1f}")
+            color = colors[i % len(colors)]
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(coords)}"/>')
+            parts.append(f'<text x="{width - 150}" y="{yoffset + 16 + 14 * i}" font-size="11" fill="{color}">{name}</text>')
+        return parts
+
+    body = panel("p95 latency (ms)", 0, ymax, lambda p: p[1], 30) + panel(
+        "delivered frames/s", 1, rmax, lambda p: p[2], 30 + height)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * height + 20}" font-family="sans-serif">',
+           '<rect width="100%" height="100%" fill="white"/>'] + body + ["</svg>"]
+    pathlib.Path(out_path).write_text("\n".join(svg) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "table":
+        sys.stdout.write(table(sys.argv[2]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "chart":
+        chart(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)

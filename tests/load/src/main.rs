@@ -1,0 +1,269 @@
+//! `ferrocable-bench`: drives any Action Cable v1 server (Ferrocable, AnyCable-Go, Rails' Action Cable) with
+//! the same scenarios and reports latency, throughput, loss, memory and CPU. Loopback only, bounded in
+//! connections and time.
+
+mod backend;
+mod client;
+mod scenarios;
+mod stats;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use scenarios::{BroadcastOptions, Via};
+
+#[derive(Parser)]
+#[command(name = "ferrocable-bench", version, about = "Load generator for Action Cable protocol servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// WebSocket URL of the server under test (loopback only)
+    #[arg(long, default_value = "ws://127.0.0.1:8080/cable")]
+    url: String,
+    /// PID of the server process, for RSS and CPU readings
+    #[arg(long)]
+    server_pid: Option<String>,
+    /// Number of 127.0.0.x source addresses to spread connections over (0 = one per 25k connections)
+    #[arg(long, default_value_t = 0)]
+    sources: usize,
+    /// Cookie header sent with every connection
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Connections opened at once
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Per-step timeout in seconds (connect, welcome, confirm)
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Print the result as JSON on stdout (the human summary goes to stderr)
+    #[arg(long)]
+    json: bool,
+}
+
+const PUBSUB_IDENTIFIER: &str = r#"{"channel":"$pubsub","stream_name":"{stream}"}"#;
+const BENCHMARK_IDENTIFIER: &str = r#"{"channel":"BenchmarkChannel"}"#;
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open N connections, hold them, report server RSS per connection and the connect rate
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Also subscribe each connection with this identifier
+        #[arg(long)]
+        identifier: Option<String>,
+        /// Seconds to hold the connections before reading RSS
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
+    },
+    /// N subscribers over S streams; publish at a rate and time every delivery
+    Broadcast {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        broadcast: BroadcastArgs,
+        /// Step mode: start with this many subscribers and grow by --step until p95 exceeds --p95-limit
+        #[arg(long)]
+        step: Option<usize>,
+        /// Step mode upper bound on subscribers
+        #[arg(long, default_value_t = 15_000)]
+        max_subscribers: usize,
+        /// Step mode p95 limit in milliseconds
+        #[arg(long, default_value_t = 250.0)]
+        p95_limit: f64,
+    },
+    /// Connect + subscribe storm of N clients at a concurrency
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+        #[arg(long, default_value = BENCHMARK_IDENTIFIER)]
+        identifier: String,
+    },
+    /// Clients performing an echo action in a loop
+    Perform {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        #[arg(long, default_value = BENCHMARK_IDENTIFIER)]
+        identifier: String,
+        #[arg(long, default_value = "echo")]
+        action: String,
+        /// Seconds
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// Serve the benchmark channel as an AnyCable gRPC backend
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: std::net::SocketAddr,
+        /// HTTP broadcast endpoint the `broadcast` action publishes to
+        #[arg(long)]
+        broadcast_url: Option<String>,
+        #[arg(long)]
+        broadcast_key: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct BroadcastArgs {
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Subscription identifier; `{stream}` is replaced by the stream name (bench_0, bench_1, ...)
+    #[arg(long, default_value = PUBSUB_IDENTIFIER)]
+    identifier: String,
+    /// Publications per second, all publishers together
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of publishing
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Padding bytes per payload
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Concurrent publishers
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// `http` (POST to --broadcast-url) or `action` (clients perform {"action":"broadcast"})
+    #[arg(long, default_value = "http")]
+    via: String,
+    #[arg(long, default_value = "http://127.0.0.1:8090/_broadcast")]
+    broadcast_url: String,
+    #[arg(long)]
+    broadcast_key: Option<String>,
+    /// Seconds to wait for stragglers after publishing
+    #[arg(long, default_value_t = 5)]
+    grace: u64,
+}
+
+/// Raises the open files limit to its hard maximum.
+fn raise_fd_limit() -> u64 {
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            return lim.rlim_cur;
+        }
+    }
+    0
+}
+
+fn target(common: &Common, connections: usize) -> anyhow::Result<client::Target> {
+    let sources = if common.sources == 0 { connections / 25_000 + 1 } else { common.sources };
+    client::Target::new(&common.url, sources, common.cookie.clone(), Duration::from_secs(common.timeout))
+}
+
+fn emit<T: Serialize + std::fmt::Debug>(common: &Common, report: &T) -> anyhow::Result<()> {
+    let pretty = serde_json::to_string_pretty(report)?;
+    if common.json {
+        println!("{pretty}");
+    } else {
+        eprintln!("{pretty}");
+    }
+    let value = serde_json::to_value(report)?;
+    let saturated = |v: &serde_json::Value| v.pointer("/cpu/tool_saturated").and_then(|b| b.as_bool()).unwrap_or(false);
+    if saturated(&value) || value.get("steps").and_then(|s| s.as_array()).is_some_and(|s| s.iter().any(saturated)) {
+        eprintln!("WARNING: the load tool used nearly all of its CPU: the numbers may measure the tool, not the server");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let limit = raise_fd_limit();
+    match cli.command {
+        Command::Idle { common, connections, identifier, hold } => {
+            if limit > 0 && connections as u64 + 64 > limit {
+                anyhow::bail!("{connections} connections need more than the open files limit ({limit}) allows");
+            }
+            let t = target(&common, connections)?;
+            let report = scenarios::idle(
+                &t,
+                connections,
+                common.concurrency,
+                identifier,
+                Duration::from_secs(hold),
+                common.server_pid.as_deref(),
+            )
+            .await?;
+            emit(&common, &report)
+        }
+        Command::Broadcast { common, broadcast: b, step, max_subscribers, p95_limit } => {
+            let via = match b.via.as_str() {
+                "http" => Via::Http { url: b.broadcast_url.clone(), key: b.broadcast_key.clone() },
+                "action" => Via::Action,
+                other => anyhow::bail!("--via must be http or action, not {other:?}"),
+            };
+            let opts = BroadcastOptions {
+                subscribers: b.subscribers,
+                streams: b.streams,
+                identifier: b.identifier.clone(),
+                rate: b.rate,
+                duration: Duration::from_secs(b.duration),
+                payload_bytes: b.payload,
+                publishers: b.publishers,
+                via,
+                grace: Duration::from_secs(b.grace),
+                concurrency: common.concurrency,
+            };
+            let max = step.map(|_| max_subscribers).unwrap_or(b.subscribers);
+            let t = target(&common, max)?;
+            match step {
+                None => {
+                    let report = scenarios::broadcast(&t, &opts, common.server_pid.as_deref()).await?;
+                    emit(&common, &report)
+                }
+                Some(step) => {
+                    let report = scenarios::broadcast_steps(
+                        &t,
+                        &opts,
+                        b.subscribers,
+                        step,
+                        max_subscribers,
+                        p95_limit,
+                        common.server_pid.as_deref(),
+                    )
+                    .await?;
+                    emit(&common, &report)
+                }
+            }
+        }
+        Command::Connect { common, clients, identifier } => {
+            let t = target(&common, clients)?;
+            let report =
+                scenarios::connect(&t, clients, common.concurrency, identifier, common.server_pid.as_deref()).await?;
+            emit(&common, &report)
+        }
+        Command::Perform { common, clients, identifier, action, duration } => {
+            let t = target(&common, clients)?;
+            let report = scenarios::perform(
+                &t,
+                clients,
+                common.concurrency,
+                identifier,
+                action,
+                Duration::from_secs(duration),
+                common.server_pid.as_deref(),
+            )
+            .await?;
+            emit(&common, &report)
+        }
+        Command::Backend { listen, broadcast_url, broadcast_key } => {
+            backend::serve(listen, broadcast_url, broadcast_key).await
+        }
+    }
+}

@@ -1,0 +1,213 @@
+// A small Action Cable application behind AnyCable's gRPC contract (proto/rpc.proto), run in the test
+// process. It records every call it receives so tests can assert on what the server sent.
+//
+// Connect: cookie `user=<name>` authenticates; no cookie or `user=bad` is rejected (FAILURE +
+// unauthorized disconnect frame); `user=boom` makes the backend fail (ERROR).
+// Channels (identifier JSON `{"channel": ...}`):
+//   ChatChannel {room}       streams chat_<room>, istate {room}; room "secret" is rejected
+//   MultiChannel {streams}   streams every name in `streams`
+//   BareChannel {}           no streams
+// Actions of every channel (data JSON `{"action": ...}`):
+//   speak             nothing (the call is recorded)
+//   touch             transmits {"touched":true}
+//   echo              transmits the data as received
+//   follow/unfollow   {stream}: streams / stopped_streams
+//   stop_all          stop_streams
+//   switch            {stream}: stop_streams and streams [stream] in one answer
+//   set_state         {cstate, istate}: returned as env changes
+//   whoami            transmits the env (cstate, istate, url) and connection identifiers it received
+//   kick              transmits {"bye":true} and asks for disconnect
+import path from 'node:path'
+import grpc from '@grpc/grpc-js'
+import protoLoader from '@grpc/proto-loader'
+import { eventually, freePort, repoRoot, WAIT_MS } from './harness.js'
+
+const PROTO_PATH = path.join(repoRoot, 'proto', 'rpc.proto')
+
+let rpcService = null
+function loadService () {
+  if (!rpcService) {
+    const definition = protoLoader.loadSync(PROTO_PATH, { keepCase: true, longs: String, enums: String, defaults: true })
+    rpcService = grpc.loadPackageDefinition(definition).anycable.RPC.service
+  }
+  return rpcService
+}
+
+/** The identifiers string the backend returns for a user. */
+export function identifiersFor (user) {
+  return JSON.stringify({ current_user: user })
+}
+
+function parseCookies (header = '') {
+  const cookies = {}
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq > 0) cookies[part.slice(0, eq).trim()] = part.slice(eq + 1).trim()
+  }
+  return cookies
+}
+
+const emptyEnv = () => ({ cstate: {}, istate: {} })
+
+export class Backend {
+  constructor (port) {
+    this.port = port
+    this.calls = []
+    this.server = null
+  }
+
+  /** Every recorded call of one method ('Connect' | 'Command' | 'Disconnect'), optionally filtered. */
+  callsOf (method, filter = () => true) {
+    return this.calls.filter((c) => c.method === method && filter(c.request, c))
+  }
+
+  commandsFor (user, filter = () => true) {
+    return this.callsOf('Command', (r) => r.connection_identifiers === identifiersFor(user) && filter(r))
+  }
+
+  disconnectsFor (user) {
+    return this.callsOf('Disconnect', (r) => r.identifiers === identifiersFor(user))
+  }
+
+  /** Waits for a recorded call of `method` whose request satisfies `filter`; returns its request. */
+  async waitForCall (method, filter = () => true, { timeout = WAIT_MS } = {}) {
+    const found = await eventually(() => this.callsOf(method, filter)[0], { timeout, what: `a ${method} call` })
+    return found.request
+  }
+
+  async start () {
+    const server = new grpc.Server()
+    server.addService(loadService(), {
+      Connect: (call, callback) => this.#answer('Connect', call, callback, () => this.connect(call)),
+      Command: (call, callback) => this.#answer('Command', call, callback, () => this.command(call.request)),
+      Disconnect: (call, callback) => this.#answer('Disconnect', call, callback, () => ({ status: 'SUCCESS', error_msg: '' }))
+    })
+    await new Promise((resolve, reject) => {
+      server.bindAsync(`127.0.0.1:${this.port}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()))
+    })
+    this.server = server
+    return this
+  }
+
+  async stop () {
+    if (!this.server) return
+    const server = this.server
+    this.server = null
+    server.forceShutdown()
+  }
+
+  #answer (method, call, callback, handle) {
+    const sid = call.metadata.get('sid')[0]
+    this.calls.push({ method, request: call.request, sid: sid === undefined ? undefined : String(sid), at: Date.now() })
+    try {
+      callback(null, handle())
+    } catch (err) {
+      callback(err)
+    }
+  }
+
+  connect (call) {
+    const env = call.request.env || {}
+    const user = parseCookies((env.headers || {}).cookie).user
+    if (!user || user === 'bad') {
+      return {
+        status: 'FAILURE',
+        identifiers: '',
+        transmissions: [JSON.stringify({ type: 'disconnect', reason: 'unauthorized', reconnect: false })],
+        error_msg: 'Auth failed',
+        env: emptyEnv()
+      }
+    }
+    if (user === 'boom') {
+      return { status: 'ERROR', identifiers: '', transmissions: [], error_msg: 'backend exploded', env: emptyEnv() }
+    }
+    const sid = call.metadata.get('sid')[0]
+    return {
+      status: 'SUCCESS',
+      identifiers: identifiersFor(user),
+      transmissions: [JSON.stringify({ type: 'welcome', sid: sid === undefined ? '' : String(sid) })],
+      error_msg: '',
+      env: { cstate: { user, connected_at: new Date().toISOString() }, istate: {} }
+    }
+  }
+
+  command (req) {
+    const id = req.identifier
+    const base = {
+      status: 'SUCCESS',
+      disconnect: false,
+      stop_streams: false,
+      streams: [],
+      transmissions: [],
+      error_msg: '',
+      env: emptyEnv(),
+      stopped_streams: []
+    }
+    const transmit = (message) => JSON.stringify({ identifier: id, message })
+    let params
+    try {
+      params = JSON.parse(id)
+    } catch {
+      return { ...base, status: 'ERROR', error_msg: `identifier is not JSON: ${id}` }
+    }
+
+    if (req.command === 'subscribe') {
+      const confirm = JSON.stringify({ identifier: id, type: 'confirm_subscription' })
+      const reject = { ...base, status: 'FAILURE', transmissions: [JSON.stringify({ identifier: id, type: 'reject_subscription' })] }
+      switch (params.channel) {
+        case 'ChatChannel':
+          if (params.room === 'secret') return reject
+          return { ...base, streams: [`chat_${params.room}`], transmissions: [confirm], env: { cstate: {}, istate: { room: String(params.room) } } }
+        case 'MultiChannel':
+          return { ...base, streams: params.streams, transmissions: [confirm] }
+        case 'BareChannel':
+          return { ...base, transmissions: [confirm] }
+        default:
+          return reject
+      }
+    }
+    if (req.command === 'unsubscribe') return base
+    if (req.command !== 'message') return { ...base, status: 'ERROR', error_msg: `unknown command ${req.command}` }
+
+    const data = JSON.parse(req.data)
+    const env = req.env || {}
+    switch (data.action) {
+      case 'speak':
+        return base
+      case 'touch':
+        return { ...base, transmissions: [transmit({ touched: true })] }
+      case 'echo':
+        return { ...base, transmissions: [transmit(data)] }
+      case 'follow':
+        return { ...base, streams: [data.stream] }
+      case 'unfollow':
+        return { ...base, stopped_streams: [data.stream] }
+      case 'stop_all':
+        return { ...base, stop_streams: true }
+      case 'switch':
+        return { ...base, stop_streams: true, streams: [data.stream] }
+      case 'set_state':
+        return { ...base, env: { cstate: data.cstate || {}, istate: data.istate || {} } }
+      case 'whoami':
+        return {
+          ...base,
+          transmissions: [transmit({
+            identifiers: req.connection_identifiers,
+            url: env.url,
+            cstate: env.cstate || {},
+            istate: env.istate || {}
+          })]
+        }
+      case 'kick':
+        return { ...base, disconnect: true, transmissions: [transmit({ bye: true })] }
+      default:
+        return { ...base, status: 'ERROR', error_msg: `unknown action ${data.action}` }
+    }
+  }
+}
+
+/** Starts a backend on `port` (default: a free one). */
+export async function startBackend ({ port } = {}) {
+  const backend = new Backend(port ?? (await freePort()))
+  return backend.start()
+}
