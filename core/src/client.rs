@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::config::PingPrecision;
 use crate::protocol;
@@ -61,7 +61,9 @@ pub struct ClientHandle {
     pub(crate) sid: Arc<str>,
     capacity: usize,
     queue: Mutex<Queue>,
-    wake: Notify,
+    /// Set when something was queued or a close requested since the connection task last drained.
+    ready: AtomicBool,
+    wake: AtomicWaker,
     /// Set once the connection is accepted; only then does it get pings.
     pub(crate) welcomed: AtomicBool,
     /// `Some` when the client asked for its own ping interval (`pi`), so the shared ticker skips it.
@@ -82,7 +84,8 @@ impl ClientHandle {
             sid,
             capacity,
             queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
+            ready: AtomicBool::new(false),
+            wake: AtomicWaker::new(),
             welcomed: AtomicBool::new(false),
             own_ping_interval,
             ping_precision,
@@ -105,14 +108,14 @@ impl ClientHandle {
             q.frames = VecDeque::new();
             q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
             drop(q);
-            self.wake.notify_one();
+            self.notify();
             return false;
         }
         q.frames.push_back(frame);
         let first = q.frames.len() == 1;
         drop(q);
         if first {
-            self.wake.notify_one();
+            self.notify();
         }
         true
     }
@@ -123,7 +126,7 @@ impl ClientHandle {
         if q.close.is_none() {
             q.close = Some(request);
             drop(q);
-            self.wake.notify_one();
+            self.notify();
         }
     }
 
@@ -132,13 +135,24 @@ impl ClientHandle {
         self.queue.lock().close.is_some()
     }
 
-    /// Waits until something was queued or a close was requested.
-    pub(crate) async fn wait(&self) {
-        self.wake.notified().await;
+    fn notify(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.wake.wake();
+    }
+
+    /// Ready once something was queued or a close was requested since the last [`ClientHandle::drain`].
+    pub(crate) fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.ready.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        self.wake.register(cx.waker());
+        // Checked again after registering, so a notification between the two loads is not lost.
+        if self.ready.load(Ordering::Acquire) { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
     }
 
     /// Takes everything queued.
     pub(crate) fn drain(&self) -> Drained {
+        self.ready.store(false, Ordering::Release);
         let mut q = self.queue.lock();
         Drained { frames: std::mem::take(&mut q.frames), close: q.close.clone() }
     }

@@ -34,10 +34,20 @@ pub(crate) struct SessionDeps {
 }
 
 /// The request a connection was opened with, forwarded to every handler call.
+///
+/// Headers are kept as a compact list (usually one or two entries) and turned into the request map per call:
+/// this is held by every idle connection, a call is rare in comparison.
 #[derive(Debug, Clone, Default)]
 pub struct RequestEnv {
     pub url: String,
-    pub headers: HashMap<String, String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestEnv {
+    /// The headers as the map handler requests carry.
+    pub fn headers_map(&self) -> HashMap<String, String> {
+        self.headers.iter().cloned().collect()
+    }
 }
 
 /// A handler call in flight, resolved by the connection task.
@@ -76,7 +86,7 @@ struct Subscription {
 pub(crate) struct Session {
     client: Arc<ClientHandle>,
     deps: Arc<SessionDeps>,
-    env: Arc<RequestEnv>,
+    env: RequestEnv,
     identifiers: Option<Arc<str>>,
     cstate: HashMap<String, String>,
     subscriptions: HashMap<Arc<str>, Subscription>,
@@ -88,7 +98,7 @@ impl Session {
         Self {
             client,
             deps,
-            env: Arc::new(env),
+            env,
             identifiers: None,
             cstate: HashMap::new(),
             subscriptions: HashMap::new(),
@@ -101,7 +111,7 @@ impl Session {
     }
 
     fn request_env(&self, istate: HashMap<String, String>) -> Env {
-        Env { url: self.env.url.clone(), headers: self.env.headers.clone(), cstate: self.cstate.clone(), istate }
+        Env { url: self.env.url.clone(), headers: self.env.headers_map(), cstate: self.cstate.clone(), istate }
     }
 
     /// Starts the Connect call.
@@ -109,7 +119,7 @@ impl Session {
         let controller = self.deps.controller.clone();
         let ctx = self.call_context();
         let request = ConnectionRequest {
-            env: Some(Env { url: self.env.url.clone(), headers: self.env.headers.clone(), ..Default::default() }),
+            env: Some(Env { url: self.env.url.clone(), headers: self.env.headers_map(), ..Default::default() }),
         };
         Box::pin(async move { CallOutcome::Connect(controller.connect(&ctx, request).await) })
     }

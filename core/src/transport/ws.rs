@@ -16,7 +16,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::{SinkExt, Stream};
 
 use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
@@ -82,17 +85,22 @@ pub(crate) async fn upgrade(
 
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision));
-    let token = state.tracker.token();
     let max = config.max_message_size;
     ws.protocols(SUPPORTED_PROTOCOLS.iter().copied())
-        .read_buffer_size(1024)
+        // Client frames are small; a bigger one is read in several chunks. The buffer is kept for the whole life
+        // of the connection, so its size is paid by every idle client.
+        .read_buffer_size(256)
         .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            run_connection(socket, client, env, state.deps.clone()).await;
-            drop(token);
+        .on_upgrade(move |socket| {
+            // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
+            let deps = state.deps.clone();
+            state.tracker.spawn(async move {
+                run_connection(socket, client, env, deps).await;
+            });
+            std::future::ready(())
         })
 }
 
@@ -104,72 +112,108 @@ async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: R
     deps.hub.add_client(&client);
     let mut session = Session::new(client.clone(), deps, env);
     let mut pending: Option<PendingCall> = Some(session.start_connect());
+    // Boxed: a timer is large and only clients that asked for their own ping interval have one.
     let mut own_ping = client.own_ping_interval.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer
+        Box::new(timer)
     });
     let mut socket_open = true;
 
     loop {
-        tokio::select! {
-            biased;
-            () = client.wait() => {
+        // One hand-written poll over the four event sources keeps this task small: no select! futures are
+        // stored while the connection idles, only the socket, the session and a few pointers.
+        let event = std::future::poll_fn(|cx| {
+            if client.poll_ready(cx).is_ready() {
+                return Poll::Ready(Event::Outbox);
+            }
+            if let Some(call) = pending.as_mut() {
+                if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
+                    return Poll::Ready(Event::CallDone(outcome));
+                }
+            }
+            if let Some(timer) = own_ping.as_mut() {
+                if timer.poll_tick(cx).is_ready() && client.is_welcomed() {
+                    return Poll::Ready(Event::OwnPing);
+                }
+            }
+            if pending.is_none() {
+                if let Poll::Ready(message) = Pin::new(&mut socket).poll_next(cx) {
+                    return Poll::Ready(Event::Read(message));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Outbox => {
                 let drained = client.drain();
-                if write_frames(&mut socket, drained.frames, &metrics).await.is_err() {
+                // Boxed: the write state exists only while writing, not while the connection idles.
+                if Box::pin(write_frames(&mut socket, drained.frames, &metrics)).await.is_err() {
                     socket_open = false;
                     break;
                 }
                 if let Some(close) = drained.close {
                     // Frames queued after the close request are never written.
-                    let _ = write_close(&mut socket, close, &metrics).await;
+                    let _ = Box::pin(write_close(&mut socket, close, &metrics)).await;
                     break;
                 }
             }
-            outcome = async { pending.as_mut().expect("guarded by the select condition").await }, if pending.is_some() => {
+            Event::CallDone(outcome) => {
                 pending = None;
                 session.finish(outcome);
             }
-            _ = async { own_ping.as_mut().expect("guarded").tick().await }, if own_ping.is_some() && client.is_welcomed() => {
+            Event::OwnPing => {
                 client.send(protocol::ping_frame(timestamp(client.ping_precision)));
             }
-            message = socket.recv(), if pending.is_none() => {
-                match message {
-                    Some(Ok(message)) => {
-                        pending = handle_frame(&mut session, &client, message, &metrics);
-                    }
-                    Some(Err(error)) => {
-                        if is_too_big(&error) {
-                            tracing::warn!(sid = %client.sid, "client frame larger than max_message_size; closing with 1009");
-                            Metrics::inc(&metrics.failed_client_msg_total);
-                            let close = CloseRequest { frame: None, code: close_code::MESSAGE_TOO_BIG, reason: "message too big" };
-                            let _ = write_close(&mut socket, close, &metrics).await;
-                        } else {
-                            tracing::debug!(sid = %client.sid, %error, "connection read failed");
-                        }
-                        socket_open = false;
-                        break;
-                    }
-                    None => {
-                        socket_open = false;
-                        break;
-                    }
+            Event::Read(Some(Ok(message))) => {
+                pending = handle_frame(&mut session, &client, message, &metrics);
+            }
+            Event::Read(Some(Err(error))) => {
+                if is_too_big(&error) {
+                    tracing::warn!(sid = %client.sid, "client frame larger than max_message_size; closing with 1009");
+                    Metrics::inc(&metrics.failed_client_msg_total);
+                    let close =
+                        CloseRequest { frame: None, code: close_code::MESSAGE_TOO_BIG, reason: "message too big" };
+                    let _ = Box::pin(write_close(&mut socket, close, &metrics)).await;
+                } else {
+                    tracing::debug!(sid = %client.sid, %error, "connection read failed");
                 }
+                socket_open = false;
+                break;
+            }
+            Event::Read(None) => {
+                socket_open = false;
+                break;
             }
         }
     }
 
-    // A call that was in flight when the client went away still changes backend-side state; apply it so the
-    // Disconnect call sees it.
-    if let Some(call) = pending.take() {
-        session.finish(call.await);
-    }
-    if socket_open {
-        let _ = socket.close().await;
-    }
-    client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
-    Metrics::down(&metrics.clients_num);
-    session.end().await;
+    // Everything below runs once per connection; it is boxed so that its state does not make every idle
+    // connection's task larger.
+    Box::pin(async move {
+        // A call that was in flight when the client went away still changes backend-side state; apply it so
+        // the Disconnect call sees it.
+        if let Some(call) = pending.take() {
+            session.finish(call.await);
+        }
+        if socket_open {
+            let _ = socket.close().await;
+        }
+        client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
+        Metrics::down(&metrics.clients_num);
+        session.end().await;
+    })
+    .await;
+}
+
+/// What woke the connection task.
+enum Event {
+    /// Frames were queued or a close was requested.
+    Outbox,
+    CallDone(crate::session::CallOutcome),
+    OwnPing,
+    Read(Option<Result<Message, axum::Error>>),
 }
 
 /// Handles one client frame; returns the handler call it started, if any.
@@ -247,8 +291,8 @@ fn request_url(headers: &HeaderMap, uri: &Uri) -> String {
 }
 
 /// The configured headers (lower-cased names), cookies filtered by `proxy_cookies`, plus `REMOTE_ADDR`.
-fn forwarded_headers(headers: &HeaderMap, config: &Config, peer: SocketAddr) -> HashMap<String, String> {
-    let mut out = HashMap::with_capacity(config.headers.len() + 1);
+fn forwarded_headers(headers: &HeaderMap, config: &Config, peer: SocketAddr) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(config.headers.len() + 1);
     for name in &config.headers {
         let name = name.to_ascii_lowercase();
         let values: Vec<&str> = headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
@@ -261,10 +305,11 @@ fn forwarded_headers(headers: &HeaderMap, config: &Config, peer: SocketAddr) -> 
             values.join(", ")
         };
         if !value.is_empty() {
-            out.insert(name, value);
+            out.push((name, value));
         }
     }
-    out.insert("REMOTE_ADDR".to_owned(), peer.ip().to_string());
+    out.push(("REMOTE_ADDR".to_owned(), peer.ip().to_string()));
+    out.shrink_to_fit();
     out
 }
 
@@ -343,7 +388,8 @@ mod tests {
         let mut config = Config::default();
         config.set("headers", "Cookie,X-API-Token").unwrap();
         config.set("proxy_cookies", "user").unwrap();
-        let out = forwarded_headers(&headers, &config, "10.1.2.3:5555".parse().unwrap());
+        let out: HashMap<String, String> =
+            forwarded_headers(&headers, &config, "10.1.2.3:5555".parse().unwrap()).into_iter().collect();
         assert_eq!(out.get("cookie").map(String::as_str), Some("user=alice"));
         assert_eq!(out.get("x-api-token").map(String::as_str), Some("t"));
         assert_eq!(out.get("REMOTE_ADDR").map(String::as_str), Some("10.1.2.3"));
