@@ -7,7 +7,7 @@ SHELL := bash
 NODE_TEST_CONCURRENCY ?= 2
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
 
-.PHONY: setup build test test-rust test-node demo
+.PHONY: setup build test test-rust test-node node-addon demo
 
 setup:
 	scripts/setup.sh
@@ -19,16 +19,17 @@ test: setup
 	cargo test --workspace
 	$(MAKE) --no-print-directory test-node
 
-# Black-box suite against the debug binary; FERROCABLE_BIN may point at another build.
-test-node:
+# tests/node: the black-box suite against the debug binary (FERROCABLE_BIN may point at another build)
+# and the in-process suite (test/inprocess-*.test.js) against the npm package with its debug addon.
+test-node: node-addon
 	cargo build -p ferrocable
 	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) test/*.test.js
 
+# The npm package's native addon (ferrocable.<platform>.node next to index.js), debug build.
+node-addon:
+	npm run --silent build:debug
+
+# The chat demo: a Node app serving one page, with Ferrocable embedded (examples/node-chat).
 demo: setup
-	cargo build --release -p ferrocable
-	@echo 'Ferrocable in public mode: WebSocket clients connect to ws://localhost:8080/cable'
-	@echo 'and subscribe with the identifier {"channel":"$$pubsub","stream_name":"chat"}.'
-	@echo 'Broadcast to them from another terminal:'
-	@echo '  curl -X POST localhost:8090/_broadcast -d '"'"'{"stream":"chat","data":"{\"text\":\"hi\"}"}'"'"
-	@echo
-	target/release/ferrocable --public --port 8080
+	npm run --silent build
+	cd examples/node-chat && exec node server.js

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Ferrocable needs on a Debian 12 machine (run as root).
 # Idempotent and quick when everything is already in place: it only touches apt when a package
-# is missing and only runs npm when tests/node/node_modules is missing or out of date.
+# is missing and only runs npm in a folder whose node_modules is missing or out of date (the npm
+# package at the root, the Node test suite, the chat demo).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,9 +11,10 @@ cd "$root"
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
-# System packages: a C toolchain and linker for cargo, pkg-config for native crates.
+# System packages: a C toolchain and linker for cargo, pkg-config for native crates, and Chromium for
+# the browser test of the chat demo (driven by playwright-core, which downloads no browser itself).
 # The protobuf definitions are compiled by a pure-Rust compiler, so no protoc is needed.
-apt_packages=(build-essential pkg-config ca-certificates)
+apt_packages=(build-essential pkg-config ca-certificates chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
@@ -40,26 +42,30 @@ command -v npm >/dev/null 2>&1 || die "npm not found: install npm alongside Node
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || die "Node.js $(node --version) is too old: the test suite needs Node.js 20 or newer"
 
-# Node test suite dependencies; a stamp records the lockfile they were installed from.
-node_dir="$root/tests/node"
-if [ -f "$node_dir/package.json" ]; then
-  stamp="$node_dir/node_modules/.ferrocable-lock-sha"
-  if [ -f "$node_dir/package-lock.json" ]; then
-    want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+# npm dependencies of each Node folder; a stamp records the lockfile they were installed from.
+npm_deps() {
+  local dir="$1" what="$2" stamp want have
+  [ -f "$dir/package.json" ] || return 0
+  stamp="$dir/node_modules/.ferrocable-lock-sha"
+  if [ -f "$dir/package-lock.json" ]; then
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   else
-    want=$(sha256sum "$node_dir/package.json" | cut -d' ' -f1)
+    want=$(sha256sum "$dir/package.json" | cut -d' ' -f1)
   fi
   have=$(cat "$stamp" 2>/dev/null || true)
-  if [ ! -d "$node_dir/node_modules" ] || [ "$want" != "$have" ]; then
-    say "installing Node test dependencies"
-    if [ -f "$node_dir/package-lock.json" ]; then
-      (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  if [ ! -d "$dir/node_modules" ] || [ "$want" != "$have" ]; then
+    say "installing $what"
+    if [ -f "$dir/package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     else
-      (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error)
-      want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+      want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
     fi
     printf '%s\n' "$want" > "$stamp"
   fi
-fi
+}
+npm_deps "$root" "the npm package's build tools (@napi-rs/cli)"
+npm_deps "$root/tests/node" "Node test dependencies"
+npm_deps "$root/examples/node-chat" "the chat demo's dependencies"
 
 say "ok"

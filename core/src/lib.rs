@@ -24,6 +24,7 @@ pub mod config;
 mod disconnect;
 pub mod handler;
 pub mod hub;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 mod server;

@@ -27,6 +27,7 @@ use crate::disconnect::{DisconnectQueue, DrainSignal};
 use crate::handler::Handler;
 use crate::handler::controller::Controller;
 use crate::handler::grpc::{GrpcHandler, GrpcOptions};
+use crate::handler::in_process::Metered;
 use crate::hub::{BroadcastQueue, Hub};
 use crate::metrics::{Metrics, StatsSnapshot};
 use crate::protocol;
@@ -119,7 +120,10 @@ impl Server {
         let hub = Arc::new(Hub::new(metrics.clone()));
 
         let (backend, backend_name) = match handler {
-            Some(handler) => (Some(handler), "in-process".to_owned()),
+            Some(handler) => {
+                let metered = Metered::new(handler, metrics.clone());
+                (Some(Arc::new(metered) as Arc<dyn Handler>), "in-process".to_owned())
+            }
             None if config.rpc_enabled() => {
                 let grpc = GrpcHandler::new(
                     GrpcOptions {

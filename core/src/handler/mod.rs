@@ -2,10 +2,12 @@
 //!
 //! A handler answers Connect, Command and Disconnect with the rpc.proto messages and nothing more: it
 //! keeps no state between calls and never sees sockets or the hub. The session applies what it returns.
-//! The gRPC client is one implementation; the Node and Ruby bindings add their own.
+//! The gRPC client is one implementation; the Node and Ruby bindings add their own, wrapped in
+//! [`in_process::Guarded`] (time limit, failures as ERROR answers).
 
 pub mod grpc;
 pub mod controller;
+pub mod in_process;
 
 use std::sync::Arc;
 

@@ -204,8 +204,6 @@ pub struct BroadcastReport {
 #[derive(Deserialize)]
 struct BenchPayload {
     seq: u64,
-    ts: u64,
-    p: usize,
 }
 
 struct ReceiverResult {
@@ -214,32 +212,69 @@ struct ReceiverResult {
     out_of_order: u64,
 }
 
+/// Pulls an unsigned integer field (`"name":123`) out of a frame without parsing the whole JSON: the receive
+/// path must stay cheap so the tool, not the server, is never what limits a run.
+fn int_field(text: &str, name: &str) -> Option<u64> {
+    let at = text.find(name)? + name.len();
+    let digits: &str = text[at..].trim_start_matches([' ', ':']);
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 /// Reads one subscriber's frames until `stop`, timing every benchmark message.
-async fn receive(mut ws: Ws, publishers: usize, stop: Arc<AtomicBool>, progress: Arc<Progress>) -> (Ws, ReceiverResult) {
+async fn receive(
+    mut ws: Ws,
+    publishers: usize,
+    stop: tokio_util::sync::CancellationToken,
+    progress: Arc<Progress>,
+) -> (Ws, ReceiverResult) {
     let mut last = vec![0u64; publishers];
     let mut result = ReceiverResult { samples: Vec::new(), received: 0, out_of_order: 0 };
-    while !stop.load(Ordering::Relaxed) {
-        let msg = match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
-            Err(_) => continue,
-            Ok(Some(Ok(Message::Text(t)))) => t,
-            Ok(Some(Ok(_))) => continue,
-            Ok(_) => break,
+    loop {
+        let msg = tokio::select! {
+            biased;
+            m = ws.next() => m,
+            () = stop.cancelled() => break,
         };
-        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&msg) else { continue };
-        let Some(raw) = frame.message else { continue };
-        let Ok(payload) = serde_json::from_str::<BenchPayload>(raw.get()) else { continue };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => break,
+        };
+        if !text.contains("\"seq\"") {
+            continue;
+        }
+        let (Some(seq), Some(ts), Some(p)) =
+            (int_field(&text, "\"seq\""), int_field(&text, "\"ts\""), int_field(&text, "\"p\""))
+        else {
+            continue;
+        };
         let now = stats::now_micros();
-        result.samples.push(now.saturating_sub(payload.ts).min(u32::MAX as u64) as u32);
+        result.samples.push(now.saturating_sub(ts).min(u32::MAX as u64) as u32);
         result.received += 1;
-        if let Some(prev) = last.get_mut(payload.p) {
-            if payload.seq <= *prev {
+        if let Some(prev) = last.get_mut(p as usize) {
+            if seq <= *prev {
                 result.out_of_order += 1;
             }
-            *prev = payload.seq;
+            *prev = seq;
         }
         Progress::add(&progress.delivered, 1);
     }
     (ws, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::int_field;
+
+    #[test]
+    fn int_field_reads_numbers_after_a_key() {
+        let frame = r#"{"identifier":"x","message":{"seq":12,"ts": 1700000000123456,"p":3,"pad":"xx"}}"#;
+        assert_eq!(int_field(frame, "\"seq\""), Some(12));
+        assert_eq!(int_field(frame, "\"ts\""), Some(1_700_000_000_123_456));
+        assert_eq!(int_field(frame, "\"p\""), Some(3));
+        assert_eq!(int_field(frame, "\"nope\""), None);
+    }
 }
 
 fn bench_data(p: usize, seq: u64, pad: &str) -> String {
@@ -293,7 +328,7 @@ pub async fn broadcast_round(
     for (n, _) in &audience.sockets {
         per_stream[n % streams] += 1;
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
     let mut receivers = JoinSet::new();
     for (n, ws) in audience.sockets.drain(..) {
         let (stop, progress) = (stop.clone(), progress.clone());
@@ -388,7 +423,7 @@ pub async fn broadcast_round(
         }
     }
     let elapsed = started.elapsed().saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(1));
-    stop.store(true, Ordering::Relaxed);
+    stop.cancel();
     let mut samples = Vec::new();
     let mut delivered = 0;
     let mut out_of_order = 0;

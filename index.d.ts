@@ -1,0 +1,270 @@
+// Type declarations of the ferrocable npm package (hand-written; checked by tests/node/types).
+import { EventEmitter } from 'node:events'
+
+/** Every core option, in camelCase. Lists may be given as arrays or comma-separated strings. */
+export interface ServerOptions {
+  host?: string
+  port?: number
+  path?: string | string[]
+  allowedOrigins?: string | string[]
+  rpcHost?: string
+  norpc?: boolean
+  headers?: string | string[]
+  proxyCookies?: string | string[]
+  rpcConcurrency?: number
+  /** Milliseconds per handler call; in-process handlers default to 5000 when 0. */
+  rpcRequestTimeout?: number
+  secret?: string
+  broadcastKey?: string
+  noauth?: boolean
+  publicStreams?: boolean
+  public?: boolean
+  broadcastAdapter?: string | string[]
+  httpBroadcastPort?: number
+  httpBroadcastPath?: string
+  httpBroadcastMaxBody?: number
+  pingInterval?: number
+  pingTimestampPrecision?: 's' | 'ms' | 'ns'
+  disconnectRate?: number
+  disconnectMode?: 'auto' | 'always' | 'never'
+  disconnectBacklogSize?: number
+  shutdownTimeout?: number
+  maxMessageSize?: number
+  maxConn?: number
+  clientQueueSize?: number
+  healthPath?: string
+  logLevel?: 'error' | 'warn' | 'info' | 'debug' | 'trace'
+  logFormat?: 'text' | 'json'
+  debug?: boolean
+}
+
+export type StatusName = 'SUCCESS' | 'FAILURE' | 'ERROR'
+/** 0 ERROR, 1 SUCCESS, 2 FAILURE (rpc.proto) */
+export type StatusValue = StatusName | 0 | 1 | 2
+export declare const STATUS: Readonly<{ ERROR: 0; SUCCESS: 1; FAILURE: 2 }>
+
+export type StringMap = Record<string, string>
+
+/** `Env` of a request: the connection's URL and forwarded headers, with state. */
+export interface RequestEnv {
+  url: string
+  headers: StringMap
+  cstate: StringMap
+  /** Command: this subscription's istate. Disconnect: channel identifier -> that istate JSON-encoded. */
+  istate: StringMap
+}
+
+/** State changes: a string sets a key, '' or null deletes it. */
+export interface EnvChanges {
+  cstate?: Record<string, string | null>
+  istate?: Record<string, string | null>
+}
+
+export interface ConnectionRequest {
+  sid: string
+  env: RequestEnv
+}
+
+export interface ConnectionResponse {
+  status: StatusValue
+  identifiers?: string
+  transmissions?: string[]
+  errorMsg?: string
+  env?: EnvChanges
+}
+
+export interface CommandMessage {
+  sid: string
+  command: 'subscribe' | 'unsubscribe' | 'message'
+  identifier: string
+  connectionIdentifiers: string
+  /** For `message`: the client's JSON string, e.g. '{"action":"speak","text":"hi"}'. */
+  data: string
+  env: RequestEnv
+}
+
+export interface CommandResponse {
+  status: StatusValue
+  disconnect?: boolean
+  stopStreams?: boolean
+  streams?: string[]
+  stoppedStreams?: string[]
+  transmissions?: string[]
+  errorMsg?: string
+  env?: EnvChanges
+}
+
+export interface DisconnectRequest {
+  sid: string
+  identifiers: string
+  subscriptions: string[]
+  env: RequestEnv
+}
+
+export interface DisconnectResponse {
+  status: StatusValue
+  errorMsg?: string
+}
+
+type Awaitable<T> = T | Promise<T>
+
+/** Low-level in-process handlers, mirroring AnyCable's RPC calls. */
+export interface Handlers {
+  connect(request: ConnectionRequest): Awaitable<ConnectionResponse>
+  command(request: CommandMessage): Awaitable<CommandResponse>
+  disconnect?(request: DisconnectRequest): Awaitable<DisconnectResponse | void>
+}
+
+export interface ServerAddress {
+  address: string
+  family: 'IPv4' | 'IPv6'
+  port: number
+  /** ws://host:port/path of the first path */
+  url: string
+  /** The HTTP broadcast endpoint, or null when disabled. */
+  broadcastUrl: string | null
+}
+
+export interface Publication {
+  stream: string
+  /** Strings are sent as they are; anything else as JSON. */
+  data: unknown
+  /** Session id (sid) that must not receive it. */
+  excludeSocket?: string
+}
+
+/** Live counters and gauges, AnyCable's metric names in camelCase. */
+export interface Stats {
+  clientsNum: number
+  clientsTotal: number
+  subscriptionsNum: number
+  broadcastStreamsNum: number
+  broadcastMsgTotal: number
+  failedBroadcastMsgTotal: number
+  clientMsgTotal: number
+  failedClientMsgTotal: number
+  serverMsgTotal: number
+  failedServerMsgTotal: number
+  rpcCallTotal: number
+  rpcErrorTotal: number
+  rpcRetriesTotal: number
+  rpcPendingNum: number
+  failedAuthsTotal: number
+  dataSentTotal: number
+  dataRcvdTotal: number
+  disconnectQueueSize: number
+  [metric: string]: number
+}
+
+export type ErrorCode =
+  | 'ECONFIG' | 'EADDRINUSE' | 'EBIND' | 'ERPC' | 'ERUNNING' | 'ENOTRUNNING' | 'ENATIVE' | 'ESTART'
+  | 'EHANDLER' | 'EMALFORMED' | 'ETIMEOUT' | 'EACTION' | 'ECOMMAND'
+
+export declare class FerrocableError extends Error {
+  code: ErrorCode | string
+  constructor(message: string, code: string, options?: { cause?: unknown })
+}
+
+/** A handler call that failed; the client got an ERROR result for that call only. */
+export declare class HandlerError extends FerrocableError {
+  code: 'EHANDLER' | 'EMALFORMED' | 'ETIMEOUT'
+  call: 'connect' | 'command' | 'disconnect'
+  sid: string
+  command?: string
+  identifier?: string
+  channel?: string
+  action?: string
+}
+
+export interface ServerEvents {
+  error: [error: HandlerError]
+  listening: []
+  close: []
+}
+
+export declare class Server extends EventEmitter<ServerEvents> {
+  constructor(options?: ServerOptions)
+  /** In-process handlers (or an Application); without them the server uses gRPC at `rpcHost`. */
+  handle(handlers: Handlers): this
+  handle(application: Application<any>): this
+  start(): Promise<this>
+  stop(): Promise<void>
+  readonly address: ServerAddress | null
+  readonly listening: boolean
+  broadcast(stream: string, data: unknown, options?: { excludeSocket?: string }): Promise<void>
+  broadcastMany(publications: Publication[]): Promise<void>
+  /** Closes every connection with these identifiers; returns how many. */
+  disconnect(identifiers: string | object, options?: { reconnect?: boolean }): number
+  stats(): Stats
+}
+
+/** cstate / istate: reads see current values; writes become the changes the server merges. */
+export declare class State {
+  get(key: string): string | undefined
+  has(key: string): boolean
+  set(key: string, value: string | number | boolean): this
+  delete(key: string): this
+  toJSON(): StringMap
+  readonly changes: StringMap | undefined
+}
+
+export interface HandleEnv {
+  url: string
+  headers: StringMap
+  /** Query parameters of the URL. */
+  params: StringMap
+}
+
+export declare class ConnectionHandle<I extends object = Record<string, unknown>> {
+  readonly sid: string
+  readonly env: HandleEnv
+  readonly cstate: State
+  identifiers: I | null
+  rejected: boolean
+  transmissions: string[]
+  identifiedBy(identifiers: I): this
+  reject(): this
+  transmit(data: unknown): this
+}
+
+export declare class ChannelHandle<I extends object = Record<string, unknown>, P extends object = Record<string, unknown>> {
+  readonly sid: string
+  readonly env: HandleEnv
+  readonly cstate: State
+  readonly istate: State
+  readonly identifier: string
+  readonly params: P
+  readonly identifiers: I | null
+  rejected: boolean
+  closed: boolean
+  streams: string[]
+  stoppedStreams: string[]
+  stopStreams: boolean
+  transmissions: string[]
+  streamFrom(stream: string): this
+  stopStreamFrom(stream: string): this
+  stopAllStreams(): this
+  transmit(data: unknown): this
+  reject(): this
+  close(): this
+}
+
+export declare class Channel<I extends object = Record<string, unknown>, P extends object = Record<string, any>> {
+  subscribed(handle: ChannelHandle<I, P>, params: P): Promise<void> | void
+  unsubscribed(handle: ChannelHandle<I, P>, params: P): Promise<void> | void
+}
+
+/** An action method: `(handle, params, data)` where data is what the client performed, without `action`. */
+export type ChannelAction<I extends object = Record<string, unknown>, P extends object = Record<string, any>, D = any> =
+  (handle: ChannelHandle<I, P>, params: P, data: D) => Promise<void> | void
+
+export declare class Application<I extends object = Record<string, unknown>> {
+  /** Set when the application is handed to `server.handle()`. */
+  server?: Server
+  registerChannel(name: string, channel: (new () => Channel<I, any>) | Channel<I, any>): this
+  connect(handle: ConnectionHandle<I>): Promise<void> | void
+  disconnect(handle: ConnectionHandle<I>): Promise<void> | void
+  encodeIdentifiers(identifiers: I): string
+  decodeIdentifiers(text: string): I
+  handlers(server?: Server): Required<Handlers>
+}
