@@ -7,7 +7,7 @@ SHELL := bash
 NODE_TEST_CONCURRENCY ?= 2
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
 
-.PHONY: setup build test test-rust test-node node-addon demo
+.PHONY: setup build test test-rust test-node node-addon demo ruby-ext test-ruby rails-chat
 
 setup:
 	scripts/setup.sh
@@ -18,6 +18,7 @@ build:
 test: setup
 	cargo test --workspace
 	$(MAKE) --no-print-directory test-node
+	$(MAKE) --no-print-directory test-ruby
 
 # tests/node: the black-box suite against the debug binary (FERROCABLE_BIN may point at another build)
 # and the in-process suite (test/inprocess-*.test.js) against the npm package with its debug addon.
@@ -33,3 +34,18 @@ node-addon:
 demo: setup
 	npm run --silent build
 	cd examples/node-chat && exec node server.js
+
+# The Ruby gem's native extension (bindings-ruby, release build) into gems/ferrocable/lib.
+ruby-ext:
+	cd gems/ferrocable && rake compile
+
+# tests/ruby: the gem's API in-process, and the dummy Rails app in Puma driven by websocket-driver and
+# @rails/actioncable clients (minitest). The Gemfile is resolved from Debian's gems, offline.
+test-ruby: ruby-ext
+	cd tests/ruby && { bundle check >/dev/null 2>&1 || bundle lock --local >/dev/null; } && \
+	  bundle exec ruby -Itest -e 'Dir.glob("test/**/*_test.rb").sort.each { |f| require File.expand_path(f) }'
+
+# The Rails chat example (examples/rails-chat): Puma on :3000 with Ferrocable in-process on :8080.
+# CABLE_ADAPTER=async serves the same app with plain Action Cable on Puma instead (for comparisons).
+rails-chat: setup ruby-ext
+	examples/rails-chat/bin/start

@@ -2,7 +2,7 @@
 # Installs what building and testing Ferrocable needs on a Debian 12 machine (run as root).
 # Idempotent and quick when everything is already in place: it only touches apt when a package
 # is missing and only runs npm in a folder whose node_modules is missing or out of date (the npm
-# package at the root, the Node test suite, the chat demo).
+# package at the root, the Node test suite, the chat demo, the Ruby suite's Node clients).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +15,10 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # the browser test of the chat demo (driven by playwright-core, which downloads no browser itself).
 # The protobuf definitions are compiled by a pure-Rust compiler, so no protoc is needed.
 apt_packages=(build-essential pkg-config ca-certificates chromium)
+# Ruby gem and its suite: Ruby 3.1 headers and libclang for the extension (magnus / rb-sys), and every gem
+# the gem, its Rails integration, the dummy app and the Ruby suite use (no gem server is needed).
+apt_packages+=(ruby ruby-dev libclang-dev rake ruby-bundler ruby-rails ruby-actioncable puma ruby-sqlite3
+  ruby-minitest ruby-websocket-driver ruby-grpc ruby-grpc-tools ruby-google-protobuf)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
@@ -67,5 +71,6 @@ npm_deps() {
 npm_deps "$root" "the npm package's build tools (@napi-rs/cli)"
 npm_deps "$root/tests/node" "Node test dependencies"
 npm_deps "$root/examples/node-chat" "the chat demo's dependencies"
+npm_deps "$root/tests/ruby/node" "the Ruby suite's Node clients (@rails/actioncable)"
 
 say "ok"

@@ -1,0 +1,8 @@
+# frozen_string_literal: true
+
+Rails.application.routes.draw do
+  root "chat#index"
+  post "/login", to: "chat#login"
+  post "/logout", to: "chat#logout"
+  get "/action_cable.js", to: "chat#action_cable_js"
+end

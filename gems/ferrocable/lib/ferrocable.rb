@@ -1,0 +1,31 @@
+# frozen_string_literal: true
+
+# Ferrocable: an AnyCable-compatible WebSocket server written in Rust, running inside this Ruby process.
+# See docs/ruby.md for the API, the Rails integration and the Puma plugin.
+
+require "logger"
+require "ferrocable/version"
+require "ferrocable/errors"
+require "ferrocable/native"
+require "ferrocable/options"
+require "ferrocable/handler_pool"
+require "ferrocable/server"
+require "ferrocable/http_broadcaster"
+
+module Ferrocable
+  class << self
+    attr_writer :logger
+
+    # Where handler failures are logged (Rails.logger under Rails; $stderr otherwise).
+    def logger
+      @logger ||= Logger.new($stderr, progname: "ferrocable")
+    end
+
+    # The session id of the connection whose call this handler thread is running, or nil.
+    def current_sid
+      Thread.current[:ferrocable_sid]
+    end
+  end
+end
+
+require "ferrocable/rails" if defined?(::Rails::Railtie)

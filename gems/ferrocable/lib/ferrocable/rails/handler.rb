@@ -1,0 +1,203 @@
+# frozen_string_literal: true
+
+module Ferrocable
+  module Rails
+    # The Rails application as a Ferrocable handler: each call runs the app's unchanged Action Cable
+    # connection and channels for that one call, inside `Rails.application.reloader` (the executor: database
+    # connections go back to the pool; plus code reloading in development), and answers with what they did
+    # (transmissions, streams, state changes, close). Action Cable's own code produces every frame,
+    # so welcome, confirm, reject and disconnect frames are exactly Action Cable's.
+    #
+    # Connect   allocate the connection, run `connect`, then Action Cable's welcome (or its `unauthorized`
+    #           disconnect frame on `reject_unauthorized_connection`); answer the identifiers and cstate.
+    # Command   `subscribe` goes through Action Cable's own add/confirm/reject path; `unsubscribe` and
+    #           `message` re-create the channel from its identifier, with state from istate.
+    # Disconnect re-create every subscribed channel with its istate, run each `unsubscribed`, then the
+    #           connection's `disconnect`.
+    #
+    # A failure (an exception in app code) is an ERROR answer for that call only, logged once with the
+    # channel and action.
+    class Handler
+      def initialize(app = ::Rails.application)
+        @app = app
+      end
+
+      def connect(request)
+        socket = Socket.new(request[:env] || {}, ->(_identifier) { {} })
+        connection = nil
+        run do
+          connection = new_connection(socket, nil)
+          begin
+            connection.connect if connection.respond_to?(:connect)
+          rescue ::ActionCable::Connection::Authorization::UnauthorizedError
+            connection.close(reason: ::ActionCable::INTERNAL[:disconnect_reasons][:unauthorized], reconnect: false)
+            return {status: :failure, transmissions: socket.transmissions, error_msg: "unauthorized",
+                    env: {cstate: socket.cstate.changes}}
+          end
+          connection.send(:send_welcome_message)
+          {status: :success, identifiers: Identifiers.dump(connection), transmissions: socket.transmissions,
+           env: {cstate: socket.cstate.changes}}
+        end
+      rescue *HandlerPool::HANDLER_FAILURES => e
+        failed(e, "#{connection_class_name}#connect", connection, socket: socket)
+      end
+
+      def command(request)
+        identifier = request[:identifier].to_s
+        env = request[:env] || {}
+        socket = Socket.new(env, ->(id) { id == identifier ? env[:istate] : {} })
+        connection = nil
+        run do
+          connection = new_connection(socket, request[:connection_identifiers])
+          status =
+            case request[:command]
+            when "subscribe" then subscribe(connection, identifier)
+            when "unsubscribe" then unsubscribe(connection, identifier)
+            when "message" then perform(connection, identifier, request[:data])
+            else
+              logger.error("Ferrocable: unknown command #{request[:command].inspect} for #{identifier}")
+              :error
+            end
+          command_response(status, socket, identifier)
+        end
+      rescue *HandlerPool::HANDLER_FAILURES => e
+        failed(e, signature(identifier, request), connection, socket: socket, command: true)
+      end
+
+      def disconnect(request)
+        env = request[:env] || {}
+        states = env[:istate] || {}
+        socket = Socket.new(env, ->(id) { (raw = states[id]) && !raw.empty? ? ActiveSupport::JSON.decode(raw) : {} })
+        connection = nil
+        failures = []
+        run do
+          connection = new_connection(socket, request[:identifiers])
+          Array(request[:subscriptions]).each do |identifier|
+            channel = restore_channel(connection, identifier)
+            connection.subscriptions.remove_subscription(channel)
+          rescue *HandlerPool::HANDLER_FAILURES => e
+            failures << e
+            log_failure(e, "#{channel_name(identifier)}#unsubscribed", connection)
+          end
+          connection.disconnect if connection.respond_to?(:disconnect)
+        end
+        return {status: :success} if failures.empty?
+
+        {status: :error, error_msg: failures.map { |e| "#{e.class}: #{e.message}" }.join("; ")}
+      rescue *HandlerPool::HANDLER_FAILURES => e
+        failed(e, "#{connection_class_name}#disconnect", connection)
+      end
+
+      private
+
+      def run(&block)
+        @app.reloader.wrap(&block)
+      end
+
+      def connection_class
+        ::ActionCable.server.config.connection_class.call
+      end
+
+      def connection_class_name
+        connection_class.name
+      rescue StandardError
+        "Connection"
+      end
+
+      def new_connection(socket, identifiers)
+        connection_class.allocate.ferrocable_setup(socket, identifiers)
+      end
+
+      # Action Cable's own subscribe path: `subscribed`, then confirm, or reject (which runs `unsubscribed`).
+      def subscribe(connection, identifier)
+        klass = channel_class(identifier)
+        unless klass
+          logger.error("Subscription class not found: #{channel_name(identifier).inspect}")
+          return :error
+        end
+        connection.subscriptions.add("identifier" => identifier)
+        connection.subscriptions.identifiers.include?(identifier) ? :success : :failure
+      end
+
+      def unsubscribe(connection, identifier)
+        restore_channel(connection, identifier)
+        connection.subscriptions.remove("identifier" => identifier)
+        :success
+      end
+
+      def perform(connection, identifier, data)
+        restore_channel(connection, identifier)
+        connection.subscriptions.perform_action("identifier" => identifier, "data" => data)
+        :success
+      end
+
+      # The channel object of an existing subscription, as Action Cable would hold it (without running
+      # `subscribed` again); its state comes from istate.
+      def restore_channel(connection, identifier)
+        klass = channel_class(identifier) or raise ArgumentError, "Subscription class not found: #{channel_name(identifier).inspect}"
+        params = ActiveSupport::JSON.decode(identifier).with_indifferent_access
+        channel = klass.new(connection, identifier, params)
+        connection.subscriptions.send(:subscriptions)[identifier] = channel
+      end
+
+      def channel_class(identifier)
+        klass = channel_name(identifier).to_s.safe_constantize
+        klass if klass.is_a?(Class) && klass <= ::ActionCable::Channel::Base
+      end
+
+      def channel_name(identifier)
+        ActiveSupport::JSON.decode(identifier)["channel"]
+      rescue StandardError
+        identifier
+      end
+
+      def command_response(status, socket, identifier)
+        {
+          status: status,
+          transmissions: socket.transmissions,
+          stop_streams: socket.stop_all?,
+          streams: socket.streams,
+          stopped_streams: socket.stopped_streams,
+          disconnect: socket.closed?,
+          env: {cstate: socket.cstate.changes, istate: socket.istate_for(identifier).changes}
+        }
+      end
+
+      def signature(identifier, request)
+        action =
+          if request[:command] == "message"
+            (ActiveSupport::JSON.decode(request[:data].to_s)["action"] rescue nil) || "receive"
+          else
+            request[:command] == "subscribe" ? "subscribed" : "unsubscribed"
+          end
+        "#{channel_name(identifier)}##{action}"
+      end
+
+      # An ERROR answer carrying what was transmitted before the failure (Action Cable would have sent it).
+      def failed(error, where, connection, socket: nil, command: false)
+        begin
+          connection&.rescue_with_handler(error)
+        rescue *HandlerPool::HANDLER_FAILURES
+          nil
+        end
+        log_failure(error, where, connection)
+        response = {status: :error, error_msg: "#{where}: #{error.class}: #{error.message}"}
+        if socket
+          response[:transmissions] = socket.transmissions
+          response[:disconnect] = socket.closed? if command
+        end
+        response
+      end
+
+      def log_failure(error, where, connection)
+        trace = Array(error.backtrace).first(10).map { |line| "  #{line}" }.join("\n")
+        message = "Ferrocable: #{where} raised #{error.class}: #{error.message} (sid #{::Ferrocable.current_sid})\n#{trace}"
+        (connection&.logger || logger).error(message)
+      end
+
+      def logger
+        ::Ferrocable::Rails.logger
+      end
+    end
+  end
+end

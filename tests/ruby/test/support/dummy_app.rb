@@ -1,0 +1,141 @@
+# frozen_string_literal: true
+
+require "fileutils"
+require "json"
+require "net/http"
+require "rbconfig"
+require "uri"
+
+# The dummy Rails app (tests/ruby/dummy) running in its own Puma process, with `plugin :ferrocable`,
+# on free ports and its own sqlite database. `env` adds or overrides environment variables, e.g.
+# CABLE_ADAPTER=async for plain Action Cable, WEB_CONCURRENCY=2 for cluster mode.
+class DummyApp
+  ROOT = File.expand_path("../../dummy", __dir__)
+  TMP = File.expand_path("../../.tmp", __dir__)
+
+  attr_reader :web_port, :cable_port, :broadcast_port, :log_path, :output_path, :pid
+
+  # One app in Ferrocable mode shared by the tests that need nothing special (stopped after the run).
+  def self.shared
+    @shared ||= new(name: "shared").start.tap do |app|
+      Minitest.after_run { app.stop }
+    end
+  end
+
+  def initialize(name:, env: {})
+    FileUtils.mkdir_p(TMP)
+    @name = "#{name}-#{Process.pid}-#{object_id}"
+    @web_port = Ports.free
+    @cable_port = Ports.free
+    @broadcast_port = Ports.free
+    @log_path = File.join(TMP, "#{@name}.log")
+    @output_path = File.join(TMP, "#{@name}.out")
+    @env = {
+      "RAILS_ENV" => "test",
+      "PORT" => @web_port.to_s,
+      "ANYCABLE_PORT" => @cable_port.to_s,
+      "ANYCABLE_HTTP_BROADCAST_PORT" => @broadcast_port.to_s,
+      "DUMMY_DATABASE" => File.join(TMP, "#{@name}.sqlite3"),
+      "DUMMY_LOG" => @log_path
+    }.merge(env)
+  end
+
+  def ferrocable?
+    @env.fetch("CABLE_ADAPTER", "ferrocable") == "ferrocable"
+  end
+
+  def start(timeout: 60)
+    run_ruby!("bin/setup_db")
+    @pid = Process.spawn(@env, RbConfig.ruby, "-S", "puma", "-C", "config/puma.rb",
+      chdir: ROOT, out: @output_path, err: %i[child out], pgroup: true)
+    Ports.wait_open(@web_port, timeout: timeout)
+    Ports.wait_open(@cable_port, timeout: timeout) if ferrocable?
+    self
+  rescue StandardError
+    stop
+    raise $!.exception("#{$!.message}\n--- puma output:\n#{output}")
+  end
+
+  # Graceful stop (SIGTERM), then SIGKILL after `timeout`. Returns the exit status.
+  def stop(timeout: 30)
+    return unless @pid
+
+    Process.kill("TERM", -@pid)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      _, status = Process.waitpid2(@pid, Process::WNOHANG)
+      return status if status
+
+      if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        Process.kill("KILL", -@pid)
+        return Process.waitpid2(@pid).last
+      end
+      sleep 0.05
+    end
+  rescue Errno::ESRCH, Errno::ECHILD
+    nil
+  ensure
+    @pid = nil
+  end
+
+  # Runs a script of the dummy app (with its environment) and returns its output; raises when it fails.
+  def run_ruby!(*args, env: {})
+    out = IO.popen(@env.merge(env), [RbConfig.ruby, *args, {chdir: ROOT, err: %i[child out]}], &:read)
+    raise "#{args.join(" ")} failed:\n#{out}" unless $?.success?
+
+    out
+  end
+
+  def ws_url(query = nil)
+    port = ferrocable? ? @cable_port : @web_port
+    "ws://127.0.0.1:#{port}/cable#{query ? "?#{query}" : ""}"
+  end
+
+  def get(path)
+    Net::HTTP.get_response(URI("http://127.0.0.1:#{@web_port}#{path}"))
+  end
+
+  def post(path, params = {})
+    Net::HTTP.post_form(URI("http://127.0.0.1:#{@web_port}#{path}"), params)
+  end
+
+  def post_json(path, params = {})
+    response = post(path, params)
+    raise "POST #{path}: HTTP #{response.code} #{response.body}" unless response.code == "200"
+
+    JSON.parse(response.body)
+  end
+
+  # Logs `name` in; returns the Cookie header a browser would send (signed user id, encrypted nickname,
+  # session).
+  def login(name, nickname: nil, at: nil)
+    response = post("/login", {name: name, nickname: nickname, at: at}.compact)
+    raise "login failed: HTTP #{response.code}" unless response.code == "200"
+
+    response.get_fields("set-cookie").map { |cookie| cookie.split(";").first }.join("; ")
+  end
+
+  def events(user)
+    JSON.parse(get("/events?user=#{URI.encode_www_form_component(user)}").body)
+  end
+
+  # Waits until `events(user)` satisfies the block; returns them.
+  def wait_for_events(user, timeout: 10)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      found = events(user)
+      return found if yield(found)
+      raise "events of #{user} never matched: #{found.inspect}" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.05
+    end
+  end
+
+  def log
+    File.exist?(@log_path) ? File.read(@log_path) : ""
+  end
+
+  def output
+    File.exist?(@output_path) ? File.read(@output_path) : ""
+  end
+end
