@@ -10,8 +10,10 @@
 # Servers: Ferrocable always (FERROCABLE_BIN, default target/release/ferrocable); AnyCable-Go when
 # ANYCABLE_GO_BIN points at its binary; any other server through PEER_<NAME>_CMD (a command that starts it
 # on $PORT with HTTP broadcasts on $BROADCAST_PORT) and PEER_<NAME>_URL (its WebSocket URL). Nothing here
-# builds or downloads a peer.
+# builds or downloads a peer. PEER_<NAME>_QUERY is appended to its WebSocket URL (e.g. `?name=bench`) and
+# PEER_<NAME>_HEALTH names the path answered once it is ready (default /health).
 #
+# SKIP_FERROCABLE=1 leaves the ferrocable binary out (to compare peers only, e.g. two modes of one app).
 # The server runs pinned to SERVER_CPU (default 0), the load tool and the backend to TOOL_CPU (default 1).
 # Results: one JSON per server in RESULTS_DIR (default target/bench/<scenario>-<mode>-<time>), and
 # RESULTS_DIR/table.md.
@@ -53,7 +55,8 @@ if [ "$mode" = rpc ]; then
 fi
 
 # name|command template (uses $PORT $BROADCAST_PORT $RPC_PORT)|url template
-servers=("ferrocable|$ferrocable")
+servers=()
+[ -n "${SKIP_FERROCABLE:-}" ] || servers+=("ferrocable|$ferrocable")
 [ -n "${ANYCABLE_GO_BIN:-}" ] && servers+=("anycable-go|$ANYCABLE_GO_BIN")
 for var in $(compgen -v | grep -E '^PEER_[A-Z0-9_]+_CMD$' || true); do
   name=${var#PEER_}; name=${name%_CMD}
@@ -79,8 +82,9 @@ for entry in "${servers[@]}"; do
   case "$bin" in
     peer:*)
       peer=${bin#peer:}
-      cmd_var="PEER_${peer}_CMD"; url_var="PEER_${peer}_URL"
-      url=${!url_var:-$url}
+      cmd_var="PEER_${peer}_CMD"; url_var="PEER_${peer}_URL"; query_var="PEER_${peer}_QUERY"
+      health_var="PEER_${peer}_HEALTH"
+      url=${!url_var:-$url}${!query_var:-}
       PORT=$port BROADCAST_PORT=$bport RPC_PORT=$rpc_port taskset -c "$server_cpu" bash -c "${!cmd_var}" >"$log" 2>&1 &
       ;;
     *)
@@ -89,7 +93,8 @@ for entry in "${servers[@]}"; do
       ;;
   esac
   server_pid=$!; pids+=("$server_pid")
-  health=${url/ws:/http:}; health=${health%/cable}/health
+  health=${url/ws:/http:}; health=${health%%/cable*}
+  if [[ "$bin" == peer:* ]]; then health_var="PEER_${bin#peer:}_HEALTH"; health+=${!health_var:-/health}; else health+=/health; fi
   wait_http "$health" 60 || { echo "$name did not start; see $log" >&2; continue; }
   # A peer started through bash -c: measure the real server process (the child), not the shell.
   real_pid=$(pgrep -P "$server_pid" | head -1 || true); real_pid=${real_pid:-$server_pid}
