@@ -1,0 +1,178 @@
+//! Every scenario of the load tool, run for real (small and short) against the server started in this process,
+//! checking that what the tool reports matches what happened.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferrocable::{Config, Server};
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_ferrocable-bench");
+
+async fn server(extra: &[(&str, &str)]) -> Server {
+    let mut config = Config::default();
+    for (k, v) in [("host", "127.0.0.1"), ("port", "0"), ("http_broadcast_port", "0"), ("shutdown_timeout", "5")] {
+        config.set(k, v).unwrap();
+    }
+    for (k, v) in extra {
+        config.set(k, v).unwrap();
+    }
+    Server::start(config, None).await.unwrap()
+}
+
+/// Runs the tool (on a blocking thread, so the server keeps running here) and parses its JSON report.
+async fn bench(args: Vec<String>) -> Value {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(BENCH).args(&args).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn s(items: &[&str]) -> Vec<String> {
+    items.iter().map(|i| i.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reports_every_delivery_in_order_with_latencies() {
+    let server = server(&[("public", "true"), ("norpc", "true")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let report = bench(
+        s(&["broadcast", "--url", &url, "--broadcast-url", &broadcast_url, "--subscribers", "40", "--streams", "2"])
+            .into_iter()
+            .chain(s(&["--rate", "40", "--duration", "1", "--publishers", "2", "--grace", "3"]))
+            .collect(),
+    )
+    .await;
+    assert_eq!(report["subscribers"], 40);
+    assert_eq!(report["published"], 40);
+    // Each publication reaches the 20 subscribers of its stream.
+    assert_eq!(report["expected_deliveries"], 800);
+    assert_eq!(report["delivered"], 800);
+    assert_eq!(report["missing"], 0);
+    assert_eq!(report["out_of_order"], 0);
+    assert_eq!(report["latency"]["samples"], 800);
+    assert!(report["latency"]["p95_ms"].as_f64().unwrap() >= report["latency"]["p50_ms"].as_f64().unwrap());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reports_loss_when_nobody_delivers() {
+    // Subscribers of a stream that the publications do not go to: everything expected is missing.
+    let server = server(&[("public", "true"), ("norpc", "true")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let report = bench(s(&[
+        "broadcast",
+        "--url",
+        &url,
+        "--broadcast-url",
+        &broadcast_url,
+        "--subscribers",
+        "5",
+        "--identifier",
+        r#"{"channel":"$pubsub","stream_name":"elsewhere"}"#,
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--grace",
+        "1",
+    ]))
+    .await;
+    assert_eq!(report["expected_deliveries"], 50);
+    assert_eq!(report["delivered"], 0);
+    assert_eq!(report["missing"], 50);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_mode_grows_the_audience_until_the_limit() {
+    let server = server(&[("public", "true"), ("norpc", "true")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let report = bench(s(&[
+        "broadcast",
+        "--url",
+        &url,
+        "--broadcast-url",
+        &broadcast_url,
+        "--subscribers",
+        "10",
+        "--step",
+        "10",
+        "--max-subscribers",
+        "30",
+        "--p95-limit",
+        "5000",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--grace",
+        "2",
+    ]))
+    .await;
+    let steps = report["steps"].as_array().unwrap();
+    let sizes: Vec<u64> = steps.iter().map(|s| s["subscribers"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, vec![10, 20, 30]);
+    assert_eq!(report["largest_passing_subscribers"], 30);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reports_connections_and_server_memory() {
+    let server = server(&[("public", "true"), ("norpc", "true")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let pid = std::process::id().to_string();
+    let report = bench(s(&["idle", "--url", &url, "--connections", "200", "--hold", "1", "--server-pid", &pid])).await;
+    assert_eq!(report["connections"], 200);
+    assert_eq!(report["failed"], 0);
+    assert!(report["server_rss_after_kib"].as_u64().unwrap() > 0);
+    assert!(report["rss_per_connection_bytes"].is_number());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.stats().clients_num != 0 {
+        assert!(std::time::Instant::now() < deadline, "the tool closes what it opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown().await;
+}
+
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_perform_go_through_the_benchmark_backend() {
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let _backend = Backend(
+        Command::new(BENCH).args(["backend", "--listen", &rpc]).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    let server = server(&[("rpc_host", &rpc)]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    // The backend needs a moment to listen; the server retries Unavailable, so the first connects still succeed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = bench(s(&["connect", "--url", &url, "--clients", "100", "--concurrency", "10"])).await;
+    assert_eq!(report["succeeded"], 100);
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["latency"]["samples"], 100);
+
+    let report = bench(s(&["perform", "--url", &url, "--clients", "5", "--duration", "1"])).await;
+    assert_eq!(report["failures"], 0);
+    let round_trips = report["round_trips"].as_u64().unwrap();
+    assert!(round_trips > 5, "{report}");
+    assert!(server.stats().rpc_call_total >= round_trips, "each round trip is one Command call");
+    server.shutdown().await;
+}
