@@ -158,10 +158,14 @@ scenario('in-process errors: malformed results are ERRORs with code EMALFORMED',
   })
   const client = await RawClient.connect(local.url())
   const id = await client.subscribeConfirmed({ channel: 'Any' })
-  for (const [result, reason] of cases) {
+  for (const [index, [result, reason]] of cases.entries()) {
     answer = result
     client.perform(id, 'broken')
-    const error = await eventually(() => errors.find((e) => e.sid === client.sid && e.message.endsWith(reason)), { what: `the error for ${JSON.stringify(result)}` })
+    // Wait for this call's own error (two cases share a reason) before the next answer is set.
+    const mine = () => errors.filter((e) => e.sid === client.sid)
+    await eventually(() => mine().length === index + 1, { what: `the error for ${JSON.stringify(result)}` })
+    const error = mine()[index]
+    assert.ok(error.message.endsWith(reason), error.message)
     assert.equal(error.code, 'EMALFORMED')
     assert.equal(error.message, `Any#broken: malformed handler result: ${reason}`)
   }
