@@ -19,10 +19,43 @@ export interface ServerOptions {
   noauth?: boolean
   publicStreams?: boolean
   public?: boolean
+  /** Verifies JWT identification tokens; defaults to `secret`. */
+  jwtSecret?: string
+  /** Query parameter (and `X-` header) carrying the token; default 'jid'. */
+  jwtParam?: string
+  enforceJwt?: boolean
+  /** Verifies signed `$pubsub` stream names; defaults to `secret`. */
+  streamsSecret?: string
+  streamsWhisper?: boolean
+  /** Whispers per second per connection; 0 means no limit. Default 20. */
+  whisperRate?: number
+  turboStreams?: boolean
+  /** Verifies signed Turbo Streams names; defaults to `streamsSecret`. */
+  turboStreamsSecret?: string
   broadcastAdapter?: string | string[]
   httpBroadcastPort?: number
   httpBroadcastPath?: string
   httpBroadcastMaxBody?: number
+  /** Cluster pub/sub between servers: 'redis', 'nats' or 'none' (default). */
+  pubsub?: 'redis' | 'nats' | 'none'
+  /** 'all' (default): receive every publication; 'stream': subscribe per stream with local subscribers. */
+  pubsubSubscribe?: 'all' | 'stream'
+  redisUrl?: string
+  redisChannel?: string
+  natsServers?: string | string[]
+  natsChannel?: string
+  /** Starts a nats-server child process (Debian package nats-server) with this server. */
+  embedNats?: boolean
+  enatsAddr?: string
+  enatsCluster?: string
+  enatsClusterName?: string
+  enatsClusterRoutes?: string | string[]
+  enatsGateway?: string
+  enatsGateways?: string
+  enatsGatewayAdvertise?: string
+  enatsServerName?: string
+  enatsDebug?: boolean
+  enatsTrace?: boolean
   pingInterval?: number
   pingTimestampPrecision?: 's' | 'ms' | 'ns'
   disconnectRate?: number
@@ -153,12 +186,18 @@ export interface Stats {
   dataSentTotal: number
   dataRcvdTotal: number
   disconnectQueueSize: number
+  /** Cluster pub/sub: messages published, received from other servers, and lost during engine outages. */
+  pubsubPublishedTotal: number
+  pubsubReceivedTotal: number
+  pubsubLostTotal: number
+  /** Streams this server is subscribed to in the pub/sub engine. */
+  pubsubStreamsNum: number
   [metric: string]: number
 }
 
 export type ErrorCode =
-  | 'ECONFIG' | 'EADDRINUSE' | 'EBIND' | 'ERPC' | 'ERUNNING' | 'ENOTRUNNING' | 'ENATIVE' | 'ESTART'
-  | 'EHANDLER' | 'EMALFORMED' | 'ETIMEOUT' | 'EACTION' | 'ECOMMAND'
+  | 'ECONFIG' | 'EADDRINUSE' | 'EBIND' | 'ERPC' | 'EENGINE' | 'ERUNNING' | 'ENOTRUNNING' | 'ENATIVE' | 'ESTART'
+  | 'EHANDLER' | 'EMALFORMED' | 'ETIMEOUT' | 'EACTION' | 'ECOMMAND' | 'EINVALID'
 
 export declare class FerrocableError extends Error {
   code: ErrorCode | string
@@ -268,3 +307,24 @@ export declare class Application<I extends object = Record<string, unknown>> {
   decodeIdentifiers(text: string): I
   handlers(server?: Server): Required<Handlers>
 }
+
+/**
+ * Signs a stream name as Rails' MessageVerifier does (`base64(JSON) + '--' + hex HMAC-SHA256`), for
+ * `cable.streamFromSigned(name)` / `{ channel: '$pubsub', signed_stream_name }` and Turbo Streams sources.
+ * `secret` defaults to `ANYCABLE_STREAMS_SECRET`, then `ANYCABLE_SECRET`; throws `EINVALID` without one.
+ */
+export declare function signStream(name: string, secret?: string | Buffer): string
+
+export interface IssueTokenOptions {
+  /** Defaults to `ANYCABLE_JWT_SECRET`, then `ANYCABLE_SECRET`. */
+  secret?: string | Buffer
+  /** Seconds until `exp`; default 3600; `null` for a token that never expires. */
+  ttl?: number | null
+  algorithm?: 'HS256' | 'HS384' | 'HS512'
+}
+
+/**
+ * Issues a JWT identification token whose `ext` claim holds the identifiers (objects are JSON-encoded), for
+ * clients to bring in the `jid` query parameter, the `X-JID` header or the `anycable-token.<token>` sub-protocol.
+ */
+export declare function issueToken(identifiers: object | string, options?: IssueTokenOptions): string

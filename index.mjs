@@ -10,7 +10,9 @@ export const {
   State,
   FerrocableError,
   HandlerError,
-  STATUS
+  STATUS,
+  signStream,
+  issueToken
 } = ferrocable
 
 export default ferrocable

@@ -14,7 +14,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # System packages: a C toolchain and linker for cargo, pkg-config for native crates, and Chromium for
 # the browser test of the chat demo (driven by playwright-core, which downloads no browser itself).
 # The protobuf definitions are compiled by a pure-Rust compiler, so no protoc is needed.
-apt_packages=(build-essential pkg-config ca-certificates chromium)
+apt_packages=(build-essential pkg-config ca-certificates chromium redis-server nats-server)
 # Ruby gem and its suite: Ruby 3.1 headers and libclang for the extension (magnus / rb-sys), and every gem
 # the gem, its Rails integration, the dummy app and the Ruby suite use (no gem server is needed).
 apt_packages+=(ruby ruby-dev libclang-dev rake ruby-bundler ruby-rails ruby-actioncable puma ruby-sqlite3

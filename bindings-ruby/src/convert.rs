@@ -67,8 +67,8 @@ fn string_map(ruby: &Ruby, map: &HashMap<String, String>) -> Result<RHash, Error
 pub(crate) fn connection_response(ruby: &Ruby, value: Value) -> Result<ConnectionResponse, Error> {
     let mut response = ConnectionResponse::default();
     let mut has_status = false;
-    for (field, value) in fields(ruby, value, "connect")? {
-        match field.as_str() {
+    fields(ruby, value, "connect", |field, value| {
+        match field {
             "status" => {
                 response.status = status(ruby, value)?;
                 has_status = true;
@@ -79,7 +79,8 @@ pub(crate) fn connection_response(ruby: &Ruby, value: Value) -> Result<Connectio
             "env" => response.env = Some(env_response(ruby, value)?),
             other => return Err(unknown_field(ruby, "connect", other)),
         }
-    }
+        Ok(())
+    })?;
     require_status(ruby, has_status, "connect")?;
     Ok(response)
 }
@@ -87,8 +88,8 @@ pub(crate) fn connection_response(ruby: &Ruby, value: Value) -> Result<Connectio
 pub(crate) fn command_response(ruby: &Ruby, value: Value) -> Result<CommandResponse, Error> {
     let mut response = CommandResponse::default();
     let mut has_status = false;
-    for (field, value) in fields(ruby, value, "command")? {
-        match field.as_str() {
+    fields(ruby, value, "command", |field, value| {
+        match field {
             "status" => {
                 response.status = status(ruby, value)?;
                 has_status = true;
@@ -102,7 +103,8 @@ pub(crate) fn command_response(ruby: &Ruby, value: Value) -> Result<CommandRespo
             "env" => response.env = Some(env_response(ruby, value)?),
             other => return Err(unknown_field(ruby, "command", other)),
         }
-    }
+        Ok(())
+    })?;
     require_status(ruby, has_status, "command")?;
     Ok(response)
 }
@@ -110,8 +112,8 @@ pub(crate) fn command_response(ruby: &Ruby, value: Value) -> Result<CommandRespo
 pub(crate) fn disconnect_response(ruby: &Ruby, value: Value) -> Result<DisconnectResponse, Error> {
     let mut response = DisconnectResponse::default();
     let mut has_status = false;
-    for (field, value) in fields(ruby, value, "disconnect")? {
-        match field.as_str() {
+    fields(ruby, value, "disconnect", |field, value| {
+        match field {
             "status" => {
                 response.status = status(ruby, value)?;
                 has_status = true;
@@ -119,7 +121,8 @@ pub(crate) fn disconnect_response(ruby: &Ruby, value: Value) -> Result<Disconnec
             "error_msg" => response.error_msg = string(ruby, value, "error_msg")?,
             other => return Err(unknown_field(ruby, "disconnect", other)),
         }
-    }
+        Ok(())
+    })?;
     require_status(ruby, has_status, "disconnect")?;
     Ok(response)
 }
@@ -129,18 +132,25 @@ fn env_response(ruby: &Ruby, value: Value) -> Result<EnvResponse, Error> {
     if value.is_nil() {
         return Ok(env);
     }
-    for (field, value) in fields(ruby, value, "env")? {
-        match field.as_str() {
+    fields(ruby, value, "env", |field, value| {
+        match field {
             "cstate" => env.cstate = state_map(ruby, value, "env.cstate")?,
             "istate" => env.istate = state_map(ruby, value, "env.istate")?,
             other => return Err(unknown_field(ruby, "env", other)),
         }
-    }
+        Ok(())
+    })?;
     Ok(env)
 }
 
-/// The fields of a response object, by name.
-fn fields(ruby: &Ruby, value: Value, what: &str) -> Result<Vec<(String, Value)>, Error> {
+/// Calls `each` with every field of a response object, by name. The fields are visited while the Hash is
+/// iterated, so every value stays reachable by Ruby's GC (a `to_h` result is referenced only from here).
+fn fields(
+    ruby: &Ruby,
+    value: Value,
+    what: &str,
+    mut each: impl FnMut(&str, Value) -> Result<(), Error>,
+) -> Result<(), Error> {
     let hash = match RHash::from_value(value) {
         Some(hash) => hash,
         None if !value.is_nil() && value.respond_to("to_h", false)? => {
@@ -154,12 +164,10 @@ fn fields(ruby: &Ruby, value: Value, what: &str) -> Result<Vec<(String, Value)>,
             ));
         }
     };
-    let mut out = Vec::with_capacity(hash.len());
     hash.foreach(|key: Value, value: Value| {
-        out.push((key_name(ruby, key, what)?, value));
+        each(&key_name(ruby, key, what)?, value)?;
         Ok(ForEach::Continue)
-    })?;
-    Ok(out)
+    })
 }
 
 fn key_name(ruby: &Ruby, key: Value, what: &str) -> Result<String, Error> {

@@ -65,6 +65,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// The cluster pub/sub engine (`pubsub`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubAdapter {
+    /// A single node: publications are delivered locally only.
+    None,
+    Redis,
+    Nats,
+}
+
+/// What a node subscribes to in the pub/sub engine (`pubsub_subscribe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubSubscribe {
+    /// One engine subscription per node, receiving every publication of the cluster (the default).
+    All,
+    /// One engine subscription per stream that has subscribers on this node.
+    Stream,
+}
+
 /// A value an option can hold: parsed from and rendered to the text form used by flags, env and files.
 trait OptionValue: Sized {
     fn parse_value(raw: &str) -> Result<Self, String>;
@@ -166,6 +184,42 @@ impl OptionValue for LogFormat {
         match self {
             Self::Text => "text",
             Self::Json => "json",
+        }
+        .into()
+    }
+}
+
+impl OptionValue for PubSubAdapter {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        match raw {
+            "" | "none" => Ok(Self::None),
+            "redis" => Ok(Self::Redis),
+            "nats" => Ok(Self::Nats),
+            _ => Err("expected redis, nats or none".into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            Self::None => "none",
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+        }
+        .into()
+    }
+}
+
+impl OptionValue for PubSubSubscribe {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        match raw {
+            "stream" => Ok(Self::Stream),
+            "all" => Ok(Self::All),
+            _ => Err("expected stream or all".into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            Self::Stream => "stream",
+            Self::All => "all",
         }
         .into()
     }
@@ -278,7 +332,23 @@ options! {
     public_streams: bool = "false", true;
     /// Shortcut for noauth + public_streams + broadcast_key=none
     public: bool = "false", true;
-    /// Broadcast ingress adapters, comma-separated
+    /// Secret verifying JWT identification tokens (HS256/384/512); defaults to `secret`
+    jwt_secret: Option<String> = "", false;
+    /// Query parameter carrying the JWT token; the header is `X-<jwt_param>`
+    jwt_param: String = "jid", false;
+    /// Reject connections that bring no JWT token
+    enforce_jwt: bool = "false", true;
+    /// Secret verifying signed stream names; defaults to `secret`
+    streams_secret: Option<String> = "", false;
+    /// Allow whispers on signed `$pubsub` streams (public streams always allow them)
+    streams_whisper: bool = "false", true;
+    /// Whispers per second one connection may send (bursts up to as many); more are dropped; 0 means no limit
+    whisper_rate: u32 = "20", false;
+    /// Confirm signed `Turbo::StreamsChannel` subscriptions without the backend
+    turbo_streams: bool = "false", true;
+    /// Secret verifying Turbo Streams names; defaults to `streams_secret`
+    turbo_streams_secret: Option<String> = "", false;
+    /// Broadcast ingress adapters, comma-separated: http, redis, redisx, nats
     broadcast_adapter: Vec<String> = "http", false;
     /// Port of the HTTP broadcast endpoint
     http_broadcast_port: u16 = "8090", false;
@@ -286,6 +356,40 @@ options! {
     http_broadcast_path: String = "/_broadcast", false;
     /// Largest accepted HTTP broadcast body in bytes
     http_broadcast_max_body: usize = "4194304", false;
+    /// Cluster pub/sub engine: redis, nats or none
+    pubsub: PubSubAdapter = "none", false;
+    /// Pub/sub subscriptions of a node: all (every publication) or stream (one per stream with local subscribers)
+    pubsub_subscribe: PubSubSubscribe = "all", false;
+    /// Redis URL (also REDIS_URL) for the redis and redisx broadcasters and the redis pub/sub
+    redis_url: String = "redis://localhost:6379/5", false;
+    /// Redis broadcast channel and stream name; also the prefix of the pub/sub channels
+    redis_channel: String = "__anycable__", false;
+    /// NATS server URLs, comma-separated
+    nats_servers: Vec<String> = "nats://localhost:4222", false;
+    /// NATS broadcast subject; also the prefix of the pub/sub subjects
+    nats_channel: String = "__anycable__", false;
+    /// Start a nats-server child process with this node and use it as nats_servers
+    embed_nats: bool = "false", true;
+    /// Client address of the embedded NATS server
+    enats_addr: String = "nats://127.0.0.1:4222", false;
+    /// Cluster (routes) address of the embedded NATS server, e.g. nats://0.0.0.0:4248
+    enats_cluster: String = "", false;
+    /// Cluster name of the embedded NATS server
+    enats_cluster_name: String = "anycable-cluster", false;
+    /// Cluster addresses of the other embedded NATS servers, comma-separated
+    enats_cluster_routes: Vec<String> = "", false;
+    /// Gateway address of the embedded NATS server (super-clusters)
+    enats_gateway: String = "", false;
+    /// Known gateways, semicolon-separated: name_a:url1,url2;name_b:url3
+    enats_gateways: String = "", false;
+    /// Address the embedded NATS gateway advertises
+    enats_gateway_advertise: String = "", false;
+    /// Server name of the embedded NATS server; generated when empty
+    enats_server_name: String = "", false;
+    /// Forward the embedded NATS server's debug log
+    enats_debug: bool = "false", true;
+    /// Forward the embedded NATS server's protocol trace
+    enats_trace: bool = "false", true;
     /// Seconds between ping frames
     ping_interval: u64 = "3", false;
     /// Precision of ping timestamps: s, ms or ns
@@ -356,10 +460,29 @@ impl Config {
         if self.client_queue_size == 0 {
             return Err(ConfigError::Inconsistent { name: "client_queue_size", reason: "must be at least 1".into() });
         }
-        if let Some(unknown) = self.broadcast_adapter.iter().find(|a| a.as_str() != "http") {
+        if let Some(unknown) = self.broadcast_adapter.iter().find(|a| !BROADCAST_ADAPTERS.contains(&a.as_str())) {
             return Err(ConfigError::Inconsistent {
                 name: "broadcast_adapter",
-                reason: format!("adapter {unknown:?} is not supported (supported: http)"),
+                reason: format!("adapter {unknown:?} is not supported (supported: {})", BROADCAST_ADAPTERS.join(", ")),
+            });
+        }
+        self.finalize_engines()?;
+        if self.jwt_param.is_empty() || !self.jwt_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(ConfigError::Inconsistent {
+                name: "jwt_param",
+                reason: format!("{:?} must be a non-empty name of letters, digits, '-' or '_'", self.jwt_param),
+            });
+        }
+        if self.enforce_jwt && self.jwt_secret().is_none() {
+            return Err(ConfigError::Inconsistent {
+                name: "enforce_jwt",
+                reason: "needs a key to verify tokens: set jwt_secret or secret".into(),
+            });
+        }
+        if self.turbo_streams && self.turbo_streams_secret().is_none() {
+            return Err(ConfigError::Inconsistent {
+                name: "turbo_streams",
+                reason: "needs a key to verify signed stream names: set turbo_streams_secret, streams_secret or secret".into(),
             });
         }
         let grpc_target = self.rpc_host.strip_prefix("grpc://").unwrap_or(&self.rpc_host).to_owned();
@@ -383,7 +506,60 @@ impl Config {
 
     /// Whether the HTTP broadcaster is enabled.
     pub fn http_broadcast_enabled(&self) -> bool {
-        self.broadcast_adapter.iter().any(|a| a == "http")
+        self.broadcast_adapter_enabled("http")
+    }
+
+    /// Whether the broadcaster `name` (`http`, `redis`, `redisx`, `nats`) is enabled.
+    pub fn broadcast_adapter_enabled(&self, name: &str) -> bool {
+        self.broadcast_adapter.iter().any(|a| a == name)
+    }
+
+    /// Checks the Redis and NATS options that are in use, and points `nats_servers` at the embedded
+    /// NATS server when it was left at its default (as AnyCable does).
+    fn finalize_engines(&mut self) -> Result<(), ConfigError> {
+        let uses_redis = self.pubsub == PubSubAdapter::Redis
+            || self.broadcast_adapter_enabled("redis")
+            || self.broadcast_adapter_enabled("redisx");
+        if uses_redis {
+            let scheme = self.redis_url.split("://").next().unwrap_or_default();
+            if !self.redis_url.contains("://") || !matches!(scheme, "redis" | "unix" | "redis+unix") {
+                return Err(ConfigError::Inconsistent {
+                    name: "redis_url",
+                    reason: format!(
+                        "{:?}: expected redis://[user:password@]host[:port][/db] (rediss:// TLS is not supported)",
+                        self.redis_url
+                    ),
+                });
+            }
+            if self.redis_channel.is_empty() {
+                return Err(ConfigError::Inconsistent { name: "redis_channel", reason: "must not be empty".into() });
+            }
+        }
+        if self.embed_nats {
+            crate::enats::parse_nats_addr(&self.enats_addr)
+                .map_err(|reason| ConfigError::Inconsistent { name: "enats_addr", reason })?;
+            if !self.enats_cluster.is_empty() {
+                crate::enats::parse_nats_addr(&self.enats_cluster)
+                    .map_err(|reason| ConfigError::Inconsistent { name: "enats_cluster", reason })?;
+            }
+            if self.nats_servers == [DEFAULT_NATS_SERVERS] {
+                self.nats_servers = vec![self.enats_addr.clone()];
+            }
+        }
+        let uses_nats = self.pubsub == PubSubAdapter::Nats || self.broadcast_adapter_enabled("nats");
+        if uses_nats {
+            if self.nats_servers.is_empty() {
+                return Err(ConfigError::Inconsistent { name: "nats_servers", reason: "at least one server is required".into() });
+            }
+            let bad_subject = |s: &str| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '*' || c == '>');
+            if bad_subject(&self.nats_channel) || self.nats_channel.split('.').any(str::is_empty) {
+                return Err(ConfigError::Inconsistent {
+                    name: "nats_channel",
+                    reason: format!("{:?} is not a valid NATS subject", self.nats_channel),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The bearer key HTTP broadcasts must carry, if any: `broadcast_key`, else derived from `secret`.
@@ -393,6 +569,21 @@ impl Config {
             Some(key) => Some(key.to_owned()),
             None => self.secret.as_deref().map(|s| derive_key(s, "broadcast-cable")),
         }
+    }
+
+    /// The key JWT tokens are verified with: `jwt_secret`, else `secret`. `None` turns JWT identification off.
+    pub fn jwt_secret(&self) -> Option<&str> {
+        self.jwt_secret.as_deref().or(self.secret.as_deref())
+    }
+
+    /// The key signed `$pubsub` stream names are verified with: `streams_secret`, else `secret`.
+    pub fn streams_secret(&self) -> Option<&str> {
+        self.streams_secret.as_deref().or(self.secret.as_deref())
+    }
+
+    /// The key signed Turbo Streams names are verified with: `turbo_streams_secret`, else the streams secret.
+    pub fn turbo_streams_secret(&self) -> Option<&str> {
+        self.turbo_streams_secret.as_deref().or_else(|| self.streams_secret())
     }
 
     /// Whether the backend is called at all.
@@ -410,15 +601,41 @@ impl Config {
         let mut out = String::new();
         for spec in OPTIONS {
             let value = self.get(spec.name).unwrap_or_default();
-            let shown = if is_secret(spec.name) && !value.is_empty() && value != "none" { "[hidden]".to_owned() } else { value };
+            let shown = if is_secret(spec.name) && !value.is_empty() && value != "none" {
+                "[hidden]".to_owned()
+            } else if matches!(spec.name, "redis_url" | "nats_servers") {
+                value.split(',').map(redact_url).collect::<Vec<_>>().join(",")
+            } else {
+                value
+            };
             let _ = writeln!(out, "{} = {:?}", spec.name, shown);
         }
         out
     }
 }
 
+/// Every broadcaster `broadcast_adapter` accepts.
+pub const BROADCAST_ADAPTERS: [&str; 4] = ["http", "redis", "redisx", "nats"];
+
+/// The default of `nats_servers`; replaced by `enats_addr` when `embed_nats` is on.
+const DEFAULT_NATS_SERVERS: &str = "nats://localhost:4222";
+
+/// A URL with its password (if any) replaced by `[hidden]`, for logs and `--print-config`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            let hidden = if rest[..at].contains(':') { format!("{user}:[hidden]") } else { "[hidden]".to_owned() };
+            format!("{scheme}://{hidden}{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn is_secret(name: &str) -> bool {
-    matches!(name, "secret" | "broadcast_key")
+    matches!(name, "secret" | "broadcast_key" | "jwt_secret" | "streams_secret" | "turbo_streams_secret")
 }
 
 /// Derives one of AnyCable's purpose keys: hex HMAC-SHA256 with `secret` as the key and `purpose` as the message.
@@ -523,11 +740,121 @@ mod tests {
     }
 
     #[test]
+    fn broadcast_adapters_and_pubsub_take_anycable_names() {
+        let mut c = Config::default();
+        c.set("broadcast_adapter", "http, redis,redisx ,nats").unwrap();
+        c.set("pubsub", "redis").unwrap();
+        let c = c.finalize().unwrap();
+        assert!(["http", "redis", "redisx", "nats"].iter().all(|a| c.broadcast_adapter_enabled(a)));
+        assert_eq!(c.pubsub, PubSubAdapter::Redis);
+        assert_eq!(c.pubsub_subscribe, PubSubSubscribe::All);
+        assert_eq!((c.redis_channel.as_str(), c.nats_channel.as_str()), ("__anycable__", "__anycable__"));
+        assert_eq!(c.redis_url, "redis://localhost:6379/5");
+
+        let mut c = Config::default();
+        c.set("broadcast_adapter", "http,kafka").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("broadcast_adapter") && err.contains("kafka") && err.contains("redisx"), "{err}");
+        let err = Config::default().set("pubsub", "kafka").unwrap_err().to_string();
+        assert!(err.contains("`pubsub`"), "{err}");
+        assert_eq!(Config::default().pubsub, PubSubAdapter::None);
+    }
+
+    #[test]
+    fn engine_addresses_are_checked_only_when_used() {
+        let mut c = Config::default();
+        c.set("redis_url", "rediss://secure:6380").unwrap();
+        assert!(c.clone().finalize().is_ok(), "unused: not checked");
+        c.set("pubsub", "redis").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("redis_url") && err.contains("TLS"), "{err}");
+
+        let mut c = Config::default();
+        c.set("broadcast_adapter", "nats").unwrap();
+        c.set("nats_channel", "bad subject").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("nats_channel"), "{err}");
+    }
+
+    #[test]
+    fn embedded_nats_becomes_the_nats_server_unless_one_is_given() {
+        let mut c = Config::default();
+        c.set("embed_nats", "true").unwrap();
+        c.set("enats_addr", "nats://127.0.0.1:4242").unwrap();
+        assert_eq!(c.clone().finalize().unwrap().nats_servers, vec!["nats://127.0.0.1:4242"]);
+        c.set("nats_servers", "nats://elsewhere:4222").unwrap();
+        assert_eq!(c.clone().finalize().unwrap().nats_servers, vec!["nats://elsewhere:4222"]);
+        c.set("enats_addr", "nats://no-port").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("enats_addr"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        assert_eq!(redact_url("redis://:s3cret@host:6379/5"), "redis://:[hidden]@host:6379/5");
+        assert_eq!(redact_url("redis://user:pw@host"), "redis://user:[hidden]@host");
+        assert_eq!(redact_url("nats://token@host:4222"), "nats://[hidden]@host:4222");
+        assert_eq!(redact_url("redis://host:6379/5"), "redis://host:6379/5");
+        let mut c = Config::default();
+        c.set("redis_url", "redis://u:pw@h:1/2").unwrap();
+        assert!(c.describe().contains("redis_url = \"redis://u:[hidden]@h:1/2\""), "{}", c.describe());
+    }
+
+    #[test]
     fn describe_hides_secrets() {
         let mut c = Config::default();
         c.set("secret", "top").unwrap();
+        c.set("jwt_secret", "jwtkey").unwrap();
+        c.set("streams_secret", "streamkey").unwrap();
+        c.set("turbo_streams_secret", "turbokey").unwrap();
         let text = c.describe();
-        assert!(!text.contains("top"));
+        assert!(!text.contains("top") && !text.contains("jwtkey") && !text.contains("streamkey"));
+        assert!(!text.contains("turbokey"));
         assert!(text.contains("secret = \"[hidden]\""));
+        assert!(text.contains("jwt_secret = \"[hidden]\""));
+    }
+
+    #[test]
+    fn standalone_secrets_default_to_secret() {
+        let mut c = Config::default();
+        assert_eq!((c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()), (None, None, None));
+        c.set("secret", "app").unwrap();
+        assert_eq!((c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()), (Some("app"), Some("app"), Some("app")));
+        c.set("streams_secret", "streams").unwrap();
+        assert_eq!(c.turbo_streams_secret(), Some("streams"), "Turbo falls back to the streams secret first");
+        c.set("jwt_secret", "jwt").unwrap();
+        c.set("turbo_streams_secret", "turbo").unwrap();
+        assert_eq!((c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()), (Some("jwt"), Some("streams"), Some("turbo")));
+        assert_eq!(c.jwt_param, "jid");
+    }
+
+    #[test]
+    fn enforce_jwt_and_turbo_streams_need_a_key() {
+        let mut c = Config::default();
+        c.set("enforce_jwt", "true").unwrap();
+        let err = c.clone().finalize().unwrap_err().to_string();
+        assert!(err.contains("enforce_jwt") && err.contains("jwt_secret"), "{err}");
+        c.set("jwt_secret", "k").unwrap();
+        assert!(c.finalize().is_ok());
+
+        let mut c = Config::default();
+        c.set("turbo_streams", "true").unwrap();
+        let err = c.clone().finalize().unwrap_err().to_string();
+        assert!(err.contains("turbo_streams"), "{err}");
+        c.set("streams_secret", "k").unwrap();
+        assert!(c.finalize().is_ok());
+    }
+
+    #[test]
+    fn jwt_param_must_be_usable_as_a_header_name() {
+        for bad in ["", "a b", "x:y", "jid\n"] {
+            let mut c = Config::default();
+            c.set("jwt_param", bad).unwrap();
+            let err = c.finalize().unwrap_err().to_string();
+            assert!(err.contains("jwt_param"), "{err}");
+        }
+        let mut c = Config::default();
+        c.set("jwt_param", "token").unwrap();
+        assert!(c.finalize().is_ok());
     }
 }

@@ -70,9 +70,16 @@ impl StreamState {
     }
 }
 
+/// Told when a stream gains its first subscriber on this node or loses its last one. The cluster pub/sub
+/// uses it to subscribe per stream. Called with the stream's shard locked, so it must only take note.
+pub(crate) trait StreamWatcher: Send + Sync {
+    fn stream_changed(&self, stream: &Arc<str>);
+}
+
 /// The stream index and client registry.
 pub struct Hub {
     streams: Shards<Arc<str>, Arc<StreamEntry>>,
+    watcher: std::sync::OnceLock<Arc<dyn StreamWatcher>>,
     clients: Shards<u64, Arc<ClientHandle>>,
     /// identifiers string -> clients with exactly those identifiers (for remote disconnect)
     by_identifiers: Shards<Arc<str>, Vec<Arc<ClientHandle>>>,
@@ -84,6 +91,7 @@ impl Hub {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             streams: new_shards(),
+            watcher: std::sync::OnceLock::new(),
             clients: new_shards(),
             by_identifiers: new_shards(),
             hasher: Default::default(),
@@ -102,6 +110,9 @@ impl Hub {
         let mut shard = self.streams[self.shard_of(&**stream)].write();
         let entry = shard.entry(stream.clone()).or_insert_with(|| {
             Metrics::up(&self.metrics.broadcast_streams_num);
+            if let Some(watcher) = self.watcher.get() {
+                watcher.stream_changed(stream);
+            }
             Arc::default()
         });
         let mut state = entry.state.lock();
@@ -130,9 +141,28 @@ impl Hub {
         let empty = state.groups.is_empty();
         drop(guard);
         if empty {
-            shard.remove(stream);
+            if let Some((name, _)) = shard.remove_entry(stream) {
+                if let Some(watcher) = self.watcher.get() {
+                    watcher.stream_changed(&name);
+                }
+            }
             Metrics::down(&self.metrics.broadcast_streams_num);
         }
+    }
+
+    /// Installs the stream watcher (once; later calls are ignored).
+    pub(crate) fn watch_streams(&self, watcher: Arc<dyn StreamWatcher>) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    /// Whether `stream` has at least one subscriber on this node.
+    pub(crate) fn has_stream(&self, stream: &str) -> bool {
+        self.streams[self.shard_of(stream)].read().contains_key(stream)
+    }
+
+    /// Every stream with at least one subscriber on this node.
+    pub(crate) fn stream_names(&self) -> Vec<Arc<str>> {
+        self.streams.iter().flat_map(|shard| shard.read().keys().cloned().collect::<Vec<_>>()).collect()
     }
 
     /// Delivers one publication to every subscriber of its stream; returns how many clients got it.
@@ -146,6 +176,7 @@ impl Hub {
         let payload = protocol::broadcast_payload(&publication.data);
         let exclude = publication.exclude_socket.as_deref();
         let mut delivered = 0;
+        let mut refused = 0u64;
         for group in snapshot.iter() {
             let frame = protocol::message_frame(&group.escaped_identifier, &payload);
             for client in group.members.iter() {
@@ -154,8 +185,14 @@ impl Hub {
                 }
                 if client.send(frame.clone()) {
                     delivered += 1;
+                } else {
+                    // Closing, or just found too slow: the frame is dropped for this client.
+                    refused += 1;
                 }
             }
+        }
+        if refused > 0 {
+            Metrics::add(&self.metrics.failed_server_msg_total, refused);
         }
         delivered
     }

@@ -62,6 +62,9 @@ metrics! {
         data_sent_total,
         data_rcvd_total,
         clients_total,
+        pubsub_published_total,
+        pubsub_received_total,
+        pubsub_lost_total,
     }
     gauges {
         clients_num,
@@ -69,6 +72,7 @@ metrics! {
         broadcast_streams_num,
         rpc_pending_num,
         disconnect_queue_size,
+        pubsub_streams_num,
     }
 }
 

@@ -15,22 +15,25 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broadcast::http::{HttpBroadcaster, IngressSink};
-use crate::broadcast::{IngressMessage, Publication};
+use crate::broadcast::http::HttpBroadcaster;
+use crate::broadcast::{IngressMessage, IngressSink, Publication, Reach, RemoteDisconnect};
 use crate::client::{CloseRequest, close_code};
 use crate::config::{Config, ConfigError, PingPrecision};
-use crate::disconnect::{DisconnectQueue, DrainSignal};
+use crate::disconnect::{DisconnectQueue, DrainControl, Limits};
+use crate::enats::EmbeddedNats;
 use crate::handler::Handler;
-use crate::handler::controller::Controller;
+use crate::handler::controller::{Controller, StandaloneRules};
 use crate::handler::grpc::{GrpcHandler, GrpcOptions};
 use crate::handler::in_process::Metered;
 use crate::hub::{BroadcastQueue, Hub};
 use crate::metrics::{Metrics, StatsSnapshot};
 use crate::protocol;
+use crate::pubsub::PubSub;
 use crate::session::SessionDeps;
 use crate::transport::ws::{self, WsState};
 
@@ -43,16 +46,20 @@ pub enum StartError {
     Bind { addr: String, source: std::io::Error },
     #[error("cannot create the RPC client: {0}")]
     Rpc(String),
+    /// A Redis / NATS option that cannot work, or the embedded NATS server failing to start.
+    #[error("{0}")]
+    Engine(String),
 }
 
 impl StartError {
-    /// A stable code for bindings: `EADDRINUSE`, `EBIND`, `ECONFIG`, `ERPC`.
+    /// A stable code for bindings: `EADDRINUSE`, `EBIND`, `ECONFIG`, `ERPC`, `EENGINE`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Config(_) => "ECONFIG",
             Self::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => "EADDRINUSE",
             Self::Bind { .. } => "EBIND",
             Self::Rpc(_) => "ERPC",
+            Self::Engine(_) => "EENGINE",
         }
     }
 }
@@ -62,9 +69,12 @@ struct Shared {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     broadcasts: BroadcastQueue,
+    /// The cluster pub/sub, when `pubsub` is set.
+    pubsub: Option<PubSub>,
 }
 
 impl Shared {
+    /// Closes this node's sessions with exactly these identifiers.
     fn disconnect(&self, identifiers: &str, reconnect: bool) -> usize {
         let request = CloseRequest::with_disconnect_frame("remote", reconnect, close_code::NORMAL);
         self.hub.disconnect_identified(identifiers, &request)
@@ -79,8 +89,13 @@ impl Shared {
 }
 
 impl IngressSink for Shared {
-    async fn accept(&self, messages: Vec<IngressMessage>) {
+    async fn accept(&self, messages: Vec<IngressMessage>, reach: Reach) {
+        // Local delivery and publishing both follow acceptance order, which keeps per-stream order on every node.
+        let pubsub = self.pubsub.as_ref().filter(|_| reach == Reach::ThisNode);
         for message in messages {
+            if let Some(pubsub) = pubsub {
+                pubsub.publish(&message).await;
+            }
             match message {
                 IngressMessage::Broadcast(publication) => self.broadcasts.publish(publication).await,
                 IngressMessage::Disconnect(remote) => {
@@ -108,7 +123,7 @@ pub struct Server {
 }
 
 struct ShutdownParts {
-    drain: DrainSignal,
+    drain: DrainControl,
 }
 
 impl Server {
@@ -116,6 +131,11 @@ impl Server {
     /// the gRPC backend at `rpc_host` is used unless `norpc` is set.
     pub async fn start(config: Config, handler: Option<Arc<dyn Handler>>) -> Result<Self, StartError> {
         let config = Arc::new(config.finalize()?);
+        // Before anything connects to it; dropped (and so killed) if a later step fails.
+        let embedded_nats = match config.embed_nats {
+            true => Some(EmbeddedNats::start(&config).await.map_err(|e| StartError::Engine(e.to_string()))?),
+            false => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
 
@@ -138,10 +158,10 @@ impl Server {
             }
             None => (None, "none".to_owned()),
         };
-        if backend.is_none() && !config.noauth {
-            tracing::warn!("no RPC backend and noauth is off: every connection will be rejected");
+        if backend.is_none() && !config.noauth && config.jwt_secret().is_none() {
+            tracing::warn!("no RPC backend, no JWT key and noauth is off: every connection will be rejected");
         }
-        let controller = Arc::new(Controller::new(config.noauth, config.public_streams, backend, metrics.clone()));
+        let controller = Arc::new(Controller::new(StandaloneRules::from_config(&config), backend, metrics.clone()));
 
         let stop_accepting = CancellationToken::new();
         let stop_tasks = CancellationToken::new();
@@ -150,22 +170,43 @@ impl Server {
 
         let (disconnects, drain, disconnect_worker) = DisconnectQueue::start(
             controller.clone(),
-            config.disconnect_rate,
-            config.disconnect_backlog_size,
+            Limits {
+                rate: config.disconnect_rate,
+                capacity: config.disconnect_backlog_size,
+                max_in_flight: config.rpc_concurrency,
+            },
             metrics.clone(),
         );
         tasks.spawn(disconnect_worker);
 
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
         let broadcasts = BroadcastQueue::start(hub.clone(), workers, &tasks, stop_tasks.clone());
-        let shared = Arc::new(Shared { config: config.clone(), hub: hub.clone(), metrics: metrics.clone(), broadcasts });
+        let (pubsub, pubsub_receiver) = match PubSub::new(&config, metrics.clone(), &tasks, &stop_tasks)
+            .await
+            .map_err(StartError::Engine)?
+        {
+            Some((pubsub, receiver)) => (Some(pubsub), Some(receiver)),
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            broadcasts,
+            pubsub,
+        });
 
+        // Whispers enter the broadcast path like HTTP broadcasts do (this node's workers, then the cluster
+        // pub/sub), through a bounded queue sessions never wait on.
+        let (whispers, whisper_queue) = mpsc::channel(WHISPER_QUEUE);
+        tasks.spawn(forward_whispers(shared.clone(), whisper_queue, stop_tasks.clone()));
         let deps = Arc::new(SessionDeps {
             hub: hub.clone(),
             controller,
             metrics: metrics.clone(),
             disconnects,
             disconnect_mode: config.disconnect_mode,
+            whispers,
         });
         let ws_state = Arc::new(WsState {
             deps,
@@ -247,6 +288,14 @@ impl Server {
                 tracing::error!(%error, "main listener failed");
             }
         });
+        if let Some(enats) = embedded_nats {
+            enats.supervise(&tasks, stop_tasks.clone());
+        }
+        if let (Some(pubsub), Some(receiver)) = (&shared.pubsub, pubsub_receiver) {
+            pubsub.spawn(&tasks, stop_tasks.clone());
+            receiver.spawn(shared.clone(), &hub, &tasks, stop_tasks.clone());
+        }
+        start_broadcasters(&config, &shared, &tasks, &stop_tasks).await.map_err(StartError::Engine)?;
         tasks.spawn(ping_clients(hub.clone(), Duration::from_secs(config.ping_interval), stop_tasks.clone()));
         if config.stats_refresh_interval > 0 {
             let every = Duration::from_secs(config.stats_refresh_interval);
@@ -255,15 +304,38 @@ impl Server {
 
         let urls: Vec<String> = config.path.iter().map(|p| format!("ws://{local_addr}{p}")).collect();
         let urls = urls.join(", ");
-        let broadcast_info = match (broadcast_addr, config.broadcast_key()) {
+        let mut broadcast_info = match (broadcast_addr, config.broadcast_key()) {
             (Some(addr), Some(_)) => format!("http://{addr}{} (key required)", config.http_broadcast_path),
             (Some(addr), None) => format!("http://{addr}{} (no auth)", config.http_broadcast_path),
-            (None, _) => "off".to_owned(),
+            (None, _) => String::new(),
         };
+        for adapter in config.broadcast_adapter.iter().filter(|a| a.as_str() != "http") {
+            let sep = if broadcast_info.is_empty() { "" } else { ", " };
+            broadcast_info.push_str(&format!("{sep}{adapter}"));
+        }
+        if broadcast_info.is_empty() {
+            broadcast_info.push_str("off");
+        }
+        let mut standalone = Vec::new();
+        if config.jwt_secret().is_some() {
+            standalone.push(if config.enforce_jwt { "JWT (enforced)" } else { "JWT" });
+        }
+        if config.noauth {
+            standalone.push("noauth");
+        }
+        if config.public_streams {
+            standalone.push("public streams");
+        }
+        if config.streams_secret().is_some() {
+            standalone.push("signed streams");
+        }
+        if config.turbo_streams {
+            standalone.push("Turbo Streams");
+        }
+        let standalone = if standalone.is_empty() { String::new() } else { format!("; standalone: {}", standalone.join(", ")) };
         tracing::info!(
-            "Ferrocable {} listening on {urls}; broadcasts: {broadcast_info}; RPC: {backend_name}{}",
+            "Ferrocable {} listening on {urls}; broadcasts: {broadcast_info}; RPC: {backend_name}{standalone}",
             env!("CARGO_PKG_VERSION"),
-            if config.noauth { "; noauth" } else { "" },
         );
 
         Ok(Self {
@@ -294,21 +366,25 @@ impl Server {
         &self.shared.config
     }
 
-    /// Delivers one publication to every subscriber of its stream (in order with earlier ones).
+    /// Delivers one publication to every subscriber of its stream (in order with earlier ones), on every node
+    /// of the cluster when `pubsub` is set.
     pub async fn broadcast(&self, publication: Publication) {
-        self.shared.broadcasts.publish(publication).await;
+        self.shared.accept(vec![IngressMessage::Broadcast(publication)], Reach::ThisNode).await;
     }
 
     /// Delivers publications in order.
     pub async fn broadcast_many(&self, publications: impl IntoIterator<Item = Publication>) {
-        for publication in publications {
-            self.shared.broadcasts.publish(publication).await;
-        }
+        let messages = publications.into_iter().map(IngressMessage::Broadcast).collect();
+        self.shared.accept(messages, Reach::ThisNode).await;
     }
 
     /// Closes every session whose identifiers equal `identifiers` with a `remote` disconnect frame; returns
-    /// how many sessions that was.
+    /// how many sessions that was on this node. With `pubsub` set, the other nodes close theirs too.
     pub fn disconnect(&self, identifiers: &str, reconnect: bool) -> usize {
+        if let Some(pubsub) = &self.shared.pubsub {
+            let remote = RemoteDisconnect { identifiers: identifiers.to_owned(), reconnect };
+            pubsub.try_publish(&IngressMessage::Disconnect(remote));
+        }
         self.shared.disconnect(identifiers, reconnect)
     }
 
@@ -330,13 +406,15 @@ impl Server {
         tracing::info!(clients = self.shared.hub.clients_count(), "shutting down");
 
         self.stop_accepting.cancel();
+        // Disconnect calls start arriving as soon as clients leave: pace them against the deadline from now on.
+        drain.hurry(deadline);
         let restart = CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY);
         self.shared.hub.for_each_client(|client| client.close(restart.clone()));
         self.sessions.close();
         if tokio::time::timeout_at(deadline, self.sessions.wait()).await.is_err() {
             tracing::warn!(left = self.sessions.len(), "shutdown timeout reached before every connection closed");
         }
-        drain.drain_by(deadline);
+        drain.close();
         self.stop_tasks.cancel();
         self.tasks.close();
         if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
@@ -352,8 +430,48 @@ impl Server {
     }
 }
 
+/// Starts the Redis, Redis Streams and NATS broadcasters named in `broadcast_adapter`.
+async fn start_broadcasters(
+    config: &Config,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    use crate::broadcast::{nats, redis, redisx};
+    if config.broadcast_adapter_enabled("redis") {
+        let client = crate::engine::redis::client(&config.redis_url)?;
+        tasks.spawn(redis::run(client, config.redis_channel.clone(), shared.clone(), stop.clone()));
+    }
+    if config.broadcast_adapter_enabled("redisx") {
+        let client = crate::engine::redis::client(&config.redis_url)?;
+        let node = shared.pubsub.as_ref().map(|p| p.node_id().to_owned());
+        let consumer = node.unwrap_or_else(|| (0..12).map(|_| fastrand::alphanumeric()).collect());
+        tasks.spawn(redisx::run(client, config.redis_channel.clone(), consumer, shared.clone(), stop.clone()));
+    }
+    if config.broadcast_adapter_enabled("nats") {
+        let broadcaster = nats::start(&config.nats_servers, &config.nats_channel, stop.clone()).await?;
+        tasks.spawn(nats::run(broadcaster, shared.clone(), stop.clone()));
+    }
+    Ok(())
+}
+
 async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
     TcpListener::bind((host, port)).await.map_err(|source| StartError::Bind { addr: format!("{host}:{port}"), source })
+}
+
+/// Whispers waiting to enter the broadcast path; while it is full, new whispers are dropped (they are transient).
+const WHISPER_QUEUE: usize = 1024;
+
+/// Hands whispers to the broadcast ingress, in the order sessions queued them.
+async fn forward_whispers(shared: Arc<Shared>, mut queue: mpsc::Receiver<Publication>, stop: CancellationToken) {
+    loop {
+        let publication = tokio::select! {
+            biased;
+            p = queue.recv() => match p { Some(p) => p, None => return },
+            () = stop.cancelled() => return,
+        };
+        shared.accept(vec![IngressMessage::Broadcast(publication)], Reach::ThisNode).await;
+    }
 }
 
 /// One line of stats every `every`.

@@ -16,6 +16,7 @@ use crate::client::{ClientHandle, CloseRequest, close_code};
 use crate::config::DisconnectMode;
 use crate::disconnect::DisconnectQueue;
 use crate::handler::controller::{Controller, Routed};
+use crate::handler::streams::WhisperBudget;
 use crate::handler::{
     CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, Env,
     Status, status_name,
@@ -31,6 +32,8 @@ pub(crate) struct SessionDeps {
     pub metrics: Arc<Metrics>,
     pub disconnects: DisconnectQueue,
     pub disconnect_mode: DisconnectMode,
+    /// Where whispers enter the broadcast path (see `Server::start`).
+    pub whispers: tokio::sync::mpsc::Sender<crate::broadcast::Publication>,
 }
 
 /// The request a connection was opened with, forwarded to every handler call.
@@ -91,6 +94,8 @@ pub(crate) struct Session {
     cstate: HashMap<String, String>,
     subscriptions: HashMap<Arc<str>, Subscription>,
     used_backend: bool,
+    /// Allocated on the first whisper: most clients never whisper.
+    whisper_budget: Option<Box<WhisperBudget>>,
 }
 
 impl Session {
@@ -103,6 +108,7 @@ impl Session {
             cstate: HashMap::new(),
             subscriptions: HashMap::new(),
             used_backend: false,
+            whisper_budget: None,
         }
     }
 
@@ -114,14 +120,14 @@ impl Session {
         Env { url: self.env.url.clone(), headers: self.env.headers_map(), cstate: self.cstate.clone(), istate }
     }
 
-    /// Starts the Connect call.
-    pub(crate) fn start_connect(&self) -> PendingCall {
+    /// Starts the Connect call. `token` is the JWT the client brought, if any; it lives only until Connect.
+    pub(crate) fn start_connect(&self, token: Option<String>) -> PendingCall {
         let controller = self.deps.controller.clone();
         let ctx = self.call_context();
         let request = ConnectionRequest {
             env: Some(Env { url: self.env.url.clone(), headers: self.env.headers_map(), ..Default::default() }),
         };
-        Box::pin(async move { CallOutcome::Connect(controller.connect(&ctx, request).await) })
+        Box::pin(async move { CallOutcome::Connect(controller.connect(&ctx, request, token.as_deref()).await) })
     }
 
     /// Starts the handler call for a client command, or refuses it (logged) when it cannot apply.
@@ -131,16 +137,20 @@ impl Session {
             ClientCommand::Unsubscribe { identifier } => (CommandKind::Unsubscribe, identifier, String::new()),
             ClientCommand::Message { identifier, data } => (CommandKind::Message, identifier, data),
             ClientCommand::Pong => return None,
+            ClientCommand::Whisper { identifier, data } => {
+                self.whisper(&identifier, data);
+                return None;
+            }
         };
         let existing = self.subscriptions.get_key_value(identifier.as_str());
         let istate = match (kind, existing) {
             (CommandKind::Subscribe, Some(_)) => {
-                self.refuse(kind, &identifier, "already subscribed");
+                self.refuse(kind.as_str(), &identifier, "already subscribed");
                 return None;
             }
             (CommandKind::Subscribe, None) => HashMap::new(),
             (_, None) => {
-                self.refuse(kind, &identifier, "unknown subscription");
+                self.refuse(kind.as_str(), &identifier, "unknown subscription");
                 return None;
             }
             (_, Some((_, sub))) => sub.istate.clone(),
@@ -162,9 +172,33 @@ impl Session {
         }))
     }
 
-    fn refuse(&self, kind: CommandKind, identifier: &str, why: &str) {
+    fn refuse(&self, command: &str, identifier: &str, why: &str) {
         Metrics::inc(&self.deps.metrics.failed_client_msg_total);
-        tracing::warn!(sid = %self.client.sid, command = kind.as_str(), identifier, "{why}; command ignored");
+        tracing::warn!(sid = %self.client.sid, command, identifier, "{why}; command ignored");
+    }
+
+    /// Hands a whisper to the broadcast path, addressed to the subscription's whisper stream without this
+    /// client, when the controller allows it. Whispers are transient: nothing waits for them, and one that
+    /// finds the whisper queue full is dropped.
+    fn whisper(&mut self, identifier: &str, data: String) {
+        let Some(sub) = self.subscriptions.get(identifier) else {
+            self.refuse("whisper", identifier, "unknown subscription");
+            return;
+        };
+        let budget = self.whisper_budget.get_or_insert_with(Default::default);
+        let now = std::time::Instant::now();
+        match self.deps.controller.whisper(&self.client.sid, &sub.istate, budget, data, now) {
+            Ok(publication) => {
+                if self.deps.whispers.try_send(publication).is_err() {
+                    Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+                    tracing::warn!(sid = %self.client.sid, identifier, "whisper dropped: the whisper queue is full");
+                }
+            }
+            Err(refused) => {
+                Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+                tracing::debug!(sid = %self.client.sid, identifier, "whisper dropped: {refused}");
+            }
+        }
     }
 
     /// Applies a finished call to the session and queues its transmissions.
@@ -198,7 +232,7 @@ impl Session {
             }
             Ok(Status::Failure) => {
                 Metrics::inc(&self.deps.metrics.failed_auths_total);
-                tracing::debug!(sid = %self.client.sid, "connection rejected");
+                tracing::debug!(sid = %self.client.sid, reason = %response.error_msg, "connection rejected");
                 self.client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "Auth Failed" });
             }
             _ => {

@@ -369,3 +369,51 @@ async fn http_broadcast_answers_201_400_401_and_413_with_messages() {
     assert_eq!(c.recv().await, json!({"type":"disconnect","reason":"remote","reconnect":true}));
     fx.server.shutdown().await;
 }
+
+/// Waits up to `limit` for `check`.
+async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_given_up_on_and_its_disconnect_runs() {
+    let fx = Fixture::start(Mode::InProcess, &[("client_queue_size", "64")]).await;
+    let (mut stalled, sid) = welcomed(&fx, "stalled").await;
+    stalled.subscribe(CHAT_A).await;
+    // More than the kernel buffers hold: the server's writes to this client stop making progress.
+    let big = "x".repeat(64 * 1024);
+    for _ in 0..600 {
+        fx.server.broadcast(Publication::new("chat_a", big.clone())).await;
+    }
+    within(Duration::from_secs(15), "the stalled session to end with a Disconnect call", || {
+        fx.app.calls.disconnects.lock().unwrap().iter().any(|(s, _)| *s == sid)
+    })
+    .await;
+    assert_eq!(fx.server.stats().clients_num, 0);
+    drop(stalled);
+    fx.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_paces_disconnects_to_finish_them_all_before_the_deadline() {
+    // 200 sessions owe a Disconnect, the normal pace is 10 calls/s (20 s for all of them) and the queue holds 20:
+    // only a drain that speeds up as soon as shutdown starts gets them all done within the 8 s timeout.
+    let fx = Fixture::start(
+        Mode::InProcess,
+        &[("disconnect_rate", "10"), ("disconnect_backlog_size", "20"), ("shutdown_timeout", "8")],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let (c, _) = welcomed(&fx, &format!("s{i}")).await;
+        clients.push(c);
+    }
+    let started = std::time::Instant::now();
+    fx.server.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(8), "shutdown took {:?}", started.elapsed());
+    assert_eq!(fx.app.calls.disconnects.lock().unwrap().len(), 200);
+}

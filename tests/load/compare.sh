@@ -95,7 +95,7 @@ for entry in "${servers[@]}"; do
   server_pid=$!; pids+=("$server_pid")
   health=${url/ws:/http:}; health=${health%%/cable*}
   if [[ "$bin" == peer:* ]]; then health_var="PEER_${bin#peer:}_HEALTH"; health+=${!health_var:-/health}; else health+=/health; fi
-  wait_http "$health" 60 || { echo "$name did not start; see $log" >&2; continue; }
+  wait_http "$health" "${READY_TIMEOUT:-300}" || { echo "$name did not start; see $log" >&2; continue; }
   # A peer started through bash -c: measure the real server process (the child), not the shell.
   real_pid=$(pgrep -P "$server_pid" | head -1 || true); real_pid=${real_pid:-$server_pid}
   echo "== $name ($url, pid $real_pid)" >&2

@@ -59,6 +59,10 @@ fn load_config(matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     if let Ok(port) = std::env::var("PORT") {
         config.set("port", &port).context("environment variable PORT")?;
     }
+    // `REDIS_URL` likewise, below `ANYCABLE_REDIS_URL` and `--redis_url`.
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        config.set("redis_url", &url).context("environment variable REDIS_URL")?;
+    }
     for spec in OPTIONS {
         let source = matches.value_source(spec.name);
         if matches!(source, Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)) {
@@ -202,6 +206,13 @@ mod tests {
 
         let c = load(&["--public"], &[]).unwrap();
         assert!(c.noauth && c.public_streams);
+
+        let c = load(&[], &[("REDIS_URL", "redis://from-redis-url:6379/1")]).unwrap();
+        assert_eq!(c.redis_url, "redis://from-redis-url:6379/1", "REDIS_URL is read");
+        let c = load(&[], &[("REDIS_URL", "redis://a:1/1"), ("ANYCABLE_REDIS_URL", "redis://b:2/2")]).unwrap();
+        assert_eq!(c.redis_url, "redis://b:2/2", "ANYCABLE_REDIS_URL beats REDIS_URL");
+        let c = load(&["--redis_url", "redis://c:3/3"], &[("REDIS_URL", "redis://a:1/1")]).unwrap();
+        assert_eq!(c.redis_url, "redis://c:3/3", "the flag beats REDIS_URL");
 
         let err = load(&["--ping_interval", "soon"], &[]).unwrap_err();
         assert!(format!("{err:#}").contains("ping_interval"), "{err:#}");

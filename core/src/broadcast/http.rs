@@ -10,12 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{IngressMessage, parse_ingress};
-
-/// Where accepted messages go.
-pub(crate) trait IngressSink: Send + Sync + 'static {
-    fn accept(&self, messages: Vec<IngressMessage>) -> impl Future<Output = ()> + Send;
-}
+use super::{IngressSink, Reach, parse_ingress};
 
 /// State of the broadcast endpoint.
 pub(crate) struct HttpBroadcaster<S> {
@@ -43,7 +38,7 @@ pub(crate) async fn handle<S: IngressSink>(
     }
     match parse_ingress(&body) {
         Ok(messages) => {
-            state.sink.accept(messages).await;
+            state.sink.accept(messages, Reach::ThisNode).await;
             (StatusCode::CREATED, "").into_response()
         }
         Err(error) => {

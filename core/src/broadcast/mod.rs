@@ -1,9 +1,16 @@
-//! Broadcast ingress: the publication format shared by every broadcaster, and the broadcasters themselves.
+//! Broadcast ingress: the publication format shared by every broadcaster, and the broadcasters themselves:
+//! HTTP (`http.rs`), Redis Pub/Sub (`redis.rs`), Redis Streams (`redisx.rs`) and NATS (`nats.rs`).
 //!
 //! A broadcaster only turns bytes from the outside world into [`IngressMessage`]s and hands them to the
-//! server; it never touches sessions or the hub directly.
+//! server through an [`IngressSink`], saying whether they reached this node only or every node
+//! ([`Reach`]); it never touches sessions, the hub or the cluster pub/sub directly.
 
 pub mod http;
+pub(crate) mod nats;
+pub(crate) mod redis;
+pub(crate) mod redisx;
+
+use std::future::Future;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -39,6 +46,37 @@ pub enum IngressMessage {
     Disconnect(RemoteDisconnect),
 }
 
+/// Whether messages handed to the server reached this node only, or every node of a cluster on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Only this node got them (HTTP, redisx, a binding's direct broadcast): with a cluster pub/sub, the
+    /// server also publishes them there for the other nodes.
+    ThisNode,
+    /// Every node gets them by itself (the Redis and NATS broadcast channels, the cluster pub/sub): they
+    /// are delivered locally only.
+    EveryNode,
+}
+
+/// Where broadcasters hand accepted messages.
+pub(crate) trait IngressSink: Send + Sync + 'static {
+    /// Queues `messages` in order; returns once they are queued, not delivered.
+    fn accept(&self, messages: Vec<IngressMessage>, reach: Reach) -> impl Future<Output = ()> + Send;
+}
+
+/// Parses a body that came from a broadcast channel and hands it on; a malformed one is logged and dropped.
+pub(crate) async fn accept_body<S: IngressSink>(sink: &S, body: &[u8], reach: Reach, source: &str) -> bool {
+    match parse_ingress(body) {
+        Ok(messages) => {
+            sink.accept(messages, reach).await;
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, body = %String::from_utf8_lossy(&body[..body.len().min(200)]), "{source}: malformed broadcast dropped");
+            false
+        }
+    }
+}
+
 /// Why a broadcast body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublicationError {
@@ -64,6 +102,8 @@ struct RawEntry<'a> {
     meta: Option<RawMeta>,
     command: Option<String>,
     payload: Option<RawDisconnectPayload>,
+    /// The node that published it to the cluster pub/sub (not part of the ingress format).
+    node: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +129,57 @@ pub fn parse_ingress(body: &[u8]) -> Result<Vec<IngressMessage>, PublicationErro
         return Err(PublicationError::Shape);
     };
     entries.into_iter().enumerate().map(|(i, e)| entry_to_message(i, e)).collect()
+}
+
+/// Parses one message from the cluster pub/sub: a publication or remote command in the ingress format, with
+/// the id of the node that published it.
+pub(crate) fn parse_node_message(body: &[u8]) -> Result<(Option<String>, IngressMessage), PublicationError> {
+    let mut entry: RawEntry<'_> = serde_json::from_slice(body).map_err(|e| PublicationError::Json(e.to_string()))?;
+    let node = entry.node.take();
+    Ok((node, entry_to_message(0, entry)?))
+}
+
+/// Encodes one message for the cluster pub/sub: the ingress format plus `node`, the publishing node's id.
+pub(crate) fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Meta<'a> {
+        exclude_socket: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        identifier: &'a str,
+        reconnect: bool,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Wire<'a> {
+        Broadcast {
+            stream: &'a str,
+            data: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            meta: Option<Meta<'a>>,
+            node: &'a str,
+        },
+        Command {
+            command: &'static str,
+            payload: Payload<'a>,
+            node: &'a str,
+        },
+    }
+    let wire = match message {
+        IngressMessage::Broadcast(p) => Wire::Broadcast {
+            stream: &p.stream,
+            data: &p.data,
+            meta: p.exclude_socket.as_deref().map(|sid| Meta { exclude_socket: sid }),
+            node,
+        },
+        IngressMessage::Disconnect(d) => Wire::Command {
+            command: "disconnect",
+            payload: Payload { identifier: &d.identifiers, reconnect: d.reconnect },
+            node,
+        },
+    };
+    serde_json::to_vec(&wire).unwrap_or_default()
 }
 
 fn entry_to_message(index: usize, entry: RawEntry<'_>) -> Result<IngressMessage, PublicationError> {
@@ -161,6 +252,24 @@ mod tests {
     fn object_data_is_taken_as_json_text() {
         let msgs = parse_ingress(br#"{"stream":"s","data":{"x":[1,2]}}"#).unwrap();
         assert_eq!(msgs, vec![IngressMessage::Broadcast(Publication::new("s", r#"{"x":[1,2]}"#))]);
+    }
+
+    #[test]
+    fn node_messages_round_trip_with_their_origin() {
+        let publication = IngressMessage::Broadcast(Publication {
+            stream: "chat \"1\"".into(),
+            data: r#"{"text":"hi"}"#.into(),
+            exclude_socket: Some("sid-1".into()),
+        });
+        let disconnect =
+            IngressMessage::Disconnect(RemoteDisconnect { identifiers: r#"{"user":1}"#.into(), reconnect: false });
+        for message in [publication, disconnect, IngressMessage::Broadcast(Publication::new("s", "plain text"))] {
+            let body = encode_node_message("n1", &message);
+            assert_eq!(parse_node_message(&body).unwrap(), (Some("n1".into()), message.clone()));
+            assert_eq!(parse_ingress(&body).unwrap(), vec![message], "the wire format is the ingress format");
+        }
+        let (node, _) = parse_node_message(br#"{"stream":"s","data":"x"}"#).unwrap();
+        assert_eq!(node, None, "messages from other publishers carry no node id");
     }
 
     #[test]

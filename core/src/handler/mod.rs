@@ -5,9 +5,11 @@
 //! The gRPC client is one implementation; the Node and Ruby bindings add their own, wrapped in
 //! [`in_process::Guarded`] (time limit, failures as ERROR answers).
 
-pub mod grpc;
 pub mod controller;
+pub mod grpc;
 pub mod in_process;
+pub mod jwt;
+pub mod streams;
 
 use std::sync::Arc;
 

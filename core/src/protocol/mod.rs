@@ -1,4 +1,5 @@
-//! The Action Cable v1 JSON protocol: decoding client commands and encoding server frames.
+//! The Action Cable v1 JSON protocol (with AnyCable's `whisper`): decoding client commands and encoding
+//! server frames.
 //!
 //! Pure functions over bytes and strings; this module never touches sockets, sessions or the hub.
 //! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
@@ -23,6 +24,9 @@ pub enum ClientCommand {
     Message { identifier: String, data: String },
     /// Extended protocol keep-alive; nothing to answer.
     Pong,
+    /// A transient broadcast from the client to the other subscribers of one of its subscriptions: `data` is
+    /// the JSON value the client sent, as raw JSON text.
+    Whisper { identifier: String, data: String },
 }
 
 /// Why a client frame was not understood. Such frames are logged and ignored.
@@ -36,6 +40,8 @@ pub enum DecodeError {
     MissingIdentifier(&'static str),
     #[error("message data must be a JSON-encoded string")]
     BadData,
+    #[error("whisper requires `data`")]
+    MissingWhisperData,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +75,11 @@ pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
             Ok(ClientCommand::Message { identifier, data })
         }
         "pong" => Ok(ClientCommand::Pong),
+        "whisper" => {
+            let identifier = identifier("whisper")?;
+            let data = raw.data.ok_or(DecodeError::MissingWhisperData)?.get().to_owned();
+            Ok(ClientCommand::Whisper { identifier, data })
+        }
         _ => Err(DecodeError::UnknownCommand(command)),
     }
 }
@@ -146,6 +157,28 @@ mod tests {
         );
         let frame = r#"{"command":"message","identifier":"x"}"#;
         assert_eq!(decode_command(frame), Ok(ClientCommand::Message { identifier: "x".into(), data: String::new() }));
+    }
+
+    #[test]
+    fn decodes_whisper_keeping_the_data_as_raw_json() {
+        let frame = r#"{"command":"whisper","identifier":"{\"channel\":\"$pubsub\"}","data":{"event":"typing","n":[1, 2]}}"#;
+        assert_eq!(
+            decode_command(frame),
+            Ok(ClientCommand::Whisper {
+                identifier: r#"{"channel":"$pubsub"}"#.into(),
+                data: r#"{"event":"typing","n":[1, 2]}"#.into()
+            })
+        );
+        let frame = r#"{"command":"whisper","identifier":"x","data":"just text"}"#;
+        assert_eq!(
+            decode_command(frame),
+            Ok(ClientCommand::Whisper { identifier: "x".into(), data: r#""just text""#.into() })
+        );
+        assert_eq!(decode_command(r#"{"command":"whisper","identifier":"x"}"#), Err(DecodeError::MissingWhisperData));
+        assert_eq!(
+            decode_command(r#"{"command":"whisper","data":{}}"#),
+            Err(DecodeError::MissingIdentifier("whisper"))
+        );
     }
 
     #[test]

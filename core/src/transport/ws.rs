@@ -1,6 +1,6 @@
-//! WebSocket transport: the upgrade (origin check, sub-protocol, connection cap, request env) and the
-//! one task per connection that reads client frames, runs commands in arrival order and writes every
-//! queued frame.
+//! WebSocket transport: the upgrade (origin check, sub-protocol, connection cap, request env, the JWT
+//! token a client brings) and the one task per connection that reads client frames, runs commands in
+//! arrival order and writes every queued frame.
 //!
 //! While a handler call is in flight the task stops reading (commands are strictly ordered per
 //! connection) but keeps writing, so broadcasts and pings never wait for a slow handler.
@@ -82,6 +82,9 @@ pub(crate) async fn upgrade(
         .unwrap_or_else(generate_sid)
         .into();
     let env = RequestEnv { url: request_url(&headers, &uri), headers: forwarded_headers(&headers, config, peer) };
+    // Only read when JWT identification is on; the token is handed to Connect and dropped after it.
+    let token =
+        state.deps.controller.reads_tokens().then(|| connection_token(&headers, &query, &config.jwt_param)).flatten();
 
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision));
@@ -97,21 +100,34 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| {
             // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
             let deps = state.deps.clone();
+            let shutdown = state.shutdown.clone();
             state.tracker.spawn(async move {
-                run_connection(socket, client, env, deps).await;
+                run_connection(socket, client, env, token, deps, shutdown).await;
             });
             std::future::ready(())
         })
 }
 
 /// Drives one connection from the Connect call until the socket is gone, then ends the session.
-async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: RequestEnv, deps: Arc<SessionDeps>) {
+async fn run_connection(
+    mut socket: WebSocket,
+    client: Arc<ClientHandle>,
+    env: RequestEnv,
+    token: Option<String>,
+    deps: Arc<SessionDeps>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let metrics = deps.metrics.clone();
     Metrics::up(&metrics.clients_num);
     Metrics::inc(&metrics.clients_total);
     deps.hub.add_client(&client);
+    // An upgrade that raced with shutdown: the shutdown's sweep over the registered clients may have missed
+    // this one, so it tells itself to go. (Either this check or the sweep sees the other's write.)
+    if shutdown.is_cancelled() {
+        client.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
+    }
     let mut session = Session::new(client.clone(), deps, env);
-    let mut pending: Option<PendingCall> = Some(session.start_connect());
+    let mut pending: Option<PendingCall> = Some(session.start_connect(token));
     // Boxed: a timer is large and only clients that asked for their own ping interval have one.
     let mut own_ping = client.own_ping_interval.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -119,12 +135,16 @@ async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: R
         Box::new(timer)
     });
     let mut socket_open = true;
+    // After writing a batch, the other sources get the first look, so a steady flow of frames to this client
+    // cannot keep its commands, its handler answers or its close frame waiting.
+    let mut wrote_last = false;
 
     loop {
         // One hand-written poll over the four event sources keeps this task small: no select! futures are
         // stored while the connection idles, only the socket, the session and a few pointers.
+        let outbox_first = !wrote_last;
         let event = std::future::poll_fn(|cx| {
-            if client.poll_ready(cx).is_ready() {
+            if outbox_first && client.poll_ready(cx).is_ready() {
                 return Poll::Ready(Event::Outbox);
             }
             if let Some(call) = pending.as_mut() {
@@ -142,20 +162,24 @@ async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: R
                     return Poll::Ready(Event::Read(message));
                 }
             }
+            if !outbox_first && client.poll_ready(cx).is_ready() {
+                return Poll::Ready(Event::Outbox);
+            }
             Poll::Pending
         })
         .await;
+        wrote_last = matches!(event, Event::Outbox);
         match event {
             Event::Outbox => {
                 let drained = client.drain();
                 // Boxed: the write state exists only while writing, not while the connection idles.
-                if Box::pin(write_frames(&mut socket, drained.frames, &metrics)).await.is_err() {
+                if Box::pin(bounded(write_frames(&mut socket, drained.frames, &metrics))).await.is_err() {
                     socket_open = false;
                     break;
                 }
                 if let Some(close) = drained.close {
                     // Frames queued after the close request are never written.
-                    let _ = Box::pin(write_close(&mut socket, close, &metrics)).await;
+                    let _ = Box::pin(bounded(write_close(&mut socket, close, &metrics))).await;
                     break;
                 }
             }
@@ -175,7 +199,7 @@ async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: R
                     Metrics::inc(&metrics.failed_client_msg_total);
                     let close =
                         CloseRequest { frame: None, code: close_code::MESSAGE_TOO_BIG, reason: "message too big" };
-                    let _ = Box::pin(write_close(&mut socket, close, &metrics)).await;
+                    let _ = Box::pin(bounded(write_close(&mut socket, close, &metrics))).await;
                 } else {
                     tracing::debug!(sid = %client.sid, %error, "connection read failed");
                 }
@@ -198,7 +222,7 @@ async fn run_connection(mut socket: WebSocket, client: Arc<ClientHandle>, env: R
             session.finish(call.await);
         }
         if socket_open {
-            let _ = socket.close().await;
+            let _ = bounded(async { socket.close().await }).await;
         }
         client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
         Metrics::down(&metrics.clients_num);
@@ -242,6 +266,18 @@ fn handle_frame(
             tracing::warn!(sid = %client.sid, %error, "client frame ignored");
             None
         }
+    }
+}
+
+/// How long one write may wait for the client to take the bytes. A peer that accepts nothing for this long
+/// (a suspended tab, a dead network path) is given up on, so its session ends and its Disconnect runs.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A socket write bounded by [`WRITE_TIMEOUT`].
+async fn bounded(write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), axum::Error> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(result) => result,
+        Err(_) => Err(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
     }
 }
 
@@ -325,6 +361,63 @@ fn filter_cookies(cookie: &str, allowed: &[String]) -> String {
         .join("; ")
 }
 
+/// The sub-protocol prefix a client may carry its JWT token in (browsers cannot set headers).
+const TOKEN_PROTOCOL_PREFIX: &str = "anycable-token.";
+
+/// The JWT token a client brought, looked up as AnyCable does: the `X-<jwt_param>` header, then an
+/// `anycable-token.<token>` sub-protocol, then the `<jwt_param>` query parameter. Empty values count as none.
+fn connection_token(headers: &HeaderMap, query: &HashMap<String, String>, param: &str) -> Option<String> {
+    let header_name = format!("x-{param}");
+    let from_header = headers.get(header_name.as_str()).and_then(|v| v.to_str().ok()).map(str::trim);
+    let from_protocol = || {
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
+    };
+    let from_query = || query.get(param).and_then(|v| percent_decode(v));
+    from_header
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .or_else(|| from_protocol().filter(|t| !t.is_empty()).map(str::to_owned))
+        .or_else(|| from_query().filter(|t| !t.is_empty()))
+}
+
+/// Decodes `%XX` escapes (and `+` as a space) of a query value; `None` when the result is not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn parse_query(query: &str) -> HashMap<String, String> {
     query
         .split('&')
@@ -394,6 +487,30 @@ mod tests {
         assert_eq!(out.get("x-api-token").map(String::as_str), Some("t"));
         assert_eq!(out.get("REMOTE_ADDR").map(String::as_str), Some("10.1.2.3"));
         assert!(!out.contains_key("x-other"));
+    }
+
+    #[test]
+    fn token_comes_from_the_header_then_the_sub_protocol_then_the_query() {
+        let query = parse_query("jid=from.query&pi=3");
+        let mut headers = HeaderMap::new();
+        assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.query"));
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, "actioncable-v1-json, anycable-token.from.protocol".parse().unwrap());
+        assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.protocol"));
+        headers.insert("X-JID", "from.header".parse().unwrap());
+        assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.header"));
+        assert_eq!(connection_token(&headers, &query, "token").as_deref(), Some("from.protocol"), "X-TOKEN is not set");
+        assert_eq!(connection_token(&HeaderMap::new(), &parse_query("jid="), "jid"), None);
+        assert_eq!(connection_token(&HeaderMap::new(), &parse_query("token=a%2Eb"), "token").as_deref(), Some("a.b"));
+    }
+
+    #[test]
+    fn percent_decoding_never_panics() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%").as_deref(), Some("%"));
+        assert_eq!(percent_decode("%4").as_deref(), Some("%4"));
+        assert_eq!(percent_decode("%zz%41").as_deref(), Some("%zzA"));
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod engines;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -256,6 +258,18 @@ impl Client {
         Self { ws }
     }
 
+    /// Connects with extra request headers; a `Sec-WebSocket-Protocol` given here replaces the default one.
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Self {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "actioncable-v1-json".parse().unwrap());
+        for (name, value) in headers {
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Self { ws }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.ws.send(Message::Text(frame.to_string().into())).await.unwrap();
     }
@@ -284,6 +298,25 @@ impl Client {
                 Some(Message::Close(frame)) => panic!("closed: {frame:?}"),
                 Some(_) => {}
                 None => panic!("stream ended"),
+            }
+        }
+    }
+
+    /// The next non-ping JSON frame if one arrives within `wait`; panics on close.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] != "ping" {
+                        return Some(v);
+                    }
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("stream ended: {other:?}"),
             }
         }
     }

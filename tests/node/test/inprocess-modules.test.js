@@ -14,7 +14,7 @@ const run = promisify(execFile)
 const suiteDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const require = createRequire(import.meta.url)
 
-const EXPORTS = ['Application', 'Channel', 'ChannelHandle', 'ConnectionHandle', 'FerrocableError', 'HandlerError', 'STATUS', 'Server', 'State']
+const EXPORTS = ['Application', 'Channel', 'ChannelHandle', 'ConnectionHandle', 'FerrocableError', 'HandlerError', 'STATUS', 'Server', 'State', 'issueToken', 'signStream']
 
 scenario('modules: import gives named exports and a default export that are the CommonJS objects', () => {
   const cjs = require('ferrocable')

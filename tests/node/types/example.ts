@@ -8,6 +8,8 @@ import {
   HandlerError,
   Server,
   STATUS,
+  issueToken,
+  signStream,
   type CommandMessage,
   type CommandResponse,
   type Stats
@@ -76,6 +78,12 @@ async function main (): Promise<void> {
       env: { istate: { seen: 'yes', gone: null } }
     })
   })
+
+  const standalone = new Server({ port: 0, jwtSecret: 'k', enforceJwt: true, streamsSecret: 's', turboStreams: true, whisperRate: 10 })
+  const signed: string = signStream('chat/1', 's')
+  const token: string = issueToken({ user: 'alice' }, { secret: 'k', ttl: 60, algorithm: 'HS384' })
+  const forever: string = issueToken('{"user":"bob"}', { secret: Buffer.from('k'), ttl: null })
+  console.log(standalone.listening, signed, token, forever)
 
   try {
     await new Server({ rpcHost: 'localhost:50051' }).start()
