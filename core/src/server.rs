@@ -455,8 +455,26 @@ async fn start_broadcasters(
     Ok(())
 }
 
+/// Pending connections the kernel queues per listener. The common default (128) overflows under a connect storm,
+/// and an overflowing queue makes clients wait a full SYN retry (1 s) to get in.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
-    TcpListener::bind((host, port)).await.map_err(|source| StartError::Bind { addr: format!("{host}:{port}"), source })
+    let error = |source| StartError::Bind { addr: format!("{host}:{port}"), source };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await.map_err(error)? {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+        let listener = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(LISTEN_BACKLOG)
+        });
+        match listener {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(error(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to no address"))))
 }
 
 /// Whispers waiting to enter the broadcast path; while it is full, new whispers are dropped (they are transient).

@@ -11,6 +11,7 @@ require "ferrocable/options"
 require "ferrocable/handler_pool"
 require "ferrocable/server"
 require "ferrocable/http_broadcaster"
+require "ferrocable/signing"
 
 module Ferrocable
   class << self

@@ -18,6 +18,13 @@ class RailsConfigTest < Minitest::Test
     assert_equal "300", from_env.dig("server_options", "disconnect_rate"), "ANYCABLE_* wins over both"
   end
 
+  def test_views_sign_stream_names_with_the_streams_secret
+    app = DummyApp.new(name: "config")
+    out = app.run_ruby!("bin/show_signed_stream", "chat:1", env: {"ANYCABLE_STREAMS_SECRET" => "view-secret"})
+    encoded = ["\"chat:1\""].pack("m0")
+    assert_equal "#{encoded}--#{OpenSSL::HMAC.hexdigest("SHA256", "view-secret", encoded)}", out.lines.last.strip
+  end
+
   def test_gem_options_and_defaults
     values = settings("ANYCABLE_POOL_SIZE" => "12")
     assert_equal 12, values["pool_size"]

@@ -14,6 +14,10 @@ module Ferrocable
         ActiveSupport.on_load(:action_cable) { ActionCableExt.install_remote_connections }
       end
 
+      initializer "ferrocable.signed_stream_helper" do
+        ActiveSupport.on_load(:action_view) { include ::Ferrocable::Rails::SignedStreamHelper }
+      end
+
       initializer "ferrocable.logger", after: :initialize_logger do
         ::Ferrocable.logger = ::Rails.logger if ::Rails.logger
       end
