@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import path from 'node:path'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import { after, before } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { Application, Channel, HandlerError } from 'ferrocable'
@@ -105,6 +107,23 @@ for (const [action, code, message] of [
     assert.deepEqual(await bystander.client.next(), { identifier: bystander.id, message: { ok: true } })
   })
 }
+
+scenario('in-process errors: a never-settling Promise that is garbage-collected still ends in ETIMEOUT, not a failure', async () => {
+  // Nothing holds `new Promise(() => {})`, so a collection frees it unsettled; that must read as "never
+  // answered" (the time limit), not as a rejection.
+  v8.setFlagsFromString('--expose-gc')
+  const collect = vm.runInNewContext('gc')
+  const { client, id } = await faultyClient()
+  client.perform(id, 'hangs')
+  const deadline = Date.now() + 300
+  while (Date.now() < deadline) {
+    collect()
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  const error = await errorFor(client.sid, 'hangs')
+  assert.equal(error.code, 'ETIMEOUT')
+  assert.equal(error.message, 'FaultyChannel#hangs: handler did not answer within 400 ms')
+})
 
 scenario('in-process errors: subscribed() that throws leaves the subscription unconfirmed and the socket open', async () => {
   const client = await RawClient.connect(server.url({ name: unique('user') }))
