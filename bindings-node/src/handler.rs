@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use napi::bindgen_prelude::{CallbackContext, FromNapiValue, PromiseRaw, ToNapiValue, Unknown};
-use napi::{Status, sys};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Status, sys};
 use tokio::sync::oneshot;
 
 use crate::convert::{

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use ferrocable::handler::{
-    CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, DisconnectResponse,
-    Env, EnvResponse, Status,
+    CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, DisconnectResponse, Env,
+    EnvResponse, Status,
 };
 use magnus::r_hash::ForEach;
 use magnus::{Error, Integer, RArray, RHash, RString, Ruby, Symbol, Value, prelude::*};
@@ -155,7 +155,8 @@ fn fields(
         Some(hash) => hash,
         None if !value.is_nil() && value.respond_to("to_h", false)? => {
             let converted: Value = value.funcall("to_h", ())?;
-            RHash::from_value(converted).ok_or_else(|| invalid(ruby, format!("{what}: `to_h` did not return a Hash")))?
+            RHash::from_value(converted)
+                .ok_or_else(|| invalid(ruby, format!("{what}: `to_h` did not return a Hash")))?
         }
         None => {
             return Err(invalid(

@@ -121,7 +121,8 @@ impl RbServer {
         let (server, handle) = rb_self.live(ruby)?;
         let mut batch = Vec::with_capacity(publications.len());
         for item in publications.into_iter() {
-            let (stream, data, exclude_socket): (String, String, Option<String>) = magnus::TryConvert::try_convert(item)?;
+            let (stream, data, exclude_socket): (String, String, Option<String>) =
+                magnus::TryConvert::try_convert(item)?;
             if stream.is_empty() {
                 return Err(ruby_arg_error(ruby, "stream must be a non-empty String"));
             }

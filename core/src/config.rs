@@ -449,7 +449,10 @@ impl Config {
             return Err(ConfigError::Inconsistent { name: "path", reason: format!("{bad:?} must start with '/'") });
         }
         if self.ping_interval == 0 {
-            return Err(ConfigError::Inconsistent { name: "ping_interval", reason: "must be at least 1 second".into() });
+            return Err(ConfigError::Inconsistent {
+                name: "ping_interval",
+                reason: "must be at least 1 second".into(),
+            });
         }
         if self.rpc_concurrency == 0 {
             return Err(ConfigError::Inconsistent { name: "rpc_concurrency", reason: "must be at least 1".into() });
@@ -467,7 +470,9 @@ impl Config {
             });
         }
         self.finalize_engines()?;
-        if self.jwt_param.is_empty() || !self.jwt_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if self.jwt_param.is_empty()
+            || !self.jwt_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(ConfigError::Inconsistent {
                 name: "jwt_param",
                 reason: format!("{:?} must be a non-empty name of letters, digits, '-' or '_'", self.jwt_param),
@@ -482,14 +487,18 @@ impl Config {
         if self.turbo_streams && self.turbo_streams_secret().is_none() {
             return Err(ConfigError::Inconsistent {
                 name: "turbo_streams",
-                reason: "needs a key to verify signed stream names: set turbo_streams_secret, streams_secret or secret".into(),
+                reason: "needs a key to verify signed stream names: set turbo_streams_secret, streams_secret or secret"
+                    .into(),
             });
         }
         let grpc_target = self.rpc_host.strip_prefix("grpc://").unwrap_or(&self.rpc_host).to_owned();
         if grpc_target.contains("://") {
             return Err(ConfigError::Inconsistent {
                 name: "rpc_host",
-                reason: format!("{:?}: only gRPC backends (host:port or grpc://host:port) are supported", self.rpc_host),
+                reason: format!(
+                    "{:?}: only gRPC backends (host:port or grpc://host:port) are supported",
+                    self.rpc_host
+                ),
             });
         }
         self.rpc_host = grpc_target;
@@ -549,7 +558,10 @@ impl Config {
         let uses_nats = self.pubsub == PubSubAdapter::Nats || self.broadcast_adapter_enabled("nats");
         if uses_nats {
             if self.nats_servers.is_empty() {
-                return Err(ConfigError::Inconsistent { name: "nats_servers", reason: "at least one server is required".into() });
+                return Err(ConfigError::Inconsistent {
+                    name: "nats_servers",
+                    reason: "at least one server is required".into(),
+                });
             }
             let bad_subject = |s: &str| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '*' || c == '>');
             if bad_subject(&self.nats_channel) || self.nats_channel.split('.').any(str::is_empty) {
@@ -819,12 +831,18 @@ mod tests {
         let mut c = Config::default();
         assert_eq!((c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()), (None, None, None));
         c.set("secret", "app").unwrap();
-        assert_eq!((c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()), (Some("app"), Some("app"), Some("app")));
+        assert_eq!(
+            (c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()),
+            (Some("app"), Some("app"), Some("app"))
+        );
         c.set("streams_secret", "streams").unwrap();
         assert_eq!(c.turbo_streams_secret(), Some("streams"), "Turbo falls back to the streams secret first");
         c.set("jwt_secret", "jwt").unwrap();
         c.set("turbo_streams_secret", "turbo").unwrap();
-        assert_eq!((c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()), (Some("jwt"), Some("streams"), Some("turbo")));
+        assert_eq!(
+            (c.jwt_secret(), c.streams_secret(), c.turbo_streams_secret()),
+            (Some("jwt"), Some("streams"), Some("turbo"))
+        );
         assert_eq!(c.jwt_param, "jid");
     }
 

@@ -167,11 +167,11 @@ impl Hub {
 
     /// Delivers one publication to every subscriber of its stream; returns how many clients got it.
     pub(crate) fn deliver(&self, publication: &Publication) -> usize {
-        let entry = match self.streams[self.shard_of(publication.stream.as_str())].read().get(publication.stream.as_str())
-        {
-            Some(entry) => entry.clone(),
-            None => return 0,
-        };
+        let entry =
+            match self.streams[self.shard_of(publication.stream.as_str())].read().get(publication.stream.as_str()) {
+                Some(entry) => entry.clone(),
+                None => return 0,
+            };
         let snapshot = entry.state.lock().snapshot();
         let payload = protocol::broadcast_payload(&publication.data);
         let exclude = publication.exclude_socket.as_deref();
@@ -384,8 +384,7 @@ mod tests {
         tracker.close();
         tracker.wait().await;
         let got: Vec<String> = frames(&a);
-        let expected: Vec<String> =
-            (0..1000).map(|n| format!(r#"{{"identifier":"i","message":{n}}}"#)).collect();
+        let expected: Vec<String> = (0..1000).map(|n| format!(r#"{{"identifier":"i","message":{n}}}"#)).collect();
         assert_eq!(got, expected);
     }
 }

@@ -130,14 +130,20 @@ impl Metrics {
         let histogram = name("rpc_duration_seconds");
         let _ = writeln!(out, "# HELP {histogram} Latency of application handler calls (RPC or in-process)");
         let _ = writeln!(out, "# TYPE {histogram} histogram");
-        for (method, h) in
-            [("connect", &self.connect_duration), ("command", &self.command_duration), ("disconnect", &self.disconnect_duration)]
-        {
+        for (method, h) in [
+            ("connect", &self.connect_duration),
+            ("command", &self.command_duration),
+            ("disconnect", &self.disconnect_duration),
+        ] {
             let (cumulative, sum, count) = h.read();
             for (bound, c) in LATENCY_BUCKETS.iter().zip(&cumulative) {
                 let _ = writeln!(out, "{histogram}_bucket{{method=\"{method}\",le=\"{bound}\"}} {c}");
             }
-            let _ = writeln!(out, "{histogram}_bucket{{method=\"{method}\",le=\"+Inf\"}} {}", cumulative.last().copied().unwrap_or(0));
+            let _ = writeln!(
+                out,
+                "{histogram}_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                cumulative.last().copied().unwrap_or(0)
+            );
             let _ = writeln!(out, "{histogram}_sum{{method=\"{method}\"}} {sum}");
             let _ = writeln!(out, "{histogram}_count{{method=\"{method}\"}} {count}");
         }

@@ -181,20 +181,13 @@ impl Server {
 
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
         let broadcasts = BroadcastQueue::start(hub.clone(), workers, &tasks, stop_tasks.clone());
-        let (pubsub, pubsub_receiver) = match PubSub::new(&config, metrics.clone(), &tasks, &stop_tasks)
-            .await
-            .map_err(StartError::Engine)?
-        {
-            Some((pubsub, receiver)) => (Some(pubsub), Some(receiver)),
-            None => (None, None),
-        };
-        let shared = Arc::new(Shared {
-            config: config.clone(),
-            hub: hub.clone(),
-            metrics: metrics.clone(),
-            broadcasts,
-            pubsub,
-        });
+        let (pubsub, pubsub_receiver) =
+            match PubSub::new(&config, metrics.clone(), &tasks, &stop_tasks).await.map_err(StartError::Engine)? {
+                Some((pubsub, receiver)) => (Some(pubsub), Some(receiver)),
+                None => (None, None),
+            };
+        let shared =
+            Arc::new(Shared { config: config.clone(), hub: hub.clone(), metrics: metrics.clone(), broadcasts, pubsub });
 
         // Whispers enter the broadcast path like HTTP broadcasts do (this node's workers, then the cluster
         // pub/sub), through a bounded queue sessions never wait on.
@@ -217,10 +210,9 @@ impl Server {
         });
 
         let main_listener = bind(&config.host, config.port).await?;
-        let local_addr = main_listener.local_addr().map_err(|source| StartError::Bind {
-            addr: format!("{}:{}", config.host, config.port),
-            source,
-        })?;
+        let local_addr = main_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: format!("{}:{}", config.host, config.port), source })?;
         let shared_port = config.http_broadcast_port == config.port && config.port != 0;
         let broadcaster = Arc::new(HttpBroadcaster { sink: shared.clone(), key: config.broadcast_key() });
         let broadcast_routes = Router::new()
@@ -235,19 +227,21 @@ impl Server {
         let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
         if !config.metrics_http.is_empty() {
             let exposition = shared.clone();
-            let metrics_routes = Router::new().route(
-                &config.metrics_http,
-                get(move || {
-                    let shared = exposition.clone();
-                    async move {
-                        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.prometheus())
-                    }
-                }),
-            );
+            let metrics_routes =
+                Router::new().route(
+                    &config.metrics_http,
+                    get(move || {
+                        let shared = exposition.clone();
+                        async move {
+                            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.prometheus())
+                        }
+                    }),
+                );
             if config.metrics_port == 0 {
                 main_router = main_router.merge(metrics_routes);
             } else {
-                let host = if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
+                let host =
+                    if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
                 let listener = bind(host, config.metrics_port).await?;
                 let stop = stop_accepting.clone();
                 tasks.spawn(async move {
@@ -332,7 +326,8 @@ impl Server {
         if config.turbo_streams {
             standalone.push("Turbo Streams");
         }
-        let standalone = if standalone.is_empty() { String::new() } else { format!("; standalone: {}", standalone.join(", ")) };
+        let standalone =
+            if standalone.is_empty() { String::new() } else { format!("; standalone: {}", standalone.join(", ")) };
         tracing::info!(
             "Ferrocable {} listening on {urls}; broadcasts: {broadcast_info}; RPC: {backend_name}{standalone}",
             env!("CARGO_PKG_VERSION"),
@@ -537,9 +532,8 @@ async fn ping_clients(hub: Arc<Hub>, every: Duration, stop: CancellationToken) {
                 PingPrecision::Millis => 1,
                 PingPrecision::Nanos => 2,
             };
-            let frame = frames[slot]
-                .get_or_insert_with(|| protocol::ping_frame(ws::timestamp(client.ping_precision)))
-                .clone();
+            let frame =
+                frames[slot].get_or_insert_with(|| protocol::ping_frame(ws::timestamp(client.ping_precision))).clone();
             client.send(frame);
         });
     }

@@ -384,9 +384,6 @@ mod tests {
         merge_state(&mut state, &changes);
         let mut got: Vec<_> = state.into_iter().collect();
         got.sort();
-        assert_eq!(
-            got,
-            vec![("a".into(), "10".into()), ("c".into(), "3".into()), ("d".into(), "4".into())]
-        );
+        assert_eq!(got, vec![("a".into(), "10".into()), ("c".into(), "3".into()), ("d".into(), "4".into())]);
     }
 }

@@ -164,8 +164,7 @@ async fn duplicate_subscribe_and_unknown_identifiers_make_no_calls() {
     c.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
     c.perform(CHAT_A, json!({"action":"whoami"})).await;
     assert_eq!(c.recv().await["identifier"], CHAT_A, "the connection keeps working");
-    let commands: Vec<String> =
-        fx.app.calls.commands.lock().unwrap().iter().map(|(_, m)| m.command.clone()).collect();
+    let commands: Vec<String> = fx.app.calls.commands.lock().unwrap().iter().map(|(_, m)| m.command.clone()).collect();
     assert_eq!(commands, vec!["subscribe", "message"]);
     fx.server.shutdown().await;
 }
@@ -340,11 +339,7 @@ async fn metrics_endpoint_exposes_prefixed_counters_and_handler_latency() {
 
 #[tokio::test]
 async fn http_broadcast_answers_201_400_401_and_413_with_messages() {
-    let fx = Fixture::start(
-        Mode::InProcess,
-        &[("broadcast_key", "k3y"), ("http_broadcast_max_body", "1000")],
-    )
-    .await;
+    let fx = Fixture::start(Mode::InProcess, &[("broadcast_key", "k3y"), ("http_broadcast_max_body", "1000")]).await;
     let addr = fx.server.broadcast_addr().unwrap();
     let (mut c, _) = welcomed(&fx, "h").await;
     c.subscribe(CHAT_A).await;

@@ -81,7 +81,8 @@ fn load_config(matches: &clap::ArgMatches) -> anyhow::Result<Config> {
 
 fn apply_file(config: &mut Config, path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    let table: toml::Table =
+        text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
     for (name, value) in table {
         let raw = match value {
             toml::Value::String(s) => s,
@@ -190,7 +191,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ferrocable-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("anycable.toml");
-        std::fs::write(&file, "rpc_concurrency = 7\nping_interval = 9\nheaders = [\"cookie\", \"x-token\"]\nhealth_path = \"/file\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "rpc_concurrency = 7\nping_interval = 9\nheaders = [\"cookie\", \"x-token\"]\nhealth_path = \"/file\"\n",
+        )
+        .unwrap();
         let path = file.to_str().unwrap();
 
         let c = load(&["--config-path", path], &[]).unwrap();

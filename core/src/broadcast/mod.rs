@@ -244,7 +244,10 @@ mod tests {
         let body = br#"{"command":"disconnect","payload":{"identifier":"{\"user\":1}","reconnect":false}}"#;
         assert_eq!(
             parse_ingress(body).unwrap(),
-            vec![IngressMessage::Disconnect(RemoteDisconnect { identifiers: r#"{"user":1}"#.into(), reconnect: false })]
+            vec![IngressMessage::Disconnect(RemoteDisconnect {
+                identifiers: r#"{"user":1}"#.into(),
+                reconnect: false
+            })]
         );
     }
 
@@ -280,7 +283,10 @@ mod tests {
         assert_eq!(parse_ingress(br#"{"stream":"","data":"x"}"#), Err(PublicationError::Stream(0)));
         assert_eq!(parse_ingress(br#"[{"stream":"a","data":"x"},{"stream":"b"}]"#), Err(PublicationError::Data(1)));
         assert_eq!(parse_ingress(br#"{"command":"explode"}"#), Err(PublicationError::Command(0, "explode".into())));
-        assert_eq!(parse_ingress(br#"{"command":"disconnect","payload":{}}"#), Err(PublicationError::DisconnectPayload(0)));
+        assert_eq!(
+            parse_ingress(br#"{"command":"disconnect","payload":{}}"#),
+            Err(PublicationError::DisconnectPayload(0))
+        );
         assert_eq!(parse_ingress(br#"[1]"#), Err(PublicationError::Shape));
     }
 }

@@ -79,7 +79,8 @@ impl GrpcHandler {
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let attempt_loop = async {
-            let _permit = self.permits.acquire().await.map_err(|_| HandlerError::Unavailable("client closed".into()))?;
+            let _permit =
+                self.permits.acquire().await.map_err(|_| HandlerError::Unavailable("client closed".into()))?;
             Metrics::up(&self.metrics.rpc_pending_num);
             let _pending = PendingGuard(&self.metrics);
             let mut attempt = 0;
@@ -98,7 +99,9 @@ impl GrpcHandler {
                         let backoff = match status.code() {
                             Code::Unavailable => UNAVAILABLE_BACKOFF,
                             Code::ResourceExhausted => EXHAUSTED_BACKOFF,
-                            _ => return Err(HandlerError::Failed(format!("{:?}: {}", status.code(), status.message()))),
+                            _ => {
+                                return Err(HandlerError::Failed(format!("{:?}: {}", status.code(), status.message())));
+                            }
                         };
                         if attempt >= MAX_ATTEMPTS {
                             if self.warnings.should_warn() {

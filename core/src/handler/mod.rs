@@ -49,8 +49,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Runs `subscribe`, `unsubscribe` or `message` for one subscription.
     async fn command(&self, ctx: &CallContext, request: CommandMessage) -> Result<CommandResponse, HandlerError>;
     /// Tells the application a connection is gone, with every subscription and its state.
-    async fn disconnect(&self, ctx: &CallContext, request: DisconnectRequest)
-    -> Result<DisconnectResponse, HandlerError>;
+    async fn disconnect(
+        &self,
+        ctx: &CallContext,
+        request: DisconnectRequest,
+    ) -> Result<DisconnectResponse, HandlerError>;
 }
 
 /// Name of an RPC status for logs.

@@ -18,15 +18,25 @@ pub const SUPPORTED_PROTOCOLS: &[&str] = &[ACTIONCABLE_V1_JSON];
 /// One command from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
-    Subscribe { identifier: String },
-    Unsubscribe { identifier: String },
+    Subscribe {
+        identifier: String,
+    },
+    Unsubscribe {
+        identifier: String,
+    },
     /// `perform`: `data` is the client's JSON-encoded string, passed on untouched.
-    Message { identifier: String, data: String },
+    Message {
+        identifier: String,
+        data: String,
+    },
     /// Extended protocol keep-alive; nothing to answer.
     Pong,
     /// A transient broadcast from the client to the other subscribers of one of its subscriptions: `data` is
     /// the JSON value the client sent, as raw JSON text.
-    Whisper { identifier: String, data: String },
+    Whisper {
+        identifier: String,
+        data: String,
+    },
 }
 
 /// Why a client frame was not understood. Such frames are logged and ignored.
@@ -153,7 +163,10 @@ mod tests {
         let frame = r#"{"command":"message","identifier":"{\"channel\":\"A\"}","data":"{\"action\":\"speak\"}"}"#;
         assert_eq!(
             decode_command(frame),
-            Ok(ClientCommand::Message { identifier: r#"{"channel":"A"}"#.into(), data: r#"{"action":"speak"}"#.into() })
+            Ok(ClientCommand::Message {
+                identifier: r#"{"channel":"A"}"#.into(),
+                data: r#"{"action":"speak"}"#.into()
+            })
         );
         let frame = r#"{"command":"message","identifier":"x"}"#;
         assert_eq!(decode_command(frame), Ok(ClientCommand::Message { identifier: "x".into(), data: String::new() }));
@@ -161,7 +174,8 @@ mod tests {
 
     #[test]
     fn decodes_whisper_keeping_the_data_as_raw_json() {
-        let frame = r#"{"command":"whisper","identifier":"{\"channel\":\"$pubsub\"}","data":{"event":"typing","n":[1, 2]}}"#;
+        let frame =
+            r#"{"command":"whisper","identifier":"{\"channel\":\"$pubsub\"}","data":{"event":"typing","n":[1, 2]}}"#;
         assert_eq!(
             decode_command(frame),
             Ok(ClientCommand::Whisper {
@@ -191,7 +205,10 @@ mod tests {
             decode_command(r#"{"command":"subscribe","identifier":{"channel":"A"}}"#),
             Err(DecodeError::MissingIdentifier("subscribe"))
         );
-        assert_eq!(decode_command(r#"{"command":"message","identifier":"x","data":{"a":1}}"#), Err(DecodeError::BadData));
+        assert_eq!(
+            decode_command(r#"{"command":"message","identifier":"x","data":{"a":1}}"#),
+            Err(DecodeError::BadData)
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(decode_command(&deep), Err(DecodeError::NotJson(_))));
     }

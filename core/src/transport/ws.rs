@@ -297,7 +297,9 @@ async fn write_close(socket: &mut WebSocket, close: CloseRequest, metrics: &Metr
     if let Some(frame) = close.frame {
         write_frames(socket, VecDeque::from([frame]), metrics).await?;
     }
-    socket.send(Message::Close(Some(CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) }))).await
+    socket
+        .send(Message::Close(Some(CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) })))
+        .await
 }
 
 fn is_too_big(error: &axum::Error) -> bool {
@@ -434,7 +436,8 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     let host_no_port = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     allowed.iter().any(|pattern| {
         let pattern = pattern.to_ascii_lowercase();
-        wildcard_match(&pattern, &host.to_ascii_lowercase()) || wildcard_match(&pattern, &host_no_port.to_ascii_lowercase())
+        wildcard_match(&pattern, &host.to_ascii_lowercase())
+            || wildcard_match(&pattern, &host_no_port.to_ascii_lowercase())
     })
 }
 
@@ -494,7 +497,10 @@ mod tests {
         let query = parse_query("jid=from.query&pi=3");
         let mut headers = HeaderMap::new();
         assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.query"));
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, "actioncable-v1-json, anycable-token.from.protocol".parse().unwrap());
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "actioncable-v1-json, anycable-token.from.protocol".parse().unwrap(),
+        );
         assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.protocol"));
         headers.insert("X-JID", "from.header".parse().unwrap());
         assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.header"));

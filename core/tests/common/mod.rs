@@ -93,7 +93,8 @@ impl ChatApp {
                         });
                     }
                     "whoami" => {
-                        let msg = json!({"cstate": env.cstate, "istate": env.istate, "ids": req.connection_identifiers});
+                        let msg =
+                            json!({"cstate": env.cstate, "istate": env.istate, "ids": req.connection_identifiers});
                         resp.transmissions = vec![json!({"identifier": req.identifier, "message": msg}).to_string()];
                     }
                     "follow" => resp.streams = vec![data["stream"].as_str().unwrap_or("").to_owned()],
@@ -150,7 +151,10 @@ impl Rpc for ChatApp {
         let sid = sid_of(&r);
         Ok(tonic::Response::new(ChatApp::connect(self, &sid, r.into_inner())))
     }
-    async fn command(&self, r: tonic::Request<CommandMessage>) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+    async fn command(
+        &self,
+        r: tonic::Request<CommandMessage>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
         let sid = sid_of(&r);
         Ok(tonic::Response::new(ChatApp::command(self, &sid, r.into_inner())))
     }

@@ -60,7 +60,10 @@ fn stream_of(identifier: &str) -> String {
 
 #[tonic::async_trait]
 impl Rpc for BenchBackend {
-    async fn connect(&self, r: tonic::Request<ConnectionRequest>) -> Result<tonic::Response<ConnectionResponse>, tonic::Status> {
+    async fn connect(
+        &self,
+        r: tonic::Request<ConnectionRequest>,
+    ) -> Result<tonic::Response<ConnectionResponse>, tonic::Status> {
         let sid = r.metadata().get("sid").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(tonic::Response::new(ConnectionResponse {
@@ -71,19 +74,25 @@ impl Rpc for BenchBackend {
         }))
     }
 
-    async fn command(&self, r: tonic::Request<CommandMessage>) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+    async fn command(
+        &self,
+        r: tonic::Request<CommandMessage>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
         let m = r.into_inner();
         let mut resp = CommandResponse { status: Status::Success as i32, ..Default::default() };
         match m.command.as_str() {
             "subscribe" => {
                 resp.streams = vec![stream_of(&m.identifier)];
-                resp.transmissions = vec![json!({"identifier": m.identifier, "type": "confirm_subscription"}).to_string()];
+                resp.transmissions =
+                    vec![json!({"identifier": m.identifier, "type": "confirm_subscription"}).to_string()];
             }
             "unsubscribe" => {}
             "message" => {
                 let mut data: Value = serde_json::from_str(&m.data).unwrap_or(Value::Null);
                 match data.get("action").and_then(|a| a.as_str()).unwrap_or("") {
-                    "echo" => resp.transmissions = vec![json!({"identifier": m.identifier, "message": data}).to_string()],
+                    "echo" => {
+                        resp.transmissions = vec![json!({"identifier": m.identifier, "message": data}).to_string()]
+                    }
                     "broadcast" => {
                         if let Err(e) = self.publish(&stream_of(&m.identifier), &m.data).await {
                             resp.status = Status::Error as i32;
@@ -106,13 +115,20 @@ impl Rpc for BenchBackend {
         Ok(tonic::Response::new(resp))
     }
 
-    async fn disconnect(&self, _r: tonic::Request<DisconnectRequest>) -> Result<tonic::Response<DisconnectResponse>, tonic::Status> {
+    async fn disconnect(
+        &self,
+        _r: tonic::Request<DisconnectRequest>,
+    ) -> Result<tonic::Response<DisconnectResponse>, tonic::Status> {
         Ok(tonic::Response::new(DisconnectResponse { status: Status::Success as i32, error_msg: String::new() }))
     }
 }
 
 /// Serves the benchmark backend until Ctrl-C / SIGTERM.
-pub async fn serve(listen: SocketAddr, broadcast_url: Option<String>, broadcast_key: Option<String>) -> anyhow::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    broadcast_url: Option<String>,
+    broadcast_key: Option<String>,
+) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() {
         anyhow::bail!("the benchmark backend only listens on loopback, not {listen}");
     }

@@ -48,7 +48,8 @@ impl Target {
         let source = self.sources[n % self.sources.len()];
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(source, 0))?;
-        let stream = tokio::time::timeout(self.timeout, socket.connect(self.addr)).await.context("connect timeout")??;
+        let stream =
+            tokio::time::timeout(self.timeout, socket.connect(self.addr)).await.context("connect timeout")??;
         stream.set_nodelay(true)?;
         let mut request = self.url.as_str().into_client_request()?;
         request.headers_mut().insert("Sec-WebSocket-Protocol", "actioncable-v1-json".parse()?);
@@ -56,10 +57,12 @@ impl Target {
             request.headers_mut().insert("Cookie", cookie.parse()?);
         }
         let config = WebSocketConfig::default().read_buffer_size(8192).write_buffer_size(0);
-        let (ws, _) =
-            tokio::time::timeout(self.timeout, tokio_tungstenite::client_async_with_config(request, stream, Some(config)))
-                .await
-                .context("handshake timeout")??;
+        let (ws, _) = tokio::time::timeout(
+            self.timeout,
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
+        )
+        .await
+        .context("handshake timeout")??;
         Ok(ws)
     }
 }
@@ -75,7 +78,12 @@ pub struct Frame<'a> {
 }
 
 /// Reads frames until one satisfies `want`; pings are skipped.
-pub async fn wait_for(ws: &mut Ws, timeout: Duration, what: &str, want: impl Fn(&Frame<'_>) -> bool) -> anyhow::Result<()> {
+pub async fn wait_for(
+    ws: &mut Ws,
+    timeout: Duration,
+    what: &str,
+    want: impl Fn(&Frame<'_>) -> bool,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
@@ -126,7 +134,8 @@ impl HttpClient {
     pub fn new(url: &str, key: Option<&str>) -> anyhow::Result<Self> {
         let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("broadcast URL must be http://: {url}"))?;
         let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-        let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)?.next().ok_or_else(|| anyhow!("no address"))?;
+        let addr: SocketAddr =
+            std::net::ToSocketAddrs::to_socket_addrs(host)?.next().ok_or_else(|| anyhow!("no address"))?;
         if !addr.ip().is_loopback() {
             bail!("broadcasts are only sent to loopback addresses, not {addr}");
         }
@@ -169,7 +178,8 @@ impl HttpClient {
         conn.get_mut().write_all(body.as_bytes()).await?;
         let mut line = String::new();
         conn.read_line(&mut line).await?;
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("bad status line {line:?}"))?;
+        let status: u16 =
+            line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("bad status line {line:?}"))?;
         let mut length = 0usize;
         let mut close = false;
         loop {

@@ -176,7 +176,9 @@ fn emit<T: Serialize + std::fmt::Debug>(common: &Common, report: &T) -> anyhow::
     let value = serde_json::to_value(report)?;
     let saturated = |v: &serde_json::Value| v.pointer("/cpu/tool_saturated").and_then(|b| b.as_bool()).unwrap_or(false);
     if saturated(&value) || value.get("steps").and_then(|s| s.as_array()).is_some_and(|s| s.iter().any(saturated)) {
-        eprintln!("WARNING: the load tool used nearly all of its CPU: the numbers may measure the tool, not the server");
+        eprintln!(
+            "WARNING: the load tool used nearly all of its CPU: the numbers may measure the tool, not the server"
+        );
     }
     Ok(())
 }

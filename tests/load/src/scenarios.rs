@@ -370,13 +370,15 @@ pub async fn broadcast_round(
                 let data = bench_data(p, seq, &pad);
                 let ok = match (&mut http, &mut action) {
                     (Some(http), _) => {
-                        let body = serde_json::json!({"stream": format!("bench_{stream_idx}"), "data": data}).to_string();
+                        let body =
+                            serde_json::json!({"stream": format!("bench_{stream_idx}"), "data": data}).to_string();
                         matches!(http.post(&body).await, Ok(201) | Ok(200))
                     }
                     (None, Some((identifier, ws))) => {
                         let mut obj: serde_json::Value = serde_json::from_str(&data)?;
                         obj["action"] = "broadcast".into();
-                        let cmd = serde_json::json!({"command":"message","identifier":identifier,"data":obj.to_string()});
+                        let cmd =
+                            serde_json::json!({"command":"message","identifier":identifier,"data":obj.to_string()});
                         let sent = ws.send(Message::Text(cmd.to_string().into())).await.is_ok();
                         // Drain what the publisher connection receives so it never becomes a slow client.
                         while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {}
@@ -454,7 +456,11 @@ pub async fn broadcast_round(
     })
 }
 
-pub async fn broadcast(target: &Target, opts: &BroadcastOptions, server_pid: Option<&str>) -> anyhow::Result<BroadcastReport> {
+pub async fn broadcast(
+    target: &Target,
+    opts: &BroadcastOptions,
+    server_pid: Option<&str>,
+) -> anyhow::Result<BroadcastReport> {
     let progress = Arc::new(Progress::default());
     let ticker = stats::progress_line("broadcast", progress.clone());
     let mut audience = Audience::new();

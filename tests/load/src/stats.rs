@@ -54,7 +54,10 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
 /// Resident set size of a process in KiB, from /proc/<pid>/status.
 pub fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// CPU use of this tool and (optionally) the server over one scenario.

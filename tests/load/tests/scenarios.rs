@@ -157,9 +157,8 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_perform_go_through_the_benchmark_backend() {
     let rpc = format!("127.0.0.1:{}", free_port());
-    let _backend = Backend(
-        Command::new(BENCH).args(["backend", "--listen", &rpc]).stderr(Stdio::null()).spawn().unwrap(),
-    );
+    let _backend =
+        Backend(Command::new(BENCH).args(["backend", "--listen", &rpc]).stderr(Stdio::null()).spawn().unwrap());
     let server = server(&[("rpc_host", &rpc)]).await;
     let url = format!("ws://{}/cable", server.local_addr());
     // The backend needs a moment to listen; the server retries Unavailable, so the first connects still succeed.
