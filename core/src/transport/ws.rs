@@ -99,24 +99,29 @@ pub(crate) async fn upgrade(
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
             // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
-            let deps = state.deps.clone();
-            let shutdown = state.shutdown.clone();
-            state.tracker.spawn(async move {
-                run_connection(socket, client, env, token, deps, shutdown).await;
-            });
+            // Spawned as it is (not wrapped in another `async` block, which would hold a second copy of the
+            // socket and the request until the first poll).
+            let connection = run_connection(socket, client, env, token, state.deps.clone(), state.shutdown.clone());
+            state.tracker.spawn(connection);
             std::future::ready(())
         })
 }
 
-/// Drives one connection from the Connect call until the socket is gone, then ends the session.
-async fn run_connection(
+/// Registers one upgraded connection, starts its Connect call, and returns the future that drives it until
+/// the socket is gone and the session has ended.
+///
+/// The setup runs here, outside the future, and the driving loop is an `async move` block rather than an
+/// `async fn`: an `async fn` keeps its arguments as well as the locals they are moved into, and every idle
+/// connection would pay for both (the socket alone is ~370 bytes). The future holds only the socket, the
+/// session and a few pointers.
+fn run_connection(
     mut socket: WebSocket,
     client: Arc<ClientHandle>,
     env: RequestEnv,
     token: Option<String>,
     deps: Arc<SessionDeps>,
     shutdown: tokio_util::sync::CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send {
     let metrics = deps.metrics.clone();
     Metrics::up(&metrics.clients_num);
     Metrics::inc(&metrics.clients_total);
@@ -134,101 +139,131 @@ async fn run_connection(
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Box::new(timer)
     });
-    let mut socket_open = true;
-    // After writing a batch, the other sources get the first look, so a steady flow of frames to this client
-    // cannot keep its commands, its handler answers or its close frame waiting.
-    let mut wrote_last = false;
 
-    loop {
-        // One hand-written poll over the four event sources keeps this task small: no select! futures are
-        // stored while the connection idles, only the socket, the session and a few pointers.
-        let outbox_first = !wrote_last;
-        let event = std::future::poll_fn(|cx| {
-            if outbox_first && client.poll_ready(cx).is_ready() {
-                return Poll::Ready(Event::Outbox);
-            }
-            if let Some(call) = pending.as_mut() {
-                if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
-                    return Poll::Ready(Event::CallDone(outcome));
+    async move {
+        let mut socket_open = true;
+        // After writing a batch, the other sources get the first look, so a steady flow of frames to this
+        // client cannot keep its commands, its handler answers or its close frame waiting.
+        let mut wrote_last = false;
+
+        loop {
+            // The event is consumed inside this block, before any write is awaited: a handler answer (hundreds
+            // of bytes) must not be part of every idle connection's task.
+            let (frames, close) = {
+                // One hand-written poll over the four event sources keeps this task small: no select! futures
+                // are stored while the connection idles.
+                let outbox_first = !wrote_last;
+                let event = std::future::poll_fn(|cx| {
+                    if outbox_first && client.poll_ready(cx).is_ready() {
+                        return Poll::Ready(Event::Outbox);
+                    }
+                    if let Some(call) = pending.as_mut() {
+                        if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
+                            return Poll::Ready(Event::CallDone(outcome));
+                        }
+                    }
+                    if let Some(timer) = own_ping.as_mut() {
+                        if timer.poll_tick(cx).is_ready() && client.is_welcomed() {
+                            return Poll::Ready(Event::OwnPing);
+                        }
+                    }
+                    if pending.is_none() {
+                        if let Poll::Ready(message) = Pin::new(&mut socket).poll_next(cx) {
+                            return Poll::Ready(Event::Read(message));
+                        }
+                    }
+                    if !outbox_first && client.poll_ready(cx).is_ready() {
+                        return Poll::Ready(Event::Outbox);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                wrote_last = matches!(event, Event::Outbox);
+                match event {
+                    Event::Outbox => {
+                        let drained = client.drain();
+                        (Some(drained.frames), drained.close)
+                    }
+                    Event::CallDone(outcome) => {
+                        pending = None;
+                        session.finish(outcome);
+                        continue;
+                    }
+                    Event::OwnPing => {
+                        client.send(protocol::ping_frame(timestamp(client.ping_precision)));
+                        continue;
+                    }
+                    Event::Read(Some(Ok(message))) => {
+                        pending = handle_frame(&mut session, &client, message, &metrics);
+                        continue;
+                    }
+                    Event::Read(Some(Err(error))) => {
+                        socket_open = false;
+                        if !is_too_big(&error) {
+                            tracing::debug!(sid = %client.sid, %error, "connection read failed");
+                            break;
+                        }
+                        tracing::warn!(sid = %client.sid, "client frame larger than max_message_size; closing with 1009");
+                        Metrics::inc(&metrics.failed_client_msg_total);
+                        (
+                            None,
+                            Some(CloseRequest {
+                                frame: None,
+                                code: close_code::MESSAGE_TOO_BIG,
+                                reason: "message too big",
+                            }),
+                        )
+                    }
+                    Event::Read(None) => {
+                        socket_open = false;
+                        break;
+                    }
                 }
-            }
-            if let Some(timer) = own_ping.as_mut() {
-                if timer.poll_tick(cx).is_ready() && client.is_welcomed() {
-                    return Poll::Ready(Event::OwnPing);
-                }
-            }
-            if pending.is_none() {
-                if let Poll::Ready(message) = Pin::new(&mut socket).poll_next(cx) {
-                    return Poll::Ready(Event::Read(message));
-                }
-            }
-            if !outbox_first && client.poll_ready(cx).is_ready() {
-                return Poll::Ready(Event::Outbox);
-            }
-            Poll::Pending
-        })
-        .await;
-        wrote_last = matches!(event, Event::Outbox);
-        match event {
-            Event::Outbox => {
-                let drained = client.drain();
-                // Boxed: the write state exists only while writing, not while the connection idles.
-                if Box::pin(bounded(write_frames(&mut socket, drained.frames, &metrics))).await.is_err() {
+            };
+            // Each write future is boxed and bound by `let` before it is awaited, so that neither it nor its
+            // unboxed temporary is part of this task's state: they exist only while writing.
+            if let Some(frames) = frames {
+                let writing = Box::pin(bounded(write_frames(&mut socket, frames, &metrics)));
+                if writing.await.is_err() {
                     socket_open = false;
                     break;
                 }
-                if let Some(close) = drained.close {
-                    // Frames queued after the close request are never written.
-                    let _ = Box::pin(bounded(write_close(&mut socket, close, &metrics))).await;
-                    break;
-                }
             }
-            Event::CallDone(outcome) => {
-                pending = None;
-                session.finish(outcome);
-            }
-            Event::OwnPing => {
-                client.send(protocol::ping_frame(timestamp(client.ping_precision)));
-            }
-            Event::Read(Some(Ok(message))) => {
-                pending = handle_frame(&mut session, &client, message, &metrics);
-            }
-            Event::Read(Some(Err(error))) => {
-                if is_too_big(&error) {
-                    tracing::warn!(sid = %client.sid, "client frame larger than max_message_size; closing with 1009");
-                    Metrics::inc(&metrics.failed_client_msg_total);
-                    let close =
-                        CloseRequest { frame: None, code: close_code::MESSAGE_TOO_BIG, reason: "message too big" };
-                    let _ = Box::pin(bounded(write_close(&mut socket, close, &metrics))).await;
-                } else {
-                    tracing::debug!(sid = %client.sid, %error, "connection read failed");
-                }
-                socket_open = false;
-                break;
-            }
-            Event::Read(None) => {
-                socket_open = false;
+            if let Some(close) = close {
+                // Frames queued after the close request are never written.
+                let closing = Box::pin(bounded(write_close(&mut socket, close, &metrics)));
+                let _ = closing.await;
                 break;
             }
         }
-    }
 
-    // Everything below runs once per connection; it is boxed so that its state does not make every idle
-    // connection's task larger.
-    Box::pin(async move {
-        // A call that was in flight when the client went away still changes backend-side state; apply it so
-        // the Disconnect call sees it.
-        if let Some(call) = pending.take() {
-            session.finish(call.await);
-        }
-        if socket_open {
-            let _ = bounded(async { socket.close().await }).await;
-        }
-        client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
-        Metrics::down(&metrics.clients_num);
-        session.end().await;
-    })
-    .await;
+        // Everything below runs once per connection; it is boxed (the same way) so that its state does not make
+        // every idle connection's task larger.
+        let ending = Box::pin(end_connection(socket, socket_open, client, session, pending, metrics));
+        ending.await;
+    }
+}
+
+/// Ends a connection whose loop has stopped: settles the call in flight, closes the socket, ends the session.
+async fn end_connection(
+    mut socket: WebSocket,
+    socket_open: bool,
+    client: Arc<ClientHandle>,
+    mut session: Session,
+    pending: Option<PendingCall>,
+    metrics: Arc<Metrics>,
+) {
+    // A call that was in flight when the client went away still changes backend-side state; apply it so the
+    // Disconnect call sees it.
+    if let Some(call) = pending {
+        session.finish(call.await);
+    }
+    if socket_open {
+        let _ = bounded(async { socket.close().await }).await;
+    }
+    client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
+    Metrics::down(&metrics.clients_num);
+    session.end().await;
 }
 
 /// What woke the connection task.
