@@ -394,6 +394,8 @@ options! {
     ping_interval: u64 = "3", false;
     /// Precision of ping timestamps: s, ms or ns
     ping_timestamp_precision: PingPrecision = "s", false;
+    /// Seconds a vanished client (no close frame, no FIN) may leave sent pings unacknowledged before its connection is dropped and its Disconnect runs; 0 derives max(3 × ping_interval, 10)
+    dead_peer_timeout: u64 = "0", false;
     /// Disconnect calls per second
     disconnect_rate: u32 = "100", false;
     /// When to call Disconnect: auto, always or never
@@ -608,6 +610,16 @@ impl Config {
         (self.rpc_request_timeout > 0).then(|| Duration::from_millis(self.rpc_request_timeout))
     }
 
+    /// How long a client may leave what the server sent it unacknowledged before it counts as gone:
+    /// `dead_peer_timeout`, or three ping intervals but at least 10 s, so a few lost packets on a bad mobile
+    /// link never end a live connection.
+    pub fn effective_dead_peer_timeout(&self) -> Duration {
+        match self.dead_peer_timeout {
+            0 => Duration::from_secs((3 * self.ping_interval).max(10)),
+            secs => Duration::from_secs(secs),
+        }
+    }
+
     /// The whole configuration as TOML-like `name = value` lines, with secrets masked.
     pub fn describe(&self) -> String {
         let mut out = String::new();
@@ -676,6 +688,16 @@ mod tests {
         assert_eq!(c.shutdown_timeout, 30);
         assert_eq!(c.max_message_size, 65536);
         assert_eq!(c.health_path, "/health");
+    }
+
+    #[test]
+    fn dead_peer_timeout_is_three_ping_intervals_but_at_least_ten_seconds_unless_set() {
+        let mut c = Config::default();
+        assert_eq!(c.effective_dead_peer_timeout(), Duration::from_secs(10), "3 × 3 s is below the floor");
+        c.set("ping_interval", "5").unwrap();
+        assert_eq!(c.effective_dead_peer_timeout(), Duration::from_secs(15));
+        c.set("dead_peer_timeout", "4").unwrap();
+        assert_eq!(c.effective_dead_peer_timeout(), Duration::from_secs(4));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::mpsc;
@@ -35,6 +36,7 @@ use crate::metrics::{Metrics, StatsSnapshot};
 use crate::protocol;
 use crate::pubsub::PubSub;
 use crate::session::SessionDeps;
+use crate::transport::tcp::DeadPeerDetection;
 use crate::transport::ws::{self, WsState};
 
 /// Why the server could not start.
@@ -273,6 +275,10 @@ impl Server {
                 });
             }
         }
+        // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
+        // (and its Disconnect run) within a bounded time.
+        let dead_peers = DeadPeerDetection::from_config(&config);
+        let main_listener = main_listener.tap_io(move |stream| dead_peers.apply(stream));
         let stop = stop_accepting.clone();
         tasks.spawn(async move {
             let served = axum::serve(main_listener, main_router.into_make_service_with_connect_info::<SocketAddr>())

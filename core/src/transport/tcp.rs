@@ -1,0 +1,104 @@
+//! Socket options of accepted client connections, so that a peer that vanished is noticed.
+//!
+//! A client whose network path disappears (cable pulled, Wi-Fi gone, a NAT entry dropped, a laptop put to
+//! sleep) sends no close frame, no FIN and no RST. Left alone, the kernel keeps retransmitting the pings
+//! written to it for about 15 minutes before it gives up, and all that time the session, its subscriptions
+//! and its owed Disconnect call hang around. Two kernel timers bound that:
+//!
+//! - `TCP_USER_TIMEOUT`: once data the server sent (a ping, at least every `ping_interval`) has stayed
+//!   unacknowledged for the dead-peer timeout, the kernel aborts the connection;
+//! - TCP keepalive: a connection the server sends nothing to (a client that asked for a long `pi`, or one
+//!   whose Connect call is still running) is probed after half the timeout of silence, a quarter of it
+//!   apart, and aborted once it has been silent for the whole timeout.
+//!
+//! Either abort wakes the connection's read with an error, so the session ends and its Disconnect call runs
+//! like for any other close. Worst case from the moment the peer vanished: `ping_interval` + the timeout for
+//! a pinged client, the timeout + a quarter of it for one that gets no pings.
+//!
+//! This module never fails a connection: an option the system refuses is logged once and the client served.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+
+/// The dead-peer timers set on every accepted client socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeadPeerDetection {
+    /// How long sent data may stay unacknowledged (`TCP_USER_TIMEOUT`).
+    pub(crate) user_timeout: Duration,
+    /// Silence before the first keepalive probe.
+    pub(crate) keepalive_idle: Duration,
+    /// Time between keepalive probes.
+    pub(crate) keepalive_interval: Duration,
+}
+
+/// Probes before a silent connection is dropped when the system has no `TCP_USER_TIMEOUT` (4 probes a
+/// quarter of the timeout apart after half of it: the same 1.5 × bound).
+const KEEPALIVE_PROBES: u32 = 4;
+
+static OPTION_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+impl DeadPeerDetection {
+    /// The timers for `dead_peer_timeout` (see [`Config::effective_dead_peer_timeout`]).
+    pub(crate) fn from_config(config: &Config) -> Self {
+        let timeout = config.effective_dead_peer_timeout();
+        // The kernel takes keepalive times in whole seconds.
+        let fraction = |divisor: u64| Duration::from_secs((timeout.as_secs() / divisor).max(1));
+        Self { user_timeout: timeout, keepalive_idle: fraction(2), keepalive_interval: fraction(4) }
+    }
+
+    /// Sets the timers on one accepted socket.
+    pub(crate) fn apply(&self, stream: &TcpStream) {
+        let socket = SockRef::from(stream);
+        let keepalive = TcpKeepalive::new()
+            .with_time(self.keepalive_idle)
+            .with_interval(self.keepalive_interval)
+            .with_retries(KEEPALIVE_PROBES);
+        let mut result = socket.set_tcp_keepalive(&keepalive);
+        #[cfg(target_os = "linux")]
+        {
+            result = result.and_then(|()| socket.set_tcp_user_timeout(Some(self.user_timeout)));
+        }
+        if let Err(error) = result {
+            if !OPTION_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%error, "cannot set TCP keepalive / user timeout on client sockets; vanished clients are noticed only by the write timeout");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_follow_the_dead_peer_timeout() {
+        let mut config = Config::default();
+        let d = DeadPeerDetection::from_config(&config);
+        assert_eq!(d.user_timeout, Duration::from_secs(10));
+        assert_eq!(d.keepalive_idle, Duration::from_secs(5));
+        assert_eq!(d.keepalive_interval, Duration::from_secs(2));
+        config.set("dead_peer_timeout", "2").unwrap();
+        let d = DeadPeerDetection::from_config(&config);
+        assert_eq!((d.keepalive_idle, d.keepalive_interval), (Duration::from_secs(1), Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_carry_the_timers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let d = DeadPeerDetection::from_config(&Config::default());
+        d.apply(&accepted);
+        let socket = SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(5));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(2));
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(10)));
+    }
+}
