@@ -2,8 +2,9 @@
 //!
 //! Calls leave the queue at most `disconnect_rate` per second and at most `rpc_concurrency` at a time, so a
 //! mass reconnect or a hanging backend cannot flood it. On shutdown the queue is told the deadline as soon as
-//! clients are asked to leave: from then on the pace rises just enough to finish every pending call before
-//! it, while sessions are still ending and queueing theirs. Once every session has ended the queue is
+//! clients are asked to leave: from then on the pace rises just enough to start every pending call within
+//! four fifths of the time to it (the last fifth is for the last calls to finish), while sessions are still
+//! ending and queueing theirs. Once every session has ended the queue is
 //! closed, drains, and the worker stops. The queue is bounded; a full queue makes ending sessions wait rather
 //! than grow memory.
 
@@ -32,14 +33,26 @@ pub(crate) struct DisconnectQueue {
 
 /// Shutdown's handle on the worker.
 pub(crate) struct DrainControl {
-    deadline: watch::Sender<Option<Instant>>,
+    drain: watch::Sender<Option<Drain>>,
     close: oneshot::Sender<()>,
+}
+
+/// The schedule of a shutdown drain.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// Every owed call should have started by then: four fifths of the way from the start of the shutdown to
+    /// the deadline, so the last calls have the rest of the time to finish.
+    aim: Instant,
+    /// Calls still running then are abandoned.
+    deadline: Instant,
 }
 
 impl DrainControl {
     /// From now on, pace calls so that everything queued is done by `deadline`.
     pub(crate) fn hurry(&self, deadline: Instant) {
-        let _ = self.deadline.send(Some(deadline));
+        let now = Instant::now();
+        let aim = now + deadline.saturating_duration_since(now) * 4 / 5;
+        let _ = self.drain.send(Some(Drain { aim, deadline }));
     }
 
     /// No more calls will be queued: finish what is queued (by the deadline) and stop.
@@ -63,10 +76,10 @@ impl DisconnectQueue {
         metrics: Arc<Metrics>,
     ) -> (Self, DrainControl, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(limits.capacity.max(1));
-        let (deadline_tx, deadline_rx) = watch::channel(None);
+        let (drain_tx, drain_rx) = watch::channel(None);
         let (close_tx, close_rx) = oneshot::channel();
-        let worker = run(rx, deadline_rx, close_rx, controller, limits, metrics.clone());
-        (Self { tx, metrics }, DrainControl { deadline: deadline_tx, close: close_tx }, worker)
+        let worker = run(rx, drain_rx, close_rx, controller, limits, metrics.clone());
+        (Self { tx, metrics }, DrainControl { drain: drain_tx, close: close_tx }, worker)
     }
 
     /// Queues one Disconnect call; waits while the queue is full.
@@ -81,7 +94,7 @@ impl DisconnectQueue {
 
 async fn run(
     mut rx: mpsc::Receiver<Job>,
-    mut deadline_rx: watch::Receiver<Option<Instant>>,
+    mut drain_rx: watch::Receiver<Option<Drain>>,
     mut close_rx: oneshot::Receiver<()>,
     controller: Arc<Controller>,
     limits: Limits,
@@ -91,7 +104,7 @@ async fn run(
     let max_in_flight = limits.max_in_flight.max(1);
     let mut closed = false;
     let mut calls = JoinSet::new();
-    let deadline = |rx: &watch::Receiver<Option<Instant>>| *rx.borrow();
+    let drain = |rx: &watch::Receiver<Option<Drain>>| *rx.borrow();
     'jobs: loop {
         let job = tokio::select! {
             biased;
@@ -106,9 +119,9 @@ async fn run(
         Metrics::down(&metrics.disconnect_queue_size);
         // Never more calls in flight than the backend is allowed to serve at once.
         while calls.len() >= max_in_flight {
-            match deadline(&deadline_rx) {
-                Some(at) => {
-                    if tokio::time::timeout_at(at, calls.join_next()).await.is_err() {
+            match drain(&drain_rx) {
+                Some(drain) => {
+                    if tokio::time::timeout_at(drain.deadline, calls.join_next()).await.is_err() {
                         break 'jobs;
                     }
                 }
@@ -124,22 +137,23 @@ async fn run(
             }
         });
         while calls.try_join_next().is_some() {}
-        let wait = match deadline(&deadline_rx) {
+        let wait = match drain(&drain_rx) {
             None => pace,
-            // Shutting down: spread what is left over the time left, never slower than the normal pace. What is
-            // left counts calls queued or waiting to be queued, and clients still connected (they are leaving).
-            Some(at) => {
+            // Shutting down: spread what is left evenly over the time until the aim, never slower than the normal
+            // pace. What is left counts calls queued or waiting to be queued, and clients still connected (they are
+            // leaving). The aim stays fixed: re-aiming at a fraction of the time left on every call would push the
+            // last of thousands of calls right up against the deadline.
+            Some(drain) => {
                 let snapshot = metrics.snapshot();
                 let left = (snapshot.disconnect_queue_size.max(0) + snapshot.clients_num.max(0)) as u32;
-                // Aim at four fifths of the time left, so the last calls finish before the deadline, not on it.
-                pace.min(at.saturating_duration_since(Instant::now()) * 4 / 5 / (left + 1))
+                pace.min(drain.aim.saturating_duration_since(Instant::now()) / (left + 1))
             }
         };
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 // A new deadline changes the pace at once.
-                changed = deadline_rx.changed() => {
+                changed = drain_rx.changed() => {
                     if changed.is_err() {
                         // Shutdown's handle is gone: no deadline will come, keep the normal pace.
                         tokio::time::sleep(wait).await;
@@ -149,9 +163,9 @@ async fn run(
         }
     }
     let abandoned = rx.len();
-    match deadline(&deadline_rx) {
-        Some(at) => {
-            let _ = tokio::time::timeout_at(at, async { while calls.join_next().await.is_some() {} }).await;
+    match drain(&drain_rx) {
+        Some(drain) => {
+            let _ = tokio::time::timeout_at(drain.deadline, async { while calls.join_next().await.is_some() {} }).await;
             if !calls.is_empty() || abandoned > 0 {
                 tracing::warn!(
                     in_flight = calls.len(),
