@@ -1,5 +1,7 @@
 // A small Action Cable application behind AnyCable's gRPC contract (proto/rpc.proto), run in the test
-// process. It records every call it receives so tests can assert on what the server sent.
+// process (`startBackend`) or in a child process a test can kill and restart (`startBackendProcess`). It
+// records every call it receives so tests can assert on what the server sent, and can be told to fail or
+// delay its answers (`disruption`).
 //
 // Connect: cookie `user=<name>` authenticates; no cookie or `user=bad` is rejected (FAILURE +
 // unauthorized disconnect frame); `user=boom` makes the backend fail (ERROR).
@@ -17,7 +19,9 @@
 //   set_state         {cstate, istate}: returned as env changes
 //   whoami            transmits the env (cstate, istate, url) and connection identifiers it received
 //   kick              transmits {"bye":true} and asks for disconnect
+import { fork } from 'node:child_process'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import grpc from '@grpc/grpc-js'
 import protoLoader from '@grpc/proto-loader'
 import { eventually, freePort, repoRoot, WAIT_MS } from './harness.js'
@@ -54,6 +58,11 @@ export class Backend {
     this.port = port
     this.calls = []
     this.server = null
+    // How calls are answered while it is set (a test may change it at any time): `{ code }` fails every call
+    // with that gRPC status code, `{ delayMs }` answers every call that much later. Calls are recorded either way.
+    this.disruption = null
+    // Called with every recorded call (the child process of `BackendProcess` hands them to its parent).
+    this.onCall = null
   }
 
   /** Every recorded call of one method ('Connect' | 'Command' | 'Disconnect'), optionally filtered. */
@@ -98,12 +107,23 @@ export class Backend {
 
   #answer (method, call, callback, handle) {
     const sid = call.metadata.get('sid')[0]
-    this.calls.push({ method, request: call.request, sid: sid === undefined ? undefined : String(sid), at: Date.now() })
-    try {
-      callback(null, handle())
-    } catch (err) {
-      callback(err)
+    const record = { method, request: call.request, sid: sid === undefined ? undefined : String(sid), at: Date.now() }
+    this.calls.push(record)
+    this.onCall?.(record)
+    const { code, delayMs } = this.disruption ?? {}
+    if (code !== undefined) {
+      callback({ code, details: `the test backend fails ${method} with status ${code}` })
+      return
     }
+    const reply = () => {
+      try {
+        callback(null, handle())
+      } catch (err) {
+        callback(err)
+      }
+    }
+    if (delayMs) setTimeout(reply, delayMs)
+    else reply()
   }
 
   connect (call) {
@@ -209,5 +229,70 @@ export class Backend {
 /** Starts a backend on `port` (default: a free one). */
 export async function startBackend ({ port } = {}) {
   const backend = new Backend(port ?? (await freePort()))
+  return backend.start()
+}
+
+const CHILD_PATH = fileURLToPath(new URL('./backend-child.js', import.meta.url))
+
+/**
+ * The same backend in a child process of its own, for outages a test causes for real: `kill()` is a SIGKILL
+ * (the process and its sockets vanish as in a crash), and `start()` again brings it back on the same port.
+ * The calls the child receives are recorded here, so `callsOf` and the other queries work as on `Backend`.
+ */
+export class BackendProcess extends Backend {
+  constructor (port) {
+    super(port)
+    this.child = null
+  }
+
+  async start () {
+    const child = fork(CHILD_PATH, [String(this.port)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child = child
+    this.exited = new Promise((resolve) => child.once('exit', resolve))
+    child.on('message', (message) => {
+      if (message.call) this.calls.push(message.call)
+    })
+    const ready = await new Promise((resolve) => {
+      child.on('message', (message) => {
+        if (message.listening || message.error) resolve(message)
+      })
+      this.exited.then((code) => resolve({ error: `exited with ${code}` }))
+    })
+    if (ready.error) throw new Error(`the backend process could not serve on port ${this.port}: ${ready.error}`)
+    return this
+  }
+
+  /** Sets how the child answers from now on (see `Backend#disruption`); resolves once it applies. */
+  async disrupt (disruption) {
+    const applied = new Promise((resolve) => {
+      const onMessage = (message) => {
+        if (message.disrupted) {
+          this.child.off('message', onMessage)
+          resolve()
+        }
+      }
+      this.child.on('message', onMessage)
+    })
+    this.child.send({ disruption })
+    await applied
+  }
+
+  /** SIGKILL: the backend is gone at once, in the middle of whatever it was doing. */
+  async kill () {
+    if (!this.child) return
+    const child = this.child
+    this.child = null
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await this.exited
+  }
+
+  stop () {
+    return this.kill()
+  }
+}
+
+/** Starts a backend process on `port` (default: a free one). */
+export async function startBackendProcess ({ port } = {}) {
+  const backend = new BackendProcess(port ?? (await freePort()))
   return backend.start()
 }

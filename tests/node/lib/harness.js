@@ -103,8 +103,9 @@ export function scenario (name, fn, { timeout = 20000 } = {}) {
 // --- the ferrocable process ---------------------------------------------------------------------
 
 export class FerrocableProcess {
-  constructor ({ child, port, broadcastPort }) {
+  constructor ({ child, host = '127.0.0.1', port, broadcastPort }) {
     this.child = child
+    this.host = host
     this.port = port
     this.broadcastPort = broadcastPort
     this.logLines = []
@@ -133,10 +134,10 @@ export class FerrocableProcess {
     return this.logLines.join('\n')
   }
 
-  /** ws://127.0.0.1:<port>/cable with optional query parameters. */
+  /** ws://<host>:<port>/cable with optional query parameters. */
   url (query = {}, pathname = '/cable') {
     const qs = new URLSearchParams(query).toString()
-    return `ws://127.0.0.1:${this.port}${pathname}${qs ? `?${qs}` : ''}`
+    return `ws://${this.host}:${this.port}${pathname}${qs ? `?${qs}` : ''}`
   }
 
   get running () {
@@ -163,9 +164,9 @@ process.on('exit', () => {
   for (const server of allServers) if (server.running) server.child.kill('SIGKILL')
 })
 
-function tcpReachable (port) {
+function tcpReachable (host, port) {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port })
+    const socket = net.connect({ host, port })
     socket.once('connect', () => {
       socket.destroy()
       resolve(true)
@@ -180,13 +181,15 @@ function tcpReachable (port) {
  *
  * - `rpcPort`: gRPC backend port (omitted => no `--rpc_host` flag, e.g. in public mode)
  * - `publicMode`: adds `--public` and no broadcast key
+ * - `host`, `port`, `broadcastPort`: where to listen (default loopback and free ports; the same ports as a
+ *   process that has exited restart the server in its place)
  * - `args`: extra flags, e.g. ['--headers', 'cookie,x-api-token']
  */
-export async function startServer ({ rpcPort, publicMode = false, pingInterval = 1, args = [] } = {}) {
-  const port = await freePort()
-  const broadcastPort = await freePort()
+export async function startServer ({ rpcPort, publicMode = false, pingInterval = 1, host = '127.0.0.1', port, broadcastPort, args = [] } = {}) {
+  port ??= await freePort()
+  broadcastPort ??= await freePort()
   const flags = [
-    '--host', '127.0.0.1',
+    '--host', host,
     '--port', String(port),
     '--http_broadcast_port', String(broadcastPort),
     '--ping_interval', String(pingInterval)
@@ -200,7 +203,7 @@ export async function startServer ({ rpcPort, publicMode = false, pingInterval =
   const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ANYCABLE_') && k !== 'PORT'))
   // The suite folder has no anycable.toml, so no config file is picked up by default.
   const child = spawn(binaryPath, flags, { cwd: suiteDir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] })
-  const server = new FerrocableProcess({ child, port, broadcastPort })
+  const server = new FerrocableProcess({ child, host, port, broadcastPort })
   let spawnError = null
   child.once('error', (err) => { spawnError = err })
 
@@ -209,9 +212,9 @@ export async function startServer ({ rpcPort, publicMode = false, pingInterval =
     if (spawnError) throw new Error(`cannot start ${binaryPath}: ${spawnError.message} (build it with: cargo build -p ferrocable)`)
     if (!server.running) throw new Error(`ferrocable exited with ${JSON.stringify(server.exitStatus)} before becoming ready (${binaryPath} ${flags.join(' ')})\n${server.log}`)
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/health`)
+      const res = await fetch(`http://${host}:${port}/health`)
       await res.arrayBuffer()
-      if (res.status === 200 && (await tcpReachable(broadcastPort))) return server
+      if (res.status === 200 && (await tcpReachable(host, broadcastPort))) return server
     } catch {}
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
@@ -232,7 +235,7 @@ export async function broadcast (server, publication, { key = BROADCAST_KEY } = 
   const headers = { 'content-type': 'application/json' }
   if (key !== null) headers.authorization = `Bearer ${key}`
   const body = typeof publication === 'string' ? publication : JSON.stringify(publication)
-  const res = await fetch(`http://127.0.0.1:${server.broadcastPort}/_broadcast`, { method: 'POST', headers, body })
+  const res = await fetch(`http://${server.host}:${server.broadcastPort}/_broadcast`, { method: 'POST', headers, body })
   return { status: res.status, body: await res.text() }
 }
 

@@ -1,9 +1,9 @@
-// Server-initiated endings and backend outages: remote disconnect, graceful shutdown on SIGTERM, and a
-// gRPC backend that is down and comes back.
+// Server-initiated endings: remote disconnect and graceful shutdown on SIGTERM. Restarts are in
+// restart.test.js, backend outages in backend-failures.test.js.
 import assert from 'node:assert/strict'
 import { after, before } from 'node:test'
-import { Backend, startBackend, identifiersFor } from '../lib/backend.js'
-import { eventually, freePort, remoteDisconnect, scenario, startServer, unique } from '../lib/harness.js'
+import { startBackend, identifiersFor } from '../lib/backend.js'
+import { eventually, remoteDisconnect, scenario, startServer, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
 
 let backend
@@ -75,31 +75,3 @@ scenario('SIGTERM sends server_restart to every client, calls Disconnect for eac
   assert.deepEqual(first.request.subscriptions, [id])
   assert.deepEqual(second.request.subscriptions, [])
 })
-
-scenario('a connection while the gRPC backend is down closes with 1011; the server recovers once it is up', async () => {
-  const rpcPort = await freePort()
-  const server = await startServer({ rpcPort })
-  const late = new Backend(rpcPort)
-  try {
-    const client = await RawClient.open(server.url(), { user: unique('early') })
-    const { code } = await client.waitForClose({ timeout: 20000 })
-    assert.equal(code, 1011)
-    const health = await fetch(`http://127.0.0.1:${server.port}/health`)
-    assert.equal(health.status, 200, 'the server keeps running')
-
-    await late.start()
-    const user = unique('late')
-    const recovered = await eventually(async () => {
-      const attempt = await RawClient.open(server.url(), { user })
-      const first = await Promise.race([attempt.next({ timeout: 20000 }).catch(() => null), attempt.closed.then(() => null)])
-      if (first && first.type === 'welcome') return attempt
-      attempt.terminate()
-      return null
-    }, { timeout: 25000, interval: 200, what: 'a welcome once the backend is up' })
-    const id = await recovered.subscribeConfirmed({ channel: 'BareChannel' })
-    await recovered.roundTrip(id)
-  } finally {
-    await server.stop()
-    await late.stop()
-  }
-}, { timeout: 60000 })
