@@ -15,6 +15,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # the browser test of the chat demo (driven by playwright-core, which downloads no browser itself).
 # The protobuf definitions are compiled by a pure-Rust compiler, so no protoc is needed.
 apt_packages=(build-essential pkg-config ca-certificates chromium redis-server nats-server)
+# The dead-peer test of the Node suite puts a client in a network namespace joined by a veth pair (`ip netns`).
+apt_packages+=(iproute2)
 # Ruby gem and its suite: Ruby 3.1 headers and libclang for the extension (magnus / rb-sys), and every gem
 # the gem, its Rails integration, the dummy app and the Ruby suite use (no gem server is needed).
 apt_packages+=(ruby ruby-dev libclang-dev rake ruby-bundler ruby-rails ruby-actioncable puma ruby-sqlite3
