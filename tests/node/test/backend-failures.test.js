@@ -100,7 +100,7 @@ scenario('backend killed mid-call and restarted: connected clients keep their st
   }
 }, { timeout: 60000 })
 
-scenario('RESOURCE_EXHAUSTED and UNAVAILABLE answers are retried 5 times, then Connect closes with 1011 and a command gets no frame', async () => {
+scenario('RESOURCE_EXHAUSTED and UNAVAILABLE answers are retried 5 times, then Connect closes with 1011 and a command gets no frame', async (t) => {
   const backend = await backendProcess()
   const server = await startServer({ rpcPort: backend.port })
   try {
@@ -109,7 +109,9 @@ scenario('RESOURCE_EXHAUSTED and UNAVAILABLE answers are retried 5 times, then C
     for (const [name, code] of Object.entries(GRPC)) {
       await backend.disrupt({ code })
       const refused = unique(name.toLowerCase())
+      const started = Date.now()
       assert.equal((await closeOfConnect(server, refused)).code, 1011, `${name}: Connect closes with 1011`)
+      t.diagnostic(`${name}: Connect closed with 1011 ${Date.now() - started} ms after the socket opened`)
       const room = unique(name.toLowerCase())
       const identifier = client.subscribe({ channel: 'ChatChannel', room })
       await server.waitForLog(new RegExp(`command failed.*${room}`), { timeout: 10000 })
@@ -133,7 +135,7 @@ scenario('RESOURCE_EXHAUSTED and UNAVAILABLE answers are retried 5 times, then C
   }
 }, { timeout: 60000 })
 
-scenario('a backend slower than rpc_request_timeout: the call fails at the timeout without retries, its late answer is dropped, and the connection works again', async () => {
+scenario('a backend slower than rpc_request_timeout: the call fails at the timeout without retries, its late answer is dropped, and the connection works again', async (t) => {
   const TIMEOUT_MS = 500
   const DELAY_MS = 3000
   const backend = await backendProcess()
@@ -149,6 +151,7 @@ scenario('a backend slower than rpc_request_timeout: the call fails at the timeo
     const started = Date.now()
     assert.equal((await closeOfConnect(server, refused, { timeout: DELAY_MS })).code, 1011)
     const closedAfter = Date.now() - started
+    t.diagnostic(`slow backend: Connect closed with 1011 ${closedAfter} ms after the socket opened (rpc_request_timeout ${TIMEOUT_MS} ms)`)
     assert.ok(closedAfter < DELAY_MS - 500, `Connect closed ${closedAfter} ms after it started: at the timeout, not at the backend's answer`)
     await server.waitForLog(/command failed.*timed out/)
     assert.equal(backend.callsOf('Connect', isUser(refused)).length, 1, 'a timed-out call is not retried')

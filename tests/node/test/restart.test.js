@@ -58,13 +58,14 @@ function webClient (url, { user, room }) {
 
 const isUser = (user) => (r) => (r.env?.headers?.cookie ?? '') === `user=${user}`
 
-scenario('graceful restart: 50 @anycable/web clients get server_restart, reconnect to the new process on the same port and resubscribe', async () => {
+scenario('graceful restart: 50 @anycable/web clients get server_restart, reconnect to the new process on the same port and resubscribe', async (t) => {
   const CLIENTS = 50
   const room = unique('room')
   const first = await startServer({ rpcPort: backend.port })
   const clients = Array.from({ length: CLIENTS }, () => webClient(first.url(), { user: unique('web'), room }))
   await Promise.all(clients.map((c) => c.channel.ensureSubscribed()))
 
+  const stopped = Date.now()
   const status = await first.stop({ timeout: 15000 })
   assert.deepEqual(status, { code: 0, signal: null }, 'the old process exits cleanly')
   for (const client of clients) {
@@ -82,6 +83,8 @@ scenario('graceful restart: 50 @anycable/web clients get server_restart, reconne
       interval: 100,
       what: 'every client to reconnect and resubscribe'
     })
+    const resubscribed = Math.max(...clients.map((c) => backend.commandsFor(c.user, (r) => r.command === 'subscribe')[1].at))
+    t.diagnostic(`${CLIENTS} clients resubscribed ${resubscribed - stopped} ms after SIGTERM to the old process`)
     for (const client of clients) {
       assert.equal(backend.callsOf('Connect', isUser(client.user)).length, 2, `${client.user}: one Connect per process`)
       const subscribes = backend.commandsFor(client.user, (r) => r.command === 'subscribe')
