@@ -58,6 +58,7 @@ export interface ServerOptions {
   enatsTrace?: boolean
   pingInterval?: number
   pingTimestampPrecision?: 's' | 'ms' | 'ns'
+  deadPeerTimeout?: number
   disconnectRate?: number
   disconnectMode?: 'auto' | 'always' | 'never'
   disconnectBacklogSize?: number
