@@ -248,12 +248,18 @@ impl OptionSpec {
     pub fn env_var(&self) -> String {
         format!("ANYCABLE_{}", self.name.to_ascii_uppercase())
     }
+
+    /// Whether the value is a secret that help texts, logs and `--print-config` must never show.
+    pub fn is_secret(&self) -> bool {
+        is_secret(self.name)
+    }
 }
 
 macro_rules! options {
     ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:literal, $switch:literal; )*) => {
-        /// Every server option. Build with [`Config::default`] and [`Config::set`].
-        #[derive(Debug, Clone)]
+        /// Every server option. Build with [`Config::default`] and [`Config::set`]. Its `Debug` form hides
+        /// secrets like [`Config::describe`] does.
+        #[derive(Clone)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $name: $ty, )*
         }
@@ -310,8 +316,18 @@ options! {
     path: Vec<String> = "/cable", false;
     /// Allowed Origin host names, comma-separated, `*` wildcards; empty allows any
     allowed_origins: Vec<String> = "", false;
+    /// TLS certificate chain (PEM file) of every listener: wss:// and https://; needs ssl_key
+    ssl_cert: Option<String> = "", false;
+    /// Private key (PEM file) of ssl_cert
+    ssl_key: Option<String> = "", false;
     /// gRPC backend address (host:port)
     rpc_host: String = "localhost:50051", false;
+    /// Connect to the gRPC backend over TLS (on by itself when rpc_tls_root_ca is set)
+    rpc_enable_tls: bool = "false", true;
+    /// Verify the gRPC backend's certificate and host name; false is for development only
+    rpc_tls_verify: bool = "true", true;
+    /// CA certificate(s) the gRPC backend's certificate must chain to: a PEM file path or PEM contents; system CAs when unset
+    rpc_tls_root_ca: Option<String> = "", false;
     /// Do not use an RPC backend at all
     norpc: bool = "false", true;
     /// Request headers forwarded to the backend, comma-separated
@@ -493,12 +509,32 @@ impl Config {
                     .into(),
             });
         }
+        match (&self.ssl_cert, &self.ssl_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Inconsistent {
+                    name: "ssl_key",
+                    reason: "ssl_cert is set: give the private key of that certificate too (or neither)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Inconsistent {
+                    name: "ssl_cert",
+                    reason: "ssl_key is set: give the certificate of that key too (or neither)".into(),
+                });
+            }
+            _ => {}
+        }
         let grpc_target = self.rpc_host.strip_prefix("grpc://").unwrap_or(&self.rpc_host).to_owned();
         if grpc_target.contains("://") {
+            // AnyCable has no TLS scheme for rpc_host; say how TLS is asked for instead.
+            let hint = match grpc_target.split("://").next() {
+                Some("grpcs" | "https") => "; for TLS give host:port and set rpc_enable_tls",
+                _ => "",
+            };
             return Err(ConfigError::Inconsistent {
                 name: "rpc_host",
                 reason: format!(
-                    "{:?}: only gRPC backends (host:port or grpc://host:port) are supported",
+                    "{:?}: only gRPC backends (host:port or grpc://host:port) are supported{hint}",
                     self.rpc_host
                 ),
             });
@@ -605,6 +641,16 @@ impl Config {
         !self.norpc
     }
 
+    /// Whether the gRPC client uses TLS: asked for with `rpc_enable_tls`, or implied by a root CA (as in AnyCable).
+    pub fn rpc_tls_enabled(&self) -> bool {
+        self.rpc_enable_tls || self.rpc_tls_root_ca.is_some()
+    }
+
+    /// Whether the listeners serve TLS (`ssl_cert` and `ssl_key`).
+    pub fn tls_listener(&self) -> bool {
+        self.ssl_cert.is_some() && self.ssl_key.is_some()
+    }
+
     /// `rpc_request_timeout` as a duration, `None` when unset.
     pub fn rpc_timeout(&self) -> Option<Duration> {
         (self.rpc_request_timeout > 0).then(|| Duration::from_millis(self.rpc_request_timeout))
@@ -624,17 +670,32 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for spec in OPTIONS {
-            let value = self.get(spec.name).unwrap_or_default();
-            let shown = if is_secret(spec.name) && !value.is_empty() && value != "none" {
-                "[hidden]".to_owned()
-            } else if matches!(spec.name, "redis_url" | "nats_servers") {
-                value.split(',').map(redact_url).collect::<Vec<_>>().join(",")
-            } else {
-                value
-            };
-            let _ = writeln!(out, "{} = {:?}", spec.name, shown);
+            let _ = writeln!(out, "{} = {:?}", spec.name, self.shown(spec.name));
         }
         out
+    }
+
+    /// An option's value as logs and `--print-config` may show it: secrets and URL passwords hidden.
+    fn shown(&self, name: &str) -> String {
+        let value = self.get(name).unwrap_or_default();
+        if is_secret(name) && !value.is_empty() && value != "none" {
+            "[hidden]".to_owned()
+        } else if matches!(name, "redis_url" | "nats_servers") {
+            value.split(',').map(redact_url).collect::<Vec<_>>().join(",")
+        } else {
+            value
+        }
+    }
+}
+
+/// `{:?}` of a configuration must be as safe to log as `--print-config`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Config");
+        for spec in OPTIONS {
+            out.field(spec.name, &self.shown(spec.name));
+        }
+        out.finish()
     }
 }
 
@@ -846,6 +907,65 @@ mod tests {
         assert!(!text.contains("turbokey"));
         assert!(text.contains("secret = \"[hidden]\""));
         assert!(text.contains("jwt_secret = \"[hidden]\""));
+    }
+
+    #[test]
+    fn debug_form_hides_secrets_too() {
+        let mut c = Config::default();
+        for name in ["secret", "broadcast_key", "jwt_secret", "streams_secret", "turbo_streams_secret"] {
+            c.set(name, &format!("value-of-{name}")).unwrap();
+        }
+        c.set("redis_url", "redis://u:pw@h:1/2").unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("value-of-") && !text.contains(":pw@"), "{text}");
+        assert!(text.contains("jwt_secret: \"[hidden]\"") && text.contains("port: \"8080\""), "{text}");
+        assert!(OPTIONS.iter().filter(|o| o.is_secret()).count() == 5);
+    }
+
+    #[test]
+    fn ssl_cert_and_ssl_key_are_given_together_or_not_at_all() {
+        let c = Config::default().finalize().unwrap();
+        assert!(!c.tls_listener());
+        let mut c = Config::default();
+        c.set("ssl_cert", "/etc/cert.pem").unwrap();
+        let err = c.clone().finalize().unwrap_err().to_string();
+        assert!(err.contains("`ssl_key`") && err.contains("ssl_cert is set"), "{err}");
+        c.set("ssl_key", "/etc/key.pem").unwrap();
+        assert!(c.clone().finalize().unwrap().tls_listener());
+        c.set("ssl_cert", "").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("`ssl_cert`") && err.contains("ssl_key is set"), "{err}");
+    }
+
+    #[test]
+    fn grpc_tls_is_asked_for_or_implied_by_a_root_ca() {
+        let c = Config::default();
+        assert!(!c.rpc_enable_tls && c.rpc_tls_verify && c.rpc_tls_root_ca.is_none());
+        assert!(!c.rpc_tls_enabled());
+        let mut c = Config::default();
+        c.set("rpc_enable_tls", "true").unwrap();
+        assert!(c.rpc_tls_enabled());
+        let mut c = Config::default();
+        c.set("rpc_tls_root_ca", "/etc/ca.pem").unwrap();
+        assert!(c.rpc_tls_enabled(), "a root CA implies TLS, as in AnyCable");
+        c.set("rpc_tls_verify", "false").unwrap();
+        assert!(!c.rpc_tls_verify);
+        let err = Config::default().set("rpc_tls_verify", "maybe").unwrap_err().to_string();
+        assert!(err.contains("`rpc_tls_verify`"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_scheme_in_rpc_host_points_to_rpc_enable_tls() {
+        for host in ["grpcs://backend:50051", "https://backend:50051"] {
+            let mut c = Config::default();
+            c.set("rpc_host", host).unwrap();
+            let err = c.finalize().unwrap_err().to_string();
+            assert!(err.contains("`rpc_host`") && err.contains("set rpc_enable_tls"), "{err}");
+        }
+        let mut c = Config::default();
+        c.set("rpc_host", "ws://backend").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("`rpc_host`") && !err.contains("rpc_enable_tls"), "{err}");
     }
 
     #[test]

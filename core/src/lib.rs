@@ -32,6 +32,7 @@ pub mod protocol;
 mod pubsub;
 mod server;
 mod session;
+mod tls;
 pub mod transport;
 
 /// The rpc.proto messages and gRPC service, generated at build time from `proto/rpc.proto`.

@@ -10,9 +10,10 @@ use crate::config::{Config, LogFormat};
 /// when the process already has a subscriber (an earlier server, or the host's own), which is kept.
 pub fn init(config: &Config) -> bool {
     let level = if config.debug { "debug" } else { config.log_level.as_str() };
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(format!("{level},h2=warn,hyper=warn,tower=warn,async_nats=warn"))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{level},h2=warn,hyper=warn,tower=warn,async_nats=warn,rustls=warn"
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

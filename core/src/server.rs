@@ -37,6 +37,7 @@ use crate::protocol;
 use crate::pubsub::PubSub;
 use crate::session::SessionDeps;
 use crate::transport::tcp::DeadPeerDetection;
+use crate::transport::tls::TlsListener;
 use crate::transport::ws::{self, WsState};
 
 /// Why the server could not start.
@@ -133,6 +134,8 @@ impl Server {
     /// the gRPC backend at `rpc_host` is used unless `norpc` is set.
     pub async fn start(config: Config, handler: Option<Arc<dyn Handler>>) -> Result<Self, StartError> {
         let config = Arc::new(config.finalize()?);
+        // Certificate problems stop the start before anything is bound or spawned.
+        let listener_tls = crate::tls::listener_config(&config)?;
         // Before anything connects to it; dropped (and so killed) if a later step fails.
         let embedded_nats = match config.embed_nats {
             true => Some(EmbeddedNats::start(&config).await.map_err(|e| StartError::Engine(e.to_string()))?),
@@ -152,11 +155,13 @@ impl Server {
                         host: config.rpc_host.clone(),
                         concurrency: config.rpc_concurrency,
                         request_timeout: config.rpc_timeout(),
+                        tls: crate::tls::rpc_client_config(&config)?,
                     },
                     metrics.clone(),
                 )
                 .map_err(|e| StartError::Rpc(e.to_string()))?;
-                (Some(Arc::new(grpc) as Arc<dyn Handler>), format!("grpc://{}", config.rpc_host))
+                let tls = if config.rpc_tls_enabled() { " (TLS)" } else { "" };
+                (Some(Arc::new(grpc) as Arc<dyn Handler>), format!("grpc://{}{tls}", config.rpc_host))
             }
             None => (None, "none".to_owned()),
         };
@@ -245,15 +250,7 @@ impl Server {
                 let host =
                     if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
                 let listener = bind(host, config.metrics_port).await?;
-                let stop = stop_accepting.clone();
-                tasks.spawn(async move {
-                    let served = axum::serve(listener, metrics_routes.into_make_service())
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "metrics listener failed");
-                    }
-                });
+                serve(&tasks, listener, listener_tls.clone(), metrics_routes, stop_accepting.clone(), None, "metrics");
             }
         }
         let mut broadcast_addr = None;
@@ -264,30 +261,21 @@ impl Server {
             } else {
                 let listener = bind(&config.host, config.http_broadcast_port).await?;
                 broadcast_addr = listener.local_addr().ok();
-                let stop = stop_accepting.clone();
-                tasks.spawn(async move {
-                    let served = axum::serve(listener, broadcast_routes.into_make_service())
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "broadcast listener failed");
-                    }
-                });
+                serve(
+                    &tasks,
+                    listener,
+                    listener_tls.clone(),
+                    broadcast_routes,
+                    stop_accepting.clone(),
+                    None,
+                    "broadcast",
+                );
             }
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
         // (and its Disconnect run) within a bounded time.
-        let dead_peers = DeadPeerDetection::from_config(&config);
-        let main_listener = main_listener.tap_io(move |stream| dead_peers.apply(stream));
-        let stop = stop_accepting.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(main_listener, main_router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "main listener failed");
-            }
-        });
+        let dead_peers = Some(DeadPeerDetection::from_config(&config));
+        serve(&tasks, main_listener, listener_tls.clone(), main_router, stop_accepting.clone(), dead_peers, "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
         }
@@ -302,11 +290,12 @@ impl Server {
             tasks.spawn(log_stats(shared.clone(), every, stop_tasks.clone()));
         }
 
-        let urls: Vec<String> = config.path.iter().map(|p| format!("ws://{local_addr}{p}")).collect();
+        let (ws, http) = if listener_tls.is_some() { ("wss", "https") } else { ("ws", "http") };
+        let urls: Vec<String> = config.path.iter().map(|p| format!("{ws}://{local_addr}{p}")).collect();
         let urls = urls.join(", ");
         let mut broadcast_info = match (broadcast_addr, config.broadcast_key()) {
-            (Some(addr), Some(_)) => format!("http://{addr}{} (key required)", config.http_broadcast_path),
-            (Some(addr), None) => format!("http://{addr}{} (no auth)", config.http_broadcast_path),
+            (Some(addr), Some(_)) => format!("{http}://{addr}{} (key required)", config.http_broadcast_path),
+            (Some(addr), None) => format!("{http}://{addr}{} (no auth)", config.http_broadcast_path),
             (None, _) => String::new(),
         };
         for adapter in config.broadcast_adapter.iter().filter(|a| a.as_str() != "http") {
@@ -454,6 +443,38 @@ async fn start_broadcasters(
         tasks.spawn(nats::run(broadcaster, shared.clone(), stop.clone()));
     }
     Ok(())
+}
+
+/// Serves `router` on `listener` until `stop`, over TLS when the listeners have a certificate. Every router gets
+/// the peer address, which the WebSocket upgrade forwards as `REMOTE_ADDR`.
+fn serve(
+    tasks: &TaskTracker,
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    router: Router,
+    stop: CancellationToken,
+    dead_peers: Option<DeadPeerDetection>,
+    what: &'static str,
+) {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = stop.cancelled_owned();
+    tasks.spawn(async move {
+        let served = match tls {
+            None => {
+                let listener = listener.tap_io(move |tcp| dead_peers.iter().for_each(|d| d.apply(tcp)));
+                axum::serve(listener, app).with_graceful_shutdown(stopped).await
+            }
+            // `tap_io` is also how axum hands the peer address of a listener of our own to `ConnectInfo`.
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls)
+                    .tap_io(move |stream| dead_peers.iter().for_each(|d| d.apply(stream.get_ref().0)));
+                axum::serve(listener, app).with_graceful_shutdown(stopped).await
+            }
+        };
+        if let Err(error) = served {
+            tracing::error!(%error, "{what} listener failed");
+        }
+    });
 }
 
 /// Pending connections the kernel queues per listener. The common default (128) overflows under a connect storm,

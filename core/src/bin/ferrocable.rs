@@ -39,6 +39,10 @@ fn command() -> Command {
         if spec.switch {
             arg = arg.num_args(0..=1).default_missing_value("true").require_equals(true);
         }
+        if spec.is_secret() {
+            // `--help` would otherwise print `[env: ANYCABLE_SECRET=<the secret>]`.
+            arg = arg.hide_env_values(true);
+        }
         cmd = cmd.arg(arg);
     }
     cmd

@@ -3,15 +3,23 @@
 //! Caps in-flight calls at `rpc_concurrency`, applies `rpc_request_timeout` to each call (retries included),
 //! retries Unavailable/ResourceExhausted with exponential backoff a bounded number of times, and warns about
 //! an unreachable backend at most once per interval. The channel connects lazily, so the server starts and
-//! keeps serving while the backend is down and recovers by itself when it returns.
+//! keeps serving while the backend is down and recovers by itself when it returns. With TLS on, each
+//! connection of the channel is a rustls session checked against the host of `rpc_host`.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request};
 
 use super::{
@@ -38,6 +46,8 @@ pub struct GrpcOptions {
     pub host: String,
     pub concurrency: usize,
     pub request_timeout: Option<Duration>,
+    /// TLS towards the backend (`rpc_enable_tls`); `None` speaks plain HTTP/2.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// The gRPC backend client.
@@ -53,16 +63,21 @@ pub struct GrpcHandler {
 impl GrpcHandler {
     /// Creates the client; no connection is made until the first call.
     pub fn new(options: GrpcOptions, metrics: Arc<Metrics>) -> Result<Self, HandlerError> {
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
         let target =
-            if options.host.contains("://") { options.host.clone() } else { format!("http://{}", options.host) };
+            if options.host.contains("://") { options.host.clone() } else { format!("{scheme}://{}", options.host) };
         let endpoint = Endpoint::from_shared(target.clone())
             .map_err(|e| HandlerError::Failed(format!("invalid rpc_host {:?}: {e}", options.host)))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        let channel = match options.tls {
+            None => endpoint.connect_lazy(),
+            Some(config) => endpoint.connect_with_connector_lazy(TlsConnector::new(config, endpoint.uri())?),
+        };
         Ok(Self {
-            client: RpcClient::new(endpoint.connect_lazy()),
+            client: RpcClient::new(channel),
             permits: Semaphore::new(options.concurrency.max(1)),
             request_timeout: options.request_timeout,
             metrics,
@@ -151,6 +166,44 @@ impl Handler for GrpcHandler {
         request: DisconnectRequest,
     ) -> Result<DisconnectResponse, HandlerError> {
         self.call(ctx, request, |mut c, r| async move { c.disconnect(r).await }).await
+    }
+}
+
+/// Opens the channel's connections over TLS: TCP to the host and port of `rpc_host`, then a rustls handshake
+/// that checks the certificate against that host.
+#[derive(Clone)]
+struct TlsConnector {
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl TlsConnector {
+    fn new(config: Arc<ClientConfig>, target: &Uri) -> Result<Self, HandlerError> {
+        let host = target.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            HandlerError::Failed(format!("rpc_host {host:?} cannot be checked against a certificate: {e}"))
+        })?;
+        Ok(Self { tls: config.into(), server_name })
+    }
+}
+
+impl tower_service::Service<Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (tls, server_name) = (self.tls.clone(), self.server_name.clone());
+        Box::pin(async move {
+            let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
+            let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(443))).await?;
+            tcp.set_nodelay(true)?;
+            Ok(TokioIo::new(tls.connect(server_name, tcp).await?))
+        })
     }
 }
 

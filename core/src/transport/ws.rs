@@ -81,7 +81,8 @@ pub(crate) async fn upgrade(
         .map(str::to_owned)
         .unwrap_or_else(generate_sid)
         .into();
-    let env = RequestEnv { url: request_url(&headers, &uri), headers: forwarded_headers(&headers, config, peer) };
+    let url = request_url(&headers, &uri, config.tls_listener());
+    let env = RequestEnv { url, headers: forwarded_headers(&headers, config, peer) };
     // Only read when JWT identification is on; the token is handed to Connect and dropped after it.
     let token =
         state.deps.controller.reads_tokens().then(|| connection_token(&headers, &query, &config.jwt_param)).flatten();
@@ -353,10 +354,11 @@ pub(crate) fn timestamp(precision: PingPrecision) -> u128 {
 }
 
 /// The URL as the client used it: `http(s)://host/path?query`.
-fn request_url(headers: &HeaderMap, uri: &Uri) -> String {
+fn request_url(headers: &HeaderMap, uri: &Uri, tls: bool) -> String {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
         Some("https") | Some("wss") => "https",
+        _ if tls => "https",
         _ => "http",
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -559,6 +561,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, "example.com:8080".parse().unwrap());
         let uri: Uri = "/cable?token=1&pi=2".parse().unwrap();
-        assert_eq!(request_url(&headers, &uri), "http://example.com:8080/cable?token=1&pi=2");
+        assert_eq!(request_url(&headers, &uri, false), "http://example.com:8080/cable?token=1&pi=2");
+        assert_eq!(request_url(&headers, &uri, true), "https://example.com:8080/cable?token=1&pi=2", "over TLS");
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod engines;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -171,15 +172,25 @@ impl Rpc for ChatApp {
 pub async fn start_grpc_backend(app: ChatApp) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let handle = tokio::spawn(async move {
+    (addr, serve_grpc(app, tokio_stream::wrappers::TcpListenerStream::new(listener)))
+}
+
+/// Serves the app over gRPC on the connections `incoming` yields, until the returned task is aborted.
+pub fn serve_grpc<IO, IE>(
+    app: ChatApp,
+    incoming: impl futures_util::Stream<Item = Result<IO, IE>> + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(RpcServer::new(app))
             .serve_with_incoming(incoming)
             .await
             .unwrap();
-    });
-    (addr, handle)
+    })
 }
 
 /// A config for tests: loopback, free ports, fast pings.
@@ -260,6 +271,25 @@ impl Client {
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         Self { ws }
+    }
+
+    /// Connects to a `wss://` URL trusting what `tls` trusts; the error is the handshake's when it fails, and
+    /// a handshake that takes longer than [`TIMEOUT`] is a test failure.
+    pub async fn connect_tls(
+        url: &str,
+        cookie: Option<&str>,
+        tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "actioncable-v1-json".parse().unwrap());
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("Cookie", cookie.parse().unwrap());
+        }
+        let connector = tokio_tungstenite::Connector::Rustls(tls);
+        let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
+        let (ws, _) =
+            tokio::time::timeout(TIMEOUT, connect).await.expect("no TLS and WebSocket handshake within 5s")?;
+        Ok(Self { ws })
     }
 
     /// Connects with extra request headers; a `Sec-WebSocket-Protocol` given here replaces the default one.
@@ -383,8 +413,20 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// A minimal HTTP/1.0 request over loopback; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    http_over(stream, addr, method, path, headers, body).await
+}
+
+/// The request of [`http`] over a connection already made (e.g. a TLS session); returns (status, body).
+pub async fn http_over(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
@@ -392,8 +434,10 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     request.push_str("\r\n");
     request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let mut response = Vec::new();
+    // The answer is what was read when the peer closed; a TLS peer may close without close_notify, an error here.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
