@@ -39,8 +39,8 @@ fn command() -> Command {
         if spec.switch {
             arg = arg.num_args(0..=1).default_missing_value("true").require_equals(true);
         }
-        if spec.is_secret() {
-            // `--help` would otherwise print `[env: ANYCABLE_SECRET=<the secret>]`.
+        if spec.is_secret() || matches!(spec.name, "redis_url" | "nats_servers") {
+            // `--help` would otherwise print `[env: ANYCABLE_SECRET=<the secret>]`, or a URL with its password.
             arg = arg.hide_env_values(true);
         }
         cmd = cmd.arg(arg);
