@@ -7,7 +7,17 @@ export interface ServerOptions {
   port?: number
   path?: string | string[]
   allowedOrigins?: string | string[]
+  /** PEM certificate chain file: every listener serves wss:// and https://. Needs `sslKey`. */
+  sslCert?: string
+  /** PEM private key file of `sslCert`. */
+  sslKey?: string
   rpcHost?: string
+  /** gRPC fallback backend over TLS; implied by `rpcTlsRootCa`. */
+  rpcEnableTls?: boolean
+  /** Verify the backend's certificate (default true); false is for development only. */
+  rpcTlsVerify?: boolean
+  /** CA certificate(s) for the backend: a PEM file path or PEM contents; system CAs when unset. */
+  rpcTlsRootCa?: string
   norpc?: boolean
   headers?: string | string[]
   proxyCookies?: string | string[]
