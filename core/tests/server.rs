@@ -254,19 +254,24 @@ async fn pings_arrive_with_increasing_timestamps_and_pi_overrides_the_interval()
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_as_too_slow_and_others_keep_receiving() {
-    let fx = Fixture::start(Mode::InProcess, &[("client_queue_size", "64")]).await;
+    let fx = Fixture::start(Mode::InProcess, &[("client_queue_size", "16")]).await;
     let (mut slow, _) = welcomed(&fx, "slow").await;
     let (mut fast, _) = welcomed(&fx, "fast").await;
     slow.subscribe(CHAT_A).await;
     fast.subscribe(CHAT_A).await;
-    let big = "x".repeat(64 * 1024);
+    // The kernel buffers of a loopback socket hold about 10 MiB (tcp_wmem + tcp_rmem maxima), ~40 of these
+    // frames; 16 more fill the queue. 150 overflow it with margin and are few enough to be sent well within the
+    // write timeout (5 s) even on a loaded machine: the slow client must start reading before that timeout
+    // gives up on the blocked write, or the too_slow frame is never written.
+    const FRAMES: usize = 150;
+    let big = "x".repeat(256 * 1024);
     let fast_reader = tokio::spawn(async move {
-        for _ in 0..600 {
+        for _ in 0..FRAMES {
             assert_eq!(fast.recv().await["identifier"], CHAT_A);
         }
     });
-    // 600 x 64 KiB is more than the kernel buffers of the stalled socket hold; paced so a reading client keeps up.
-    for _ in 0..600 {
+    // Paced so a reading client keeps up.
+    for _ in 0..FRAMES {
         fx.server.broadcast(Publication::new("chat_a", big.clone())).await;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
