@@ -253,39 +253,70 @@ async fn pings_arrive_with_increasing_timestamps_and_pi_overrides_the_interval()
 }
 
 #[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_as_too_slow_and_others_keep_receiving() {
+async fn a_client_that_reads_too_slowly_is_dropped_as_too_slow_and_others_keep_receiving() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let fx = Fixture::start(Mode::InProcess, &[("client_queue_size", "16")]).await;
     let (mut slow, _) = welcomed(&fx, "slow").await;
     let (mut fast, _) = welcomed(&fx, "fast").await;
     slow.subscribe(CHAT_A).await;
     fast.subscribe(CHAT_A).await;
-    // The kernel buffers of a loopback socket hold about 10 MiB (tcp_wmem + tcp_rmem maxima), ~40 of these
-    // frames; 16 more fill the queue. 150 overflow it with margin and are few enough to be sent well within the
-    // write timeout (5 s) even on a loaded machine: the slow client must start reading before that timeout
-    // gives up on the blocked write, or the too_slow frame is never written.
-    const FRAMES: usize = 150;
-    let big = "x".repeat(256 * 1024);
-    let fast_reader = tokio::spawn(async move {
-        for _ in 0..FRAMES {
-            assert_eq!(fast.recv().await["identifier"], CHAT_A);
+    // The slow client reads one frame every 50 ms: its socket never stalls long enough for the write timeout,
+    // but the publications outpace it, so once the kernel buffers (~10 MiB on loopback) and its 16-frame queue
+    // are full it must be told `too_slow`, after the frames already in the buffers. Publishing goes on until it
+    // is, whatever the machine's speed.
+    let told = Arc::new(AtomicBool::new(false));
+    let slow_reader = tokio::spawn({
+        let told = told.clone();
+        async move {
+            let mut broadcasts = 0;
+            while let Some(m) = slow.next_message().await {
+                match m {
+                    Message::Text(t) if t.contains("too_slow") => {
+                        told.store(true, Ordering::SeqCst);
+                        assert!(t.contains(r#""type":"disconnect""#), "{t}");
+                    }
+                    Message::Text(t) => {
+                        assert!(!told.load(Ordering::SeqCst), "nothing is written after too_slow: {t:.80}");
+                        broadcasts += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            broadcasts
         }
     });
-    // Paced so a reading client keeps up.
-    for _ in 0..FRAMES {
-        fx.server.broadcast(Publication::new("chat_a", big.clone())).await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    fast_reader.await.unwrap();
-    // The slow client never read: its backlog was dropped and it was told it is too slow.
-    let mut saw_too_slow = false;
-    while let Some(m) = slow.next_message().await {
-        match m {
-            Message::Text(t) if t.contains("too_slow") => saw_too_slow = true,
-            Message::Close(_) => break,
-            _ => {}
+    // The fast client reads everything published, in order.
+    let published = Arc::new(AtomicUsize::new(usize::MAX));
+    let fast_reader = tokio::spawn({
+        let published = published.clone();
+        async move {
+            let mut received = 0;
+            while received < published.load(Ordering::SeqCst) {
+                let frame = fast.recv().await;
+                assert_eq!(frame["identifier"], CHAT_A);
+                assert_eq!(frame["message"]["n"], received);
+                received += 1;
+            }
+            received
         }
+    });
+    let big = "x".repeat(256 * 1024);
+    let mut sent = 0;
+    while !told.load(Ordering::SeqCst) && sent < 1_000 {
+        let data = serde_json::json!({ "n": sent, "pad": big }).to_string();
+        fx.server.broadcast(Publication::new("chat_a", data)).await;
+        sent += 1;
+        // Paced so the reading client keeps up.
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(saw_too_slow);
+    published.store(sent, Ordering::SeqCst);
+    let slow_got = slow_reader.await.unwrap();
+    assert!(told.load(Ordering::SeqCst), "too_slow after {sent} publications");
+    assert!(slow_got < sent, "the slow client's backlog was dropped ({slow_got} of {sent})");
+    assert_eq!(fast_reader.await.unwrap(), sent);
     fx.server.shutdown().await;
 }
 
