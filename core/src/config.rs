@@ -19,6 +19,8 @@ pub enum ConfigError {
     Invalid { name: String, value: String, reason: String },
     #[error("option `{name}`: {reason}")]
     Inconsistent { name: &'static str, reason: String },
+    #[error("not valid TOML: {0}")]
+    Toml(String),
 }
 
 /// How Disconnect calls are made when a client goes away.
@@ -424,6 +426,8 @@ options! {
     max_message_size: usize = "65536", false;
     /// Maximum number of connections; 0 means no limit
     max_conn: usize = "0", false;
+    /// Maximum subscriptions of one connection; a subscribe beyond it is rejected without a call; 0 means no limit
+    max_subscriptions: usize = "0", false;
     /// Frames queued for one client before it is disconnected as too slow
     client_queue_size: usize = "1024", false;
     /// Health check path
@@ -447,6 +451,45 @@ options! {
 }
 
 impl Config {
+    /// Sets every option of a TOML config file (top-level `name = value` pairs, the option names of the table
+    /// above). Strings, numbers and booleans are taken in their text form, arrays as comma-separated lists.
+    pub fn set_from_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            // Only the position, not the offending line: it may hold a secret.
+            let line = e.span().map(|span| {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                before.iter().filter(|b| **b == b'\n').count() + 1
+            });
+            let at = line.map(|line| format!(" (line {line})")).unwrap_or_default();
+            ConfigError::Toml(format!("{}{at}", e.message().trim_end()))
+        })?;
+        for (name, value) in table {
+            let raw = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        value: other.type_str().to_owned(),
+                        reason: "expected a string, number, boolean or array".into(),
+                    });
+                }
+            };
+            self.set(&name, &raw)?;
+        }
+        Ok(())
+    }
+
     /// Applies the shortcut options (`public`, `debug`) and checks combinations. Call once after loading.
     pub fn finalize(mut self) -> Result<Self, ConfigError> {
         if self.public {
@@ -480,6 +523,30 @@ impl Config {
         }
         if self.client_queue_size == 0 {
             return Err(ConfigError::Inconsistent { name: "client_queue_size", reason: "must be at least 1".into() });
+        }
+        // What finalize accepts must be usable: a duration past the end of time or a queue larger than a
+        // semaphore can count would make the server panic at start or at shutdown instead of refusing here.
+        for (name, seconds) in [
+            ("ping_interval", self.ping_interval),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("stats_refresh_interval", self.stats_refresh_interval),
+            ("rpc_request_timeout", self.rpc_request_timeout / 1000),
+        ] {
+            if seconds > MAX_SECONDS {
+                return Err(ConfigError::Inconsistent {
+                    name,
+                    reason: format!("must be at most {MAX_SECONDS} seconds"),
+                });
+            }
+        }
+        for (name, count) in [
+            ("rpc_concurrency", self.rpc_concurrency),
+            ("disconnect_backlog_size", self.disconnect_backlog_size),
+            ("client_queue_size", self.client_queue_size),
+        ] {
+            if count > MAX_COUNT {
+                return Err(ConfigError::Inconsistent { name, reason: format!("must be at most {MAX_COUNT}") });
+            }
         }
         if let Some(unknown) = self.broadcast_adapter.iter().find(|a| !BROADCAST_ADAPTERS.contains(&a.as_str())) {
             return Err(ConfigError::Inconsistent {
@@ -699,6 +766,12 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The longest duration option accepted (a year, in seconds).
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// The largest concurrency or queue size accepted: far beyond any real use, far below what a semaphore can count.
+const MAX_COUNT: usize = 1 << 30;
+
 /// Every broadcaster `broadcast_adapter` accepts.
 pub const BROADCAST_ADAPTERS: [&str; 4] = ["http", "redis", "redisx", "nats"];
 
@@ -748,6 +821,7 @@ mod tests {
         assert_eq!(c.disconnect_mode, DisconnectMode::Auto);
         assert_eq!(c.shutdown_timeout, 30);
         assert_eq!(c.max_message_size, 65536);
+        assert_eq!(c.max_subscriptions, 0, "no limit, as in AnyCable");
         assert_eq!(c.health_path, "/health");
     }
 
@@ -1006,6 +1080,44 @@ mod tests {
     }
 
     #[test]
+    fn toml_files_set_options_by_name_and_errors_say_where() {
+        let mut c = Config::default();
+        c.set_from_toml("max_subscriptions = 50\nheaders = [\"cookie\", \"x-token\"]\nnoauth = true\n").unwrap();
+        assert_eq!((c.max_subscriptions, c.noauth), (50, true));
+        assert_eq!(c.headers, vec!["cookie", "x-token"]);
+
+        let err = Config::default().set_from_toml("port = 80\nsecret = \"unterminated\n").unwrap_err().to_string();
+        assert!(err.contains("not valid TOML") && err.contains("line 2"), "{err}");
+        assert!(!err.contains("unterminated"), "the offending line may hold a secret: {err}");
+        let err = Config::default().set_from_toml("[section]\nport = 1\n").unwrap_err().to_string();
+        assert!(err.contains("`section`") && err.contains("table"), "{err}");
+        let err = Config::default().set_from_toml("ping_interval = \"soon\"").unwrap_err().to_string();
+        assert!(err.contains("`ping_interval`"), "{err}");
+    }
+
+    #[test]
+    fn finalize_refuses_durations_and_sizes_the_server_cannot_honour() {
+        for (name, value) in [
+            ("shutdown_timeout", "18446744073709551615"),
+            ("ping_interval", "31536001"),
+            ("stats_refresh_interval", "18446744073709551615"),
+            ("rpc_request_timeout", "18446744073709551615"),
+            ("rpc_concurrency", "18446744073709551615"),
+            ("disconnect_backlog_size", "18446744073709551615"),
+            ("client_queue_size", "1073741825"),
+        ] {
+            let mut c = Config::default();
+            c.set(name, value).unwrap();
+            let err = c.finalize().unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("at most"), "{err}");
+        }
+        let mut c = Config::default();
+        c.set("shutdown_timeout", "31536000").unwrap();
+        c.set("rpc_concurrency", "1073741824").unwrap();
+        assert!(c.finalize().is_ok(), "the limits themselves are accepted");
+    }
+
+    #[test]
     fn jwt_param_must_be_usable_as_a_header_name() {
         for bad in ["", "a b", "x:y", "jid\n"] {
             let mut c = Config::default();
@@ -1016,5 +1128,89 @@ mod tests {
         let mut c = Config::default();
         c.set("jwt_param", "token").unwrap();
         assert!(c.finalize().is_ok());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Properties of the config loader over generated input: never a panic, and every value it accepts renders
+    //! back to text that loads to the same value, whether set by name or from a TOML file.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn option_name() -> impl Strategy<Value = &'static str> {
+        (0..OPTIONS.len()).prop_map(|i| OPTIONS[i].name)
+    }
+
+    /// Values that are often valid for some option: numbers, switches, lists, URLs, anything.
+    fn option_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..100).prop_map(|n| n.to_string()),
+            prop::sample::select(vec!["true", "false", "", "none", "auto", "ms", "redis", "nats", "http,redis", "all"])
+                .prop_map(str::to_owned),
+            "[a-z/:.,0-9 ]{0,24}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn setting_and_finalizing_arbitrary_options_never_panics(
+            pairs in prop::collection::vec((option_name(), option_value()), 0..12),
+            unknown in any::<String>(),
+        ) {
+            let mut config = Config::default();
+            for (name, value) in &pairs {
+                let _ = config.set(name, value);
+            }
+            let _ = config.set(&unknown, "1");
+            let _ = config.describe();
+            let _ = config.finalize();
+        }
+
+        #[test]
+        fn an_accepted_value_renders_to_text_that_loads_to_the_same_value(name in option_name(), value in option_value()) {
+            let mut config = Config::default();
+            if config.set(name, &value).is_ok() {
+                let rendered = config.get(name).unwrap_or_default();
+                let mut again = Config::default();
+                prop_assert!(again.set(name, &rendered).is_ok(), "{} = {:?} rendered as {:?}", name, value, rendered);
+                prop_assert_eq!(again.get(name), Some(rendered));
+            }
+        }
+
+        #[test]
+        fn a_toml_file_sets_what_set_would(pairs in prop::collection::vec((option_name(), option_value()), 0..8)) {
+            let mut by_name = Config::default();
+            let mut file = String::new();
+            for (name, value) in &pairs {
+                if by_name.set(name, value).is_ok() {
+                    file.push_str(&format!("{name} = {}\n", toml::Value::String(value.clone())));
+                }
+            }
+            let mut from_file = Config::default();
+            // A later line for the same option is a duplicate key in TOML: only files without repeats load.
+            match from_file.set_from_toml(&file) {
+                Ok(()) => {
+                    for spec in OPTIONS {
+                        prop_assert_eq!(from_file.get(spec.name), by_name.get(spec.name), "{}", spec.name);
+                    }
+                }
+                Err(error) => {
+                    let mut names: Vec<_> = pairs.iter().map(|(n, _)| *n).collect();
+                    names.sort_unstable();
+                    names.dedup();
+                    prop_assert!(names.len() < pairs.len(), "{error}: {file}");
+                }
+            }
+        }
+
+        #[test]
+        fn loading_arbitrary_toml_never_panics(text in any::<String>(), ish in "[a-z_ =\\[\\]{}\"'.,0-9\n#]{0,96}") {
+            let _ = Config::default().set_from_toml(&text);
+            let _ = Config::default().set_from_toml(&ish);
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, Command};
 use ferrocable::{Config, OPTIONS, Server};
@@ -85,27 +85,7 @@ fn load_config(matches: &clap::ArgMatches) -> anyhow::Result<Config> {
 
 fn apply_file(config: &mut Config, path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table =
-        text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-    for (name, value) in table {
-        let raw = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Array(items) => items
-                .into_iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => s,
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            other => bail!("config file {}: option `{name}` has an unsupported value {other}", path.display()),
-        };
-        config.set(&name, &raw).with_context(|| format!("config file {}", path.display()))?;
-    }
-    Ok(())
+    config.set_from_toml(&text).with_context(|| format!("config file {}", path.display()))
 }
 
 /// `ANYCABLE_*` variables are often shared with the application's own AnyCable settings, so one this server
