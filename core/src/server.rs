@@ -206,6 +206,7 @@ impl Server {
             metrics: metrics.clone(),
             disconnects,
             disconnect_mode: config.disconnect_mode,
+            max_subscriptions: config.max_subscriptions,
             whispers,
         });
         let ws_state = Arc::new(WsState {

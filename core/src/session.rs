@@ -23,7 +23,7 @@ use crate::handler::{
 };
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::ClientCommand;
+use crate::protocol::{self, ClientCommand};
 
 /// What every session shares.
 pub(crate) struct SessionDeps {
@@ -32,6 +32,8 @@ pub(crate) struct SessionDeps {
     pub metrics: Arc<Metrics>,
     pub disconnects: DisconnectQueue,
     pub disconnect_mode: DisconnectMode,
+    /// Most subscriptions one connection may hold (`max_subscriptions`); 0 means no limit.
+    pub max_subscriptions: usize,
     /// Where whispers enter the broadcast path (see `Server::start`).
     pub whispers: tokio::sync::mpsc::Sender<crate::broadcast::Publication>,
 }
@@ -94,6 +96,8 @@ pub(crate) struct Session {
     cstate: HashMap<String, String>,
     subscriptions: HashMap<Arc<str>, Subscription>,
     used_backend: bool,
+    /// Set once the connection was told about `max_subscriptions`, so a client that keeps trying is logged once.
+    warned_subscription_limit: bool,
     /// Allocated on the first whisper: most clients never whisper.
     whisper_budget: Option<Box<WhisperBudget>>,
 }
@@ -108,6 +112,7 @@ impl Session {
             cstate: HashMap::new(),
             subscriptions: HashMap::new(),
             used_backend: false,
+            warned_subscription_limit: false,
             whisper_budget: None,
         }
     }
@@ -148,6 +153,10 @@ impl Session {
                 self.refuse(kind.as_str(), &identifier, "already subscribed");
                 return None;
             }
+            (CommandKind::Subscribe, None) if self.at_subscription_limit() => {
+                self.reject_over_limit(&identifier);
+                return None;
+            }
             (CommandKind::Subscribe, None) => HashMap::new(),
             (_, None) => {
                 self.refuse(kind.as_str(), &identifier, "unknown subscription");
@@ -170,6 +179,30 @@ impl Session {
             let routed = controller.command(&ctx, request).await;
             CallOutcome::Command { kind, identifier, routed }
         }))
+    }
+
+    /// Whether a new subscription would go beyond `max_subscriptions`. Commands of one connection run one at a
+    /// time, so the subscriptions held are all there is to count.
+    fn at_subscription_limit(&self) -> bool {
+        let max = self.deps.max_subscriptions;
+        max > 0 && self.subscriptions.len() >= max
+    }
+
+    /// Answers a subscribe beyond `max_subscriptions` with `reject_subscription`, as the backend would answer a
+    /// refused one, without calling it. Logged once per connection: a client looping on subscribe must not
+    /// flood the log.
+    fn reject_over_limit(&mut self, identifier: &str) {
+        Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+        if !self.warned_subscription_limit {
+            self.warned_subscription_limit = true;
+            tracing::warn!(
+                sid = %self.client.sid,
+                max_subscriptions = self.deps.max_subscriptions,
+                identifier,
+                "max_subscriptions reached; further subscriptions of this connection are rejected"
+            );
+        }
+        self.client.send(protocol::reject_frame(identifier));
     }
 
     fn refuse(&self, command: &str, identifier: &str, why: &str) {
