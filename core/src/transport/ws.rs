@@ -200,20 +200,13 @@ fn run_connection(
                     }
                     Event::Read(Some(Err(error))) => {
                         socket_open = false;
-                        if !is_too_big(&error) {
+                        let Some(close) = refusal(&error) else {
                             tracing::debug!(sid = %client.sid, %error, "connection read failed");
                             break;
-                        }
-                        tracing::warn!(sid = %client.sid, "client frame larger than max_message_size; closing with 1009");
+                        };
+                        tracing::warn!(sid = %client.sid, %error, code = close.code, "client frame refused; closing");
                         Metrics::inc(&metrics.failed_client_msg_total);
-                        (
-                            None,
-                            Some(CloseRequest {
-                                frame: None,
-                                code: close_code::MESSAGE_TOO_BIG,
-                                reason: "message too big",
-                            }),
-                        )
+                        (None, Some(close))
                     }
                     Event::Read(None) => {
                         socket_open = false;
@@ -338,9 +331,23 @@ async fn write_close(socket: &mut WebSocket, close: CloseRequest, metrics: &Metr
         .await
 }
 
-fn is_too_big(error: &axum::Error) -> bool {
-    let text = error.to_string();
-    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+/// The close a read error calls for when it is the client's fault: a frame or message over
+/// `max_message_size` (1009, refused from the frame header, before its payload is buffered), a text message
+/// that is not UTF-8 (1007), or a violation of the WebSocket framing rules such as a control frame over 125
+/// bytes, a fragmented control frame or a stray continuation frame (1002). `None` for a connection that just
+/// went away.
+fn refusal(error: &axum::Error) -> Option<CloseRequest> {
+    use std::error::Error as _;
+    use tungstenite::Error as WsError;
+    let close = |code, reason| CloseRequest { frame: None, code, reason };
+    match error.source()?.downcast_ref::<WsError>()? {
+        WsError::Capacity(_) => Some(close(close_code::MESSAGE_TOO_BIG, "message too big")),
+        WsError::Utf8(_) => Some(close(close_code::INVALID_PAYLOAD, "invalid UTF-8")),
+        // A peer that dropped the TCP connection without a close frame has just gone away.
+        WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(close(close_code::PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
 }
 
 /// Unix time in the requested precision.
