@@ -133,14 +133,15 @@ pub fn parse_ingress(body: &[u8]) -> Result<Vec<IngressMessage>, PublicationErro
 
 /// Parses one message from the cluster pub/sub: a publication or remote command in the ingress format, with
 /// the id of the node that published it.
-pub(crate) fn parse_node_message(body: &[u8]) -> Result<(Option<String>, IngressMessage), PublicationError> {
+pub fn parse_node_message(body: &[u8]) -> Result<(Option<String>, IngressMessage), PublicationError> {
     let mut entry: RawEntry<'_> = serde_json::from_slice(body).map_err(|e| PublicationError::Json(e.to_string()))?;
     let node = entry.node.take();
     Ok((node, entry_to_message(0, entry)?))
 }
 
 /// Encodes one message for the cluster pub/sub: the ingress format plus `node`, the publishing node's id.
-pub(crate) fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
+/// [`parse_ingress`] reads it as that one message.
+pub fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Meta<'a> {
         exclude_socket: &'a str,
@@ -288,5 +289,79 @@ mod tests {
             Err(PublicationError::DisconnectPayload(0))
         );
         assert_eq!(parse_ingress(br#"[1]"#), Err(PublicationError::Shape));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Properties of the publication parser over generated input: never a panic, batches kept in order, and
+    //! the cluster wire format carrying every message unchanged.
+
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn publication() -> impl Strategy<Value = Publication> {
+        (".+", any::<String>(), prop::option::of(".+")).prop_map(|(stream, data, exclude_socket)| Publication {
+            stream,
+            data,
+            exclude_socket,
+        })
+    }
+
+    fn ingress_message() -> impl Strategy<Value = IngressMessage> {
+        prop_oneof![
+            publication().prop_map(IngressMessage::Broadcast),
+            (any::<String>(), any::<bool>()).prop_map(|(identifiers, reconnect)| IngressMessage::Disconnect(
+                RemoteDisconnect { identifiers, reconnect }
+            )),
+        ]
+    }
+
+    /// A message in the ingress format, as a publisher writes it.
+    fn to_json(message: &IngressMessage) -> serde_json::Value {
+        match message {
+            IngressMessage::Broadcast(p) => match &p.exclude_socket {
+                Some(sid) => json!({"stream": p.stream, "data": p.data, "meta": {"exclude_socket": sid}}),
+                None => json!({"stream": p.stream, "data": p.data}),
+            },
+            IngressMessage::Disconnect(d) => {
+                json!({"command": "disconnect", "payload": {"identifier": d.identifiers, "reconnect": d.reconnect}})
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_bodies_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256), text in any::<String>()) {
+            let _ = parse_ingress(&bytes);
+            let _ = parse_node_message(&bytes);
+            let _ = parse_ingress(text.as_bytes());
+        }
+
+        #[test]
+        fn a_batch_is_parsed_in_order(messages in prop::collection::vec(ingress_message(), 0..16)) {
+            let body = serde_json::Value::Array(messages.iter().map(to_json).collect()).to_string();
+            prop_assert_eq!(parse_ingress(body.as_bytes()), Ok(messages));
+        }
+
+        #[test]
+        fn a_single_message_is_parsed_as_a_batch_of_one(message in ingress_message()) {
+            let body = to_json(&message).to_string();
+            prop_assert_eq!(parse_ingress(body.as_bytes()), Ok(vec![message]));
+        }
+
+        #[test]
+        fn node_messages_carry_every_message_unchanged(message in ingress_message(), node in any::<String>()) {
+            let body = encode_node_message(&node, &message);
+            prop_assert_eq!(parse_node_message(&body), Ok((Some(node), message)));
+        }
+
+        #[test]
+        fn non_string_data_is_kept_as_its_json_text(stream in ".+", items in prop::collection::vec(any::<i32>(), 0..8)) {
+            let data = json!({"items": items}).to_string();
+            let body = format!("{{\"stream\":{},\"data\":{data}}}", json!(stream));
+            prop_assert_eq!(parse_ingress(body.as_bytes()), Ok(vec![IngressMessage::Broadcast(Publication::new(stream, data))]));
+        }
     }
 }

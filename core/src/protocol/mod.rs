@@ -39,6 +39,33 @@ pub enum ClientCommand {
     },
 }
 
+impl ClientCommand {
+    /// The text frame a client sends for this command, as Action Cable clients write it: what
+    /// [`decode_command`] reads back as this command. A whisper's `data` must be JSON text other than `null`,
+    /// as decoded: the decoder takes `"data":null` for no data.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Subscribe { identifier } => {
+                format!(r#"{{"command":"subscribe","identifier":{}}}"#, json_string(identifier))
+            }
+            Self::Unsubscribe { identifier } => {
+                format!(r#"{{"command":"unsubscribe","identifier":{}}}"#, json_string(identifier))
+            }
+            Self::Message { identifier, data } => {
+                format!(
+                    r#"{{"command":"message","identifier":{},"data":{}}}"#,
+                    json_string(identifier),
+                    json_string(data)
+                )
+            }
+            Self::Pong => r#"{"command":"pong"}"#.to_owned(),
+            Self::Whisper { identifier, data } => {
+                format!(r#"{{"command":"whisper","identifier":{},"data":{data}}}"#, json_string(identifier))
+            }
+        }
+    }
+}
+
 /// Why a client frame was not understood. Such frames are logged and ignored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -190,6 +217,11 @@ mod tests {
         );
         assert_eq!(decode_command(r#"{"command":"whisper","identifier":"x"}"#), Err(DecodeError::MissingWhisperData));
         assert_eq!(
+            decode_command(r#"{"command":"whisper","identifier":"x","data":null}"#),
+            Err(DecodeError::MissingWhisperData),
+            "a whisper of null says nothing"
+        );
+        assert_eq!(
             decode_command(r#"{"command":"whisper","data":{}}"#),
             Err(DecodeError::MissingIdentifier("whisper"))
         );
@@ -239,5 +271,105 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&reject_frame(id)).unwrap();
         assert_eq!(v, serde_json::json!({"identifier":id,"type":"reject_subscription"}));
         assert_eq!(&ping_frame(17)[..], br#"{"type":"ping","message":17}"#);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Properties of the decoder and the frame encoders over generated input: never a panic, identifiers kept
+    //! byte for byte, and every frame the server writes is JSON that says what it was built from.
+
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Arbitrary JSON values, nested a few levels.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn client_command() -> impl Strategy<Value = ClientCommand> {
+        prop_oneof![
+            any::<String>().prop_map(|identifier| ClientCommand::Subscribe { identifier }),
+            any::<String>().prop_map(|identifier| ClientCommand::Unsubscribe { identifier }),
+            (any::<String>(), any::<String>())
+                .prop_map(|(identifier, data)| ClientCommand::Message { identifier, data }),
+            Just(ClientCommand::Pong),
+            (any::<String>(), json_value().prop_filter("null is no data", |v| !v.is_null())).prop_map(
+                |(identifier, data)| ClientCommand::Whisper {
+                    identifier,
+                    // The decoder keeps the text the client sent; serde_json's compact form is what `encode` sends.
+                    data: data.to_string(),
+                }
+            ),
+        ]
+    }
+
+    /// Text that looks like JSON often enough to get past the first byte.
+    fn json_ish() -> impl Strategy<Value = String> {
+        "[\\[\\]{}\",:\\\\ a-z0-9.eE+-]{0,64}".prop_map(|s| format!("{{\"command\":{s}"))
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in any::<String>(), ish in json_ish()) {
+            let _ = decode_command(&text);
+            let _ = decode_command(&ish);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_command(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn an_encoded_command_decodes_to_itself(command in client_command()) {
+            prop_assert_eq!(decode_command(&command.encode()), Ok(command));
+        }
+
+        #[test]
+        fn the_identifier_is_kept_byte_for_byte(
+            channel in "[A-Za-z:]{1,12}",
+            spaces in "[ \t\n]{0,3}",
+            extra in any::<String>(),
+        ) {
+            // Key order, spacing and escapes are the client's: the identifier is never re-serialized.
+            let identifier = format!("{{{spaces}\"id\":{},\"channel\" :{spaces}{}}}", json_string(&extra), json_string(&channel));
+            let frame = format!("{{\"identifier\":{},\"command\":\"subscribe\"}}", json_string(&identifier));
+            prop_assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier }));
+        }
+
+        #[test]
+        fn server_frames_are_json_carrying_the_identifier_unchanged(identifier in any::<String>(), data in any::<String>()) {
+            for (frame, kind) in [(confirm_frame(&identifier), "confirm_subscription"), (reject_frame(&identifier), "reject_subscription")] {
+                let v: Value = serde_json::from_slice(&frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&v, &json!({"identifier": identifier, "type": kind}));
+            }
+            let frame = message_frame(json_string(&identifier).as_bytes(), &broadcast_payload(&data));
+            let v: Value = serde_json::from_slice(&frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&v["identifier"], &Value::String(identifier));
+            let expected = serde_json::from_str::<Value>(&data).unwrap_or(Value::String(data));
+            prop_assert_eq!(&v["message"], &expected);
+        }
+
+        #[test]
+        fn broadcast_payload_of_json_is_that_json(value in json_value(), pad in "[ \t\r\n]{0,2}") {
+            let data = format!("{pad}{value}{pad}");
+            let payload = broadcast_payload(&data);
+            let parsed: Value = serde_json::from_slice(&payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parsed, value);
+        }
     }
 }
