@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod engines;
+pub mod raw;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -419,24 +420,38 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
 
 /// The request of [`http`] over a connection already made (e.g. a TLS session); returns (status, body).
 pub async fn http_over(
-    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
+    exchange(stream, request.as_bytes()).await
+}
+
+/// Writes `request` as it is (any framing, any bytes) over loopback; returns (status, body).
+pub async fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    exchange(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// Writes `request` and reads the answer until the peer closes. The server may answer and close before taking
+/// the whole request (a body over its limit), and a TLS peer may close without close_notify, so neither a
+/// failed write nor an error at the end of the read is an error here: the answer is what was read.
+async fn exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(request).await;
     let mut response = Vec::new();
-    // The answer is what was read when the peer closed; a TLS peer may close without close_notify, an error here.
-    let _ = stream.read_to_end(&mut response).await;
+    let _ = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut response)).await.expect("no answer in time");
     let response = String::from_utf8_lossy(&response);
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
