@@ -1096,6 +1096,15 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_toml_is_an_error_not_a_stack_overflow() {
+        for (open, close) in [("[", "]"), ("{a=", "}")] {
+            let text = format!("port = {}1{}\n", open.repeat(100_000), close.repeat(100_000));
+            let err = Config::default().set_from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains("not valid TOML") || err.contains("`port`"), "{err}");
+        }
+    }
+
+    #[test]
     fn finalize_refuses_durations_and_sizes_the_server_cannot_honour() {
         for (name, value) in [
             ("shutdown_timeout", "18446744073709551615"),
