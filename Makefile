@@ -7,7 +7,7 @@ SHELL := bash
 NODE_TEST_CONCURRENCY ?= 2
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
 
-.PHONY: setup build test test-rust test-node node-addon demo ruby-ext test-ruby rails-chat
+.PHONY: setup build test test-rust test-node node-addon demo ruby-ext test-ruby rails-chat fuzz
 
 setup:
 	scripts/setup.sh
@@ -19,6 +19,20 @@ test: setup
 	cargo test --workspace
 	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-ruby
+
+# The fuzz targets in core/fuzz (cargo-fuzz, nightly toolchain), each for FUZZ_SECONDS; not part of `make test`.
+# cargo-fuzz is installed when missing. Findings are written to core/fuzz/artifacts/<target>/ and fail the run;
+# the corpus grows in core/fuzz/corpus/<target>/ (both ignored by git). See docs/reliability.md, "Bad input".
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= client_frame publication config_options config_toml
+fuzz:
+	cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	rustup run nightly rustc --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
+	cd core && for target in $(FUZZ_TARGETS); do \
+	  case $$target in config_toml) dict=$(CURDIR)/core/fuzz/dicts/toml.dict ;; config_options) dict= ;; *) dict=$(CURDIR)/core/fuzz/dicts/json.dict ;; esac; \
+	  cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
+	    -print_final_stats=1 $${dict:+-dict=$$dict}; \
+	done
 
 # tests/node: the black-box suite against the debug binary (FERROCABLE_BIN may point at another build)
 # and the in-process suite (test/inprocess-*.test.js) against the npm package with its debug addon.
