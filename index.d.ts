@@ -75,6 +75,8 @@ export interface ServerOptions {
   shutdownTimeout?: number
   maxMessageSize?: number
   maxConn?: number
+  /** Most subscriptions one connection may hold; more are rejected without a handler call. 0 (default): no limit. */
+  maxSubscriptions?: number
   clientQueueSize?: number
   healthPath?: string
   logLevel?: 'error' | 'warn' | 'info' | 'debug' | 'trace'
