@@ -530,6 +530,7 @@ impl Config {
             ("ping_interval", self.ping_interval),
             ("shutdown_timeout", self.shutdown_timeout),
             ("stats_refresh_interval", self.stats_refresh_interval),
+            ("dead_peer_timeout", self.dead_peer_timeout),
             ("rpc_request_timeout", self.rpc_request_timeout / 1000),
         ] {
             if seconds > MAX_SECONDS {
@@ -1110,6 +1111,7 @@ mod tests {
             ("shutdown_timeout", "18446744073709551615"),
             ("ping_interval", "31536001"),
             ("stats_refresh_interval", "18446744073709551615"),
+            ("dead_peer_timeout", "31536001"),
             ("rpc_request_timeout", "18446744073709551615"),
             ("rpc_concurrency", "18446744073709551615"),
             ("disconnect_backlog_size", "18446744073709551615"),

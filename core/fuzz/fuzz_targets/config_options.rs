@@ -54,10 +54,13 @@ fuzz_target!(|input: Input| {
     let _ = config.describe();
     let Ok(config) = config.finalize() else { return };
     let now = Instant::now();
-    for seconds in [config.ping_interval, config.shutdown_timeout, config.stats_refresh_interval] {
+    for seconds in
+        [config.ping_interval, config.shutdown_timeout, config.stats_refresh_interval, config.dead_peer_timeout]
+    {
         assert!(now.checked_add(Duration::from_secs(seconds)).is_some());
     }
     assert!(now.checked_add(Duration::from_millis(config.rpc_request_timeout)).is_some());
+    assert!(now.checked_add(config.effective_dead_peer_timeout()).is_some());
     for count in [config.rpc_concurrency, config.disconnect_backlog_size, config.client_queue_size] {
         assert!(count <= SEMAPHORE_MAX);
     }
