@@ -291,8 +291,17 @@ export class BackendProcess extends Backend {
   }
 }
 
-/** Starts a backend process on `port` (default: a free one). */
+/**
+ * Starts a backend process on `port` (default: a free one). A port found free can be taken by another test's
+ * socket before the child binds it; without a given port, a few other free ports are tried.
+ */
 export async function startBackendProcess ({ port } = {}) {
-  const backend = new BackendProcess(port ?? (await freePort()))
-  return backend.start()
+  for (let attempt = 1; ; attempt++) {
+    const backend = new BackendProcess(port ?? (await freePort()))
+    try {
+      return await backend.start()
+    } catch (error) {
+      if (port !== undefined || attempt >= 5 || !/EADDRINUSE/.test(error.message)) throw error
+    }
+  }
 }

@@ -24,7 +24,7 @@ before(async () => {
   })
   demo.stdout.on('data', (d) => output.push(d.toString()))
   demo.stderr.on('data', (d) => output.push(d.toString()))
-  const line = await eventually(() => output.join('').match(/Chat demo: (http:\/\/\S+)/), { timeout: 20000, what: `the demo to start:\n${output.join('')}` })
+  const line = await eventually(() => output.join('').match(/Chat demo: (http:\/\/\S+)/), { timeout: 60000, what: `the demo to start:\n${output.join('')}` })
   demoUrl = line[1]
   browser = await chromium.launch({
     executablePath: CHROMIUM,
