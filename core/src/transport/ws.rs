@@ -19,7 +19,7 @@ use bytes::Bytes;
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures_util::{SinkExt, Stream};
+use futures_util::{SinkExt, Stream, StreamExt};
 
 use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
@@ -142,7 +142,11 @@ fn run_connection(
     });
 
     async move {
-        let mut socket_open = true;
+        // False once reading failed: the stream is then unusable for reading, even for a close frame.
+        let mut readable = true;
+        // Set once the server has written its close frame on a socket it can still read: the client's answer is
+        // then awaited before the socket goes.
+        let mut close_sent = false;
         // After writing a batch, the other sources get the first look, so a steady flow of frames to this
         // client cannot keep its commands, its handler answers or its close frame waiting.
         let mut wrote_last = false;
@@ -199,7 +203,7 @@ fn run_connection(
                         continue;
                     }
                     Event::Read(Some(Err(error))) => {
-                        socket_open = false;
+                        readable = false;
                         let Some(close) = refusal(&error) else {
                             tracing::debug!(sid = %client.sid, %error, "connection read failed");
                             break;
@@ -208,40 +212,38 @@ fn run_connection(
                         Metrics::inc(&metrics.failed_client_msg_total);
                         (None, Some(close))
                     }
-                    Event::Read(None) => {
-                        socket_open = false;
-                        break;
-                    }
+                    Event::Read(None) => break,
                 }
             };
             // Each write future is boxed and bound by `let` before it is awaited, so that neither it nor its
             // unboxed temporary is part of this task's state: they exist only while writing.
             if let Some(frames) = frames {
                 let writing = Box::pin(bounded(write_frames(&mut socket, frames, &metrics)));
-                if writing.await.is_err() {
-                    socket_open = false;
+                if let Err(error) = writing.await {
+                    tracing::debug!(sid = %client.sid, %error, "write to the client failed; dropping the connection");
                     break;
                 }
             }
             if let Some(close) = close {
                 // Frames queued after the close request are never written.
                 let closing = Box::pin(bounded(write_close(&mut socket, close, &metrics)));
-                let _ = closing.await;
+                close_sent = closing.await.is_ok() && readable;
                 break;
             }
         }
 
         // Everything below runs once per connection; it is boxed (the same way) so that its state does not make
         // every idle connection's task larger.
-        let ending = Box::pin(end_connection(socket, socket_open, client, session, pending, metrics));
+        let ending = Box::pin(end_connection(socket, close_sent, client, session, pending, metrics));
         ending.await;
     }
 }
 
-/// Ends a connection whose loop has stopped: settles the call in flight, closes the socket, ends the session.
+/// Ends a connection whose loop has stopped: settles the call in flight, ends the session, and when the server
+/// closed the connection, waits for the client's close frame.
 async fn end_connection(
     mut socket: WebSocket,
-    socket_open: bool,
+    close_sent: bool,
     client: Arc<ClientHandle>,
     mut session: Session,
     pending: Option<PendingCall>,
@@ -252,12 +254,23 @@ async fn end_connection(
     if let Some(call) = pending {
         session.finish(call.await);
     }
-    if socket_open {
-        let _ = bounded(async { socket.close().await }).await;
-    }
     client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
     Metrics::down(&metrics.clients_num);
     session.end().await;
+    if close_sent {
+        await_close_reply(&mut socket).await;
+    }
+}
+
+/// How long a connection the server closed waits for the client's close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client still sends until its close frame arrives (or [`CLOSE_REPLY_TIMEOUT`]).
+/// Closing a TCP connection with input left unread makes the kernel reset it, and a reset can destroy the
+/// disconnect and close frames before the client has read them: a client that floods commands or broadcasts
+/// while it is told to leave would never learn why.
+async fn await_close_reply(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async { while let Some(Ok(_)) = socket.next().await {} }).await;
 }
 
 /// What woke the connection task.
