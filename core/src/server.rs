@@ -213,6 +213,7 @@ impl Server {
             deps,
             config: config.clone(),
             next_id: AtomicU64::new(1),
+            connections: Arc::default(),
             tracker: sessions.clone(),
             shutdown: stop_accepting.clone(),
         });

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -32,6 +32,8 @@ pub(crate) struct WsState {
     pub deps: Arc<SessionDeps>,
     pub config: Arc<Config>,
     pub next_id: AtomicU64,
+    /// Connections holding a [`ConnectionSlot`]: upgrades under way and connections not yet ended.
+    pub connections: Arc<AtomicUsize>,
     pub tracker: tokio_util::task::TaskTracker,
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -59,11 +61,19 @@ pub(crate) async fn upgrade(
             return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
         }
     }
-    let metrics = &state.deps.metrics;
-    if config.max_conn > 0 && metrics.clients_num.load(Ordering::Relaxed) >= config.max_conn as i64 {
-        tracing::warn!(max_conn = config.max_conn, "connection refused: max_conn reached");
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    }
+    // Taken before the upgrade is answered, so concurrent upgrades cannot overshoot the cap between the check
+    // and the connection's start.
+    let slot = if config.max_conn > 0 {
+        match ConnectionSlot::take(&state.connections, config.max_conn) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::warn!(max_conn = config.max_conn, "connection refused: max_conn reached");
+                return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: max_conn reached\n").into_response();
+            }
+        }
+    } else {
+        None
+    };
 
     let query = parse_query(uri.query().unwrap_or(""));
     let own_ping_interval = query
@@ -98,14 +108,35 @@ pub(crate) async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        // A failed upgrade drops this callback, and with it the connection slot.
         .on_upgrade(move |socket| {
             // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
             // Spawned as it is (not wrapped in another `async` block, which would hold a second copy of the
             // socket and the request until the first poll).
-            let connection = run_connection(socket, client, env, token, state.deps.clone(), state.shutdown.clone());
+            let connection =
+                run_connection(socket, client, env, token, state.deps.clone(), state.shutdown.clone(), slot);
             state.tracker.spawn(connection);
             std::future::ready(())
         })
+}
+
+/// One place under `max_conn`, held from the upgrade until the connection has ended; given back on drop.
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// Takes a place when fewer than `max` are taken.
+    fn take(taken: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(taken.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Registers one upgraded connection, starts its Connect call, and returns the future that drives it until
@@ -122,6 +153,7 @@ fn run_connection(
     token: Option<String>,
     deps: Arc<SessionDeps>,
     shutdown: tokio_util::sync::CancellationToken,
+    slot: Option<ConnectionSlot>,
 ) -> impl Future<Output = ()> + Send {
     let metrics = deps.metrics.clone();
     Metrics::up(&metrics.clients_num);
@@ -236,6 +268,7 @@ fn run_connection(
         // every idle connection's task larger.
         let ending = Box::pin(end_connection(socket, close_sent, client, session, pending, metrics));
         ending.await;
+        drop(slot);
     }
 }
 
