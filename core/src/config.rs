@@ -430,6 +430,12 @@ options! {
     max_subscriptions: usize = "0", false;
     /// Frames queued for one client before it is disconnected as too slow
     client_queue_size: usize = "1024", false;
+    /// Commands (subscribe, unsubscribe, message) per second one connection may send; more are dropped without
+    /// reaching the backend, and a connection that keeps it up is disconnected; 0 means no limit
+    command_rate_limit: u32 = "0", false;
+    /// Commands one connection may send at once before command_rate_limit applies; 0 means as many as
+    /// command_rate_limit
+    command_rate_burst: u32 = "0", false;
     /// Health check path
     health_path: String = "/health", false;
     /// Path of the Prometheus metrics endpoint (e.g. /metrics); empty disables it

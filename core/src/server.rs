@@ -35,6 +35,7 @@ use crate::hub::{BroadcastQueue, Hub};
 use crate::metrics::{Metrics, StatsSnapshot};
 use crate::protocol;
 use crate::pubsub::PubSub;
+use crate::rate_limit::CommandRate;
 use crate::session::SessionDeps;
 use crate::transport::tcp::DeadPeerDetection;
 use crate::transport::tls::TlsListener;
@@ -208,6 +209,7 @@ impl Server {
             disconnect_mode: config.disconnect_mode,
             max_subscriptions: config.max_subscriptions,
             whispers,
+            command_rate: CommandRate::from_options(config.command_rate_limit, config.command_rate_burst),
         });
         let ws_state = Arc::new(WsState {
             deps,
