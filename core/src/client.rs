@@ -113,6 +113,7 @@ impl ClientHandle {
             q.frames = VecDeque::new();
             q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
             drop(q);
+            tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
             self.notify();
             return false;
         }
