@@ -25,6 +25,8 @@ pub struct Target {
     pub sources: Vec<IpAddr>,
     pub cookie: Option<String>,
     pub timeout: Duration,
+    /// A small socket receive buffer (bytes) for clients that stop reading, so the server notices sooner.
+    pub receive_buffer: Option<u32>,
 }
 
 impl Target {
@@ -40,13 +42,16 @@ impl Target {
         }
         // Several 127.0.0.x source addresses lift the ~28k ephemeral ports limit per source.
         let sources = (1..=sources.max(1)).map(|i| IpAddr::from([127, 0, 0, i as u8])).collect();
-        Ok(Self { url: url.to_owned(), addr, sources, cookie, timeout })
+        Ok(Self { url: url.to_owned(), addr, sources, cookie, timeout, receive_buffer: None })
     }
 
     /// Opens a WebSocket from the `n`-th source address offering `actioncable-v1-json`.
     pub async fn connect(&self, n: usize) -> anyhow::Result<Ws> {
         let source = self.sources[n % self.sources.len()];
         let socket = TcpSocket::new_v4()?;
+        if let Some(size) = self.receive_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
         socket.bind(SocketAddr::new(source, 0))?;
         let stream =
             tokio::time::timeout(self.timeout, socket.connect(self.addr)).await.context("connect timeout")??;

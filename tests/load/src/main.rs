@@ -4,6 +4,7 @@
 
 mod backend;
 mod client;
+mod pressure;
 mod scenarios;
 mod stats;
 
@@ -103,6 +104,29 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Reading subscribers measured alone, then next to N subscribers that stopped reading (slow consumers)
+    Stalled {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        broadcast: BroadcastArgs,
+        /// Subscribers that stop reading right after their subscription is confirmed
+        #[arg(long, default_value_t = 1000)]
+        stalled: usize,
+        /// Socket receive buffer of a stalled subscriber, bytes (small: the server finds out sooner)
+        #[arg(long, default_value_t = 4096)]
+        stalled_receive_buffer: u32,
+        /// Seconds to wait after the measured round for the server to close the stalled connections
+        #[arg(long, default_value_t = 20)]
+        settle: u64,
+    },
+    /// A burst of publications in HTTP batches, as fast as the server takes them; checks order and memory
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        storm: StormArgs,
+    },
     /// Serve the benchmark channel as an AnyCable gRPC backend
     Backend {
         #[arg(long, default_value = "127.0.0.1:50051")]
@@ -148,6 +172,50 @@ struct BroadcastArgs {
     grace: u64,
 }
 
+#[derive(Args, Clone)]
+struct StormArgs {
+    #[arg(long, default_value_t = 40)]
+    subscribers: usize,
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Subscription identifier; `{stream}` is replaced by the stream name (bench_0, bench_1, ...)
+    #[arg(long, default_value = PUBSUB_IDENTIFIER)]
+    identifier: String,
+    /// Publications in all
+    #[arg(long, default_value_t = 100_000)]
+    publications: u64,
+    /// Publications per HTTP request
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Padding bytes per payload
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(long, default_value = "http://127.0.0.1:8090/_broadcast")]
+    broadcast_url: String,
+    #[arg(long)]
+    broadcast_key: Option<String>,
+    /// Seconds to wait for stragglers after publishing
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+}
+
+impl StormArgs {
+    fn options(&self, common: &Common) -> pressure::StormOptions {
+        pressure::StormOptions {
+            subscribers: self.subscribers,
+            streams: self.streams,
+            identifier: self.identifier.clone(),
+            publications: self.publications,
+            batch: self.batch,
+            payload_bytes: self.payload,
+            broadcast_url: self.broadcast_url.clone(),
+            broadcast_key: self.broadcast_key.clone(),
+            concurrency: common.concurrency,
+            grace: Duration::from_secs(self.grace),
+        }
+    }
+}
+
 /// Raises the open files limit to its hard maximum.
 fn raise_fd_limit() -> u64 {
     unsafe {
@@ -159,6 +227,27 @@ fn raise_fd_limit() -> u64 {
         }
     }
     0
+}
+
+/// The publication path a `BroadcastArgs` asks for.
+fn broadcast_options(b: &BroadcastArgs, common: &Common) -> anyhow::Result<BroadcastOptions> {
+    let via = match b.via.as_str() {
+        "http" => Via::Http { url: b.broadcast_url.clone(), key: b.broadcast_key.clone() },
+        "action" => Via::Action,
+        other => anyhow::bail!("--via must be http or action, not {other:?}"),
+    };
+    Ok(BroadcastOptions {
+        subscribers: b.subscribers,
+        streams: b.streams,
+        identifier: b.identifier.clone(),
+        rate: b.rate,
+        duration: Duration::from_secs(b.duration),
+        payload_bytes: b.payload,
+        publishers: b.publishers,
+        via,
+        grace: Duration::from_secs(b.grace),
+        concurrency: common.concurrency,
+    })
 }
 
 fn target(common: &Common, connections: usize) -> anyhow::Result<client::Target> {
@@ -205,23 +294,7 @@ async fn main() -> anyhow::Result<()> {
             emit(&common, &report)
         }
         Command::Broadcast { common, broadcast: b, step, max_subscribers, p95_limit } => {
-            let via = match b.via.as_str() {
-                "http" => Via::Http { url: b.broadcast_url.clone(), key: b.broadcast_key.clone() },
-                "action" => Via::Action,
-                other => anyhow::bail!("--via must be http or action, not {other:?}"),
-            };
-            let opts = BroadcastOptions {
-                subscribers: b.subscribers,
-                streams: b.streams,
-                identifier: b.identifier.clone(),
-                rate: b.rate,
-                duration: Duration::from_secs(b.duration),
-                payload_bytes: b.payload,
-                publishers: b.publishers,
-                via,
-                grace: Duration::from_secs(b.grace),
-                concurrency: common.concurrency,
-            };
+            let opts = broadcast_options(&b, &common)?;
             let max = step.map(|_| max_subscribers).unwrap_or(b.subscribers);
             let t = target(&common, max)?;
             match step {
@@ -262,6 +335,28 @@ async fn main() -> anyhow::Result<()> {
                 common.server_pid.as_deref(),
             )
             .await?;
+            emit(&common, &report)
+        }
+        Command::Stalled { common, broadcast: b, stalled, stalled_receive_buffer, settle } => {
+            let opts = pressure::StalledOptions {
+                broadcast: broadcast_options(&b, &common)?,
+                stalled,
+                receive_buffer: stalled_receive_buffer,
+                settle: Duration::from_secs(settle),
+            };
+            if limit > 0 && (b.subscribers + stalled) as u64 + 64 > limit {
+                anyhow::bail!(
+                    "{} connections need more than the open files limit ({limit}) allows",
+                    b.subscribers + stalled
+                );
+            }
+            let t = target(&common, b.subscribers + stalled)?;
+            let report = pressure::stalled(&t, &opts, common.server_pid.as_deref()).await?;
+            emit(&common, &report)
+        }
+        Command::Storm { common, storm } => {
+            let t = target(&common, storm.subscribers)?;
+            let report = pressure::storm(&t, &storm.options(&common), common.server_pid.as_deref()).await?;
             emit(&common, &report)
         }
         Command::Backend { listen, broadcast_url, broadcast_key } => {

@@ -1,4 +1,4 @@
-//! Measurements: latency percentiles, process CPU time and RSS from /proc, progress counters.
+//! Measurements: latency percentiles, process CPU time, RSS and open files from /proc, progress counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,13 +51,61 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) as f64 / ticks.max(1) as f64))
 }
 
-/// Resident set size of a process in KiB, from /proc/<pid>/status.
-pub fn rss_kib(pid: &str) -> Option<u64> {
+/// A `kB` field of /proc/<pid>/status, e.g. `VmRSS`.
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The peak resident set size of a process so far (`VmHWM`) in KiB.
+pub fn peak_rss_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Open file descriptors of a process (sockets included), from /proc/<pid>/fd.
+pub fn open_fds(pid: &str) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Samples a process's RSS every `every` until the returned guard is stopped, keeping the peak.
+pub struct RssWatch {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Option<u64>>,
+}
+
+impl RssWatch {
+    pub fn start(pid: Option<&str>, every: Duration) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let pid = pid.map(str::to_owned);
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let pid = pid?;
+            let mut peak = rss_kib(&pid);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+                peak = peak.max(rss_kib(&pid));
+            }
+            peak
+        });
+        Self { stop, task }
+    }
+
+    /// The highest RSS seen, in KiB.
+    pub async fn peak(self) -> Option<u64> {
+        self.stop.cancel();
+        self.task.await.ok().flatten()
+    }
 }
 
 /// CPU use of this tool and (optionally) the server over one scenario.
@@ -161,6 +209,8 @@ mod tests {
     #[test]
     fn proc_readings_work_for_this_process() {
         assert!(rss_kib("self").unwrap() > 0);
+        assert!(peak_rss_kib("self").unwrap() >= rss_kib("self").unwrap());
+        assert!(open_fds("self").unwrap() >= 3);
         assert!(cpu_time("self").is_some());
     }
 }
