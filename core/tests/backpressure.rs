@@ -335,3 +335,34 @@ async fn a_broadcast_storm_keeps_stream_order_drops_a_stalled_subscriber_and_sta
     let stalled_received = drain_until_closed(stalled).await;
     assert!(stalled_received < STREAMS * PER_STREAM / 4, "the stalled subscriber was cut off: {stalled_received}");
 }
+
+/// The kernel send buffer size of this process's socket connected to `peer` (the server's side of a client).
+fn send_buffer_of_socket_to(peer: std::net::SocketAddr) -> Option<usize> {
+    use std::os::fd::BorrowedFd;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        // SAFETY: the descriptor is only borrowed for the two getsockopt calls below; if another test closes it
+        // meanwhile, they fail and the descriptor is skipped.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
+        if socket.peer_addr().ok().and_then(|a| a.as_socket()) == Some(peer) {
+            return socket.send_buffer_size().ok();
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn client_send_buffer_size_caps_the_kernel_send_buffer_of_client_sockets() {
+    for (option, expect) in [("0", None), ("32768", Some(65536))] {
+        let fx = Fixture::start(Mode::InProcess, &[("client_send_buffer_size", option)]).await;
+        let (c, _) = welcomed(&fx, "buffered").await;
+        let size = send_buffer_of_socket_to(c.local_addr()).expect("the server's side of the connection");
+        match expect {
+            // Linux doubles the value set, for its own bookkeeping.
+            Some(doubled) => assert_eq!(size, doubled),
+            None => assert_ne!(size, 65536, "left to the kernel"),
+        }
+        fx.server.shutdown().await;
+    }
+}

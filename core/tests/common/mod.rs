@@ -298,6 +298,14 @@ impl Client {
         Self { ws }
     }
 
+    /// The client's own address (the server's side of the connection has it as its peer).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(stream) => stream.local_addr().unwrap(),
+            _ => panic!("the test client only speaks plain TCP"),
+        }
+    }
+
     /// Connects with extra request headers; a `Sec-WebSocket-Protocol` given here replaces the default one.
     pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Self {
         let mut request = url.into_client_request().unwrap();
