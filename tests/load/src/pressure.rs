@@ -15,11 +15,11 @@ use crate::client::{HttpClient, Target, Ws};
 use crate::scenarios::{
     self, Audience, BroadcastOptions, BroadcastReport, bench_data, error_summary, identifier_for, open_many, receive,
 };
-use crate::stats::{self, CpuReport, CpuWatch, Percentiles, Progress, RssWatch};
+use crate::stats::{self, CpuReport, CpuWatch, PeakWatch, Percentiles, Progress};
 
-/// Server memory at the three moments of a scenario, in KiB.
+/// Memory at the three moments of a scenario, in KiB.
 #[derive(Debug, Serialize)]
-pub struct RssFigures {
+pub struct MemoryFigures {
     pub before_kib: Option<u64>,
     /// The highest reading taken (every 250 ms or faster) while under pressure.
     pub peak_during_kib: Option<u64>,
@@ -33,10 +33,14 @@ pub struct StalledOptions {
     pub broadcast: BroadcastOptions,
     /// Subscribers that confirm their subscription and never read again.
     pub stalled: usize,
-    /// Socket receive buffer of a stalled subscriber, in bytes.
+    /// Socket receive buffer of a stalled subscriber, in bytes; 0 leaves it to the kernel.
     pub receive_buffer: u32,
-    /// How long to wait, after the measured round, for the server to let the stalled subscribers go.
+    /// TCP segment size a stalled subscriber announces; 0 leaves it to the kernel.
+    pub mss: u32,
+    /// How long to wait, after the round with stalled subscribers, for the server to let them go.
     pub settle: Duration,
+    /// Pairs of rounds (without, then with stalled subscribers).
+    pub repeats: usize,
 }
 
 /// How the stalled subscribers' connections ended, as they saw it once they read again.
@@ -49,26 +53,39 @@ pub struct StalledOutcome {
     pub still_connected: usize,
 }
 
+/// One pair of rounds: the reading subscribers alone, then next to a fresh set of stalled subscribers.
 #[derive(Debug, Serialize)]
-pub struct StalledReport {
-    pub scenario: &'static str,
-    pub stalled: usize,
-    pub stalled_connect_failures: usize,
-    pub first_error: Option<String>,
+pub struct StalledRound {
     pub without_stalled: BroadcastReport,
     pub with_stalled: BroadcastReport,
     /// p95 of the reading subscribers with the stalled ones present, divided by p95 without them.
     pub p95_ratio: Option<f64>,
-    pub server_rss: RssFigures,
-    /// Open files of the server: before the stalled subscribers came, with them connected, and at the end.
-    pub server_fds: [Option<usize>; 3],
-    /// Seconds from the end of the measured round until the server had closed the stalled connections.
+    pub stalled_connected: usize,
+    pub stalled_connect_failures: usize,
+    pub first_error: Option<String>,
+    /// Seconds from the start of the round with stalled subscribers until the server had closed all of them.
     pub seconds_until_released: Option<f64>,
     pub stalled_outcome: StalledOutcome,
 }
 
-/// Reading subscribers get broadcasts twice: alone, then with `stalled` subscribers on the same streams that
-/// stopped reading right after their confirmation.
+#[derive(Debug, Serialize)]
+pub struct StalledReport {
+    pub scenario: &'static str,
+    pub stalled: usize,
+    pub rounds: Vec<StalledRound>,
+    /// The median of the rounds' p95 ratios: on a shared machine one pair of rounds can land on a busy moment.
+    pub median_p95_ratio: Option<f64>,
+    /// Before the first stalled subscribers came, the peak over every round with them, and after the last.
+    pub server_rss: MemoryFigures,
+    /// What the kernel holds in TCP socket buffers, machine-wide (mostly the stalled sockets' unsent bytes).
+    pub tcp_kernel_memory: MemoryFigures,
+    /// Open files of the server: before the stalled subscribers came, the most with them connected, and after the
+    /// last round (the reading subscribers still connected).
+    pub server_fds: [Option<usize>; 3],
+}
+
+/// Reading subscribers get broadcasts in pairs of rounds, `repeats` times: alone, then with `stalled` subscribers
+/// on the same streams that stopped reading right after their confirmation (new ones each time).
 pub async fn stalled(
     target: &Target,
     opts: &StalledOptions,
@@ -83,69 +100,103 @@ pub async fn stalled(
         ticker.abort();
         bail!("no subscriber could connect: {}", error_summary(&audience.failures).unwrap_or_default());
     }
-    eprintln!("[stalled] round without stalled subscribers");
-    let without_stalled = scenarios::broadcast_round(target, b, &mut audience, server_pid, &progress).await?;
-    let fds_before = server_pid.and_then(stats::open_fds);
-    let rss_before = server_pid.and_then(stats::rss_kib);
-
     let mut stalled_target = target.clone();
-    stalled_target.receive_buffer = Some(opts.receive_buffer);
+    stalled_target.receive_buffer = (opts.receive_buffer > 0).then_some(opts.receive_buffer);
+    stalled_target.mss = (opts.mss > 0).then_some(opts.mss);
     let streams = b.streams.max(1);
     let template = b.identifier.clone();
     let id_of: Arc<dyn Fn(usize) -> String + Send + Sync> =
         Arc::new(move |n| identifier_for(&template, &format!("bench_{}", n % streams)));
-    // Numbered after the reading subscribers, so they spread over the source addresses the same way.
-    let first = b.subscribers + 1000;
-    let (stalled, _, errors) =
-        open_many(&stalled_target, first, opts.stalled, b.concurrency, Some(id_of), &progress).await;
-    let fds_during = server_pid.and_then(stats::open_fds);
-    eprintln!("[stalled] round with {} stalled subscribers", stalled.len());
-    let watch = RssWatch::start(server_pid, Duration::from_millis(250));
-    let with_stalled = scenarios::broadcast_round(target, b, &mut audience, server_pid, &progress).await?;
-    let round_ended = Instant::now();
 
-    // The server has let the stalled subscribers go once its open files are back to what they were without them.
-    let mut released = None;
-    if let (Some(pid), Some(before)) = (server_pid, fds_before) {
-        while round_ended.elapsed() < opts.settle {
-            if stats::open_fds(pid).is_some_and(|n| n <= before) {
-                released = Some(stats::round1(round_ended.elapsed().as_secs_f64()));
-                break;
+    let fds_before = server_pid.and_then(stats::open_fds);
+    let rss_before = server_pid.and_then(stats::rss_kib);
+    let tcp_before = stats::tcp_kernel_memory_kib();
+    let watch = PeakWatch::rss(server_pid, Duration::from_millis(250));
+    let tcp_watch = PeakWatch::start(Duration::from_millis(250), stats::tcp_kernel_memory_kib);
+    let mut fds_during = None;
+    let mut rounds = Vec::new();
+    for repeat in 0..opts.repeats.max(1) {
+        eprintln!("[stalled] round {} without stalled subscribers", repeat + 1);
+        let without_stalled = scenarios::broadcast_round(target, b, &mut audience, server_pid, &progress).await?;
+        // Numbered after the reading subscribers, so they spread over the source addresses the same way.
+        let first = b.subscribers + 1000 + repeat * opts.stalled;
+        let (stalled, _, errors) =
+            open_many(&stalled_target, first, opts.stalled, b.concurrency, Some(id_of.clone()), &progress).await;
+        fds_during = fds_during.max(server_pid.and_then(stats::open_fds));
+        eprintln!("[stalled] round {} with {} stalled subscribers", repeat + 1, stalled.len());
+        // The server has let the stalled subscribers go once its open files are back to what they were without them,
+        // plus the publishers' connections of the round.
+        let round_started = Instant::now();
+        let released = tokio::spawn({
+            let pid = server_pid.map(str::to_owned);
+            let publishers = b.publishers.max(1);
+            async move {
+                let (pid, before) = (pid?, fds_before?);
+                loop {
+                    if stats::open_fds(&pid).is_some_and(|n| n <= before + publishers) {
+                        return Some(stats::round1(round_started.elapsed().as_secs_f64()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
+        });
+        let with_stalled = scenarios::broadcast_round(target, b, &mut audience, server_pid, &progress).await?;
+        let settle_until = Instant::now() + opts.settle;
+        while !released.is_finished() && Instant::now() < settle_until {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        released.abort();
+        let seconds_until_released = released.await.ok().flatten();
+        let stalled_connected = stalled.len();
+        let stalled_outcome = stalled_outcome(stalled).await;
+        let p95_ratio = ratio(with_stalled.latency.p95_ms, without_stalled.latency.p95_ms);
+        rounds.push(StalledRound {
+            without_stalled,
+            with_stalled,
+            p95_ratio,
+            stalled_connected,
+            stalled_connect_failures: errors.len(),
+            first_error: error_summary(&errors),
+            seconds_until_released,
+            stalled_outcome,
+        });
     }
     let peak_during = watch.peak().await;
-    let rss_after = server_pid.and_then(stats::rss_kib);
+    let tcp_peak = tcp_watch.peak().await;
     let fds_after = server_pid.and_then(stats::open_fds);
-    let stalled_count = stalled.len();
-    let outcome = stalled_outcome(stalled).await;
+    let rss_after = server_pid.and_then(stats::rss_kib);
     ticker.abort();
     audience.close().await;
-    let p95_ratio = (without_stalled.latency.p95_ms > 0.0)
-        .then(|| (with_stalled.latency.p95_ms / without_stalled.latency.p95_ms * 100.0).round() / 100.0);
+    let mut ratios: Vec<f64> = rounds.iter().filter_map(|r| r.p95_ratio).collect();
+    ratios.sort_by(f64::total_cmp);
     Ok(StalledReport {
         scenario: "stalled",
-        stalled: stalled_count,
-        stalled_connect_failures: errors.len(),
-        first_error: error_summary(&errors),
-        without_stalled,
-        with_stalled,
-        p95_ratio,
-        server_rss: RssFigures { before_kib: rss_before, peak_during_kib: peak_during, after_kib: rss_after },
+        stalled: opts.stalled,
+        median_p95_ratio: ratios.get(ratios.len() / 2).copied(),
+        rounds,
+        server_rss: MemoryFigures { before_kib: rss_before, peak_during_kib: peak_during, after_kib: rss_after },
+        tcp_kernel_memory: MemoryFigures {
+            before_kib: tcp_before,
+            peak_during_kib: tcp_peak,
+            after_kib: stats::tcp_kernel_memory_kib(),
+        },
         server_fds: [fds_before, fds_during, fds_after],
-        seconds_until_released: released,
-        stalled_outcome: outcome,
     })
 }
 
-/// Lets every stalled subscriber read again and sorts out how its connection ended.
+/// `a / b` to two decimals, when `b` is not zero.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| (a / b * 100.0).round() / 100.0)
+}
+
+/// Lets every stalled subscriber read again and sorts out how its connection ended. What the server had
+/// written before it let a connection go is read first: with a small receive buffer that takes a while.
 async fn stalled_outcome(sockets: Vec<(usize, Ws)>) -> StalledOutcome {
     let mut set = JoinSet::new();
     for (_, mut ws) in sockets {
         set.spawn(async move {
             let mut told = false;
-            let ended = tokio::time::timeout(Duration::from_secs(3), async {
+            let ended = tokio::time::timeout(Duration::from_secs(10), async {
                 loop {
                     match ws.next().await {
                         Some(Ok(Message::Text(t))) if t.contains("\"too_slow\"") => told = true,
@@ -205,7 +256,7 @@ pub struct StormReport {
     /// Subscribers the server disconnected during the storm (too slow to keep up).
     pub subscribers_cut_off: usize,
     pub latency: Percentiles,
-    pub server_rss: RssFigures,
+    pub server_rss: MemoryFigures,
     /// `VmHWM`: the server's highest RSS since it started, which includes the storm.
     pub server_peak_rss_since_start_kib: Option<u64>,
     pub subscribe_failures: usize,
@@ -250,7 +301,7 @@ pub async fn storm(target: &Target, opts: &StormOptions, server_pid: Option<&str
     }
 
     let rss_before = server_pid.and_then(stats::rss_kib);
-    let watch = RssWatch::start(server_pid, Duration::from_millis(50));
+    let watch = PeakWatch::rss(server_pid, Duration::from_millis(50));
     let cpu = CpuWatch::start(server_pid);
     let started = Instant::now();
     let pad = "x".repeat(opts.payload_bytes);
@@ -317,7 +368,7 @@ pub async fn storm(target: &Target, opts: &StormOptions, server_pid: Option<&str
         out_of_order,
         subscribers_cut_off: cut_off,
         latency: stats::percentiles(samples),
-        server_rss: RssFigures {
+        server_rss: MemoryFigures {
             before_kib: rss_before,
             peak_during_kib: peak_during,
             after_kib: server_pid.and_then(stats::rss_kib),

@@ -1,5 +1,5 @@
 //! The scenarios: idle, broadcast (and its step mode), connect, perform. The backpressure scenarios are in
-//! `pressure.rs`.
+//! `pressure.rs`, the soak in `soak.rs`.
 //!
 //! Every scenario is bounded in connections and time and only talks to loopback addresses.
 
