@@ -6,8 +6,9 @@ SHELL := bash
 
 NODE_TEST_CONCURRENCY ?= 2
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
+SOAK_SECONDS ?= 60
 
-.PHONY: setup build test test-rust test-node node-addon demo ruby-ext test-ruby rails-chat fuzz
+.PHONY: setup build test test-rust test-node node-addon demo ruby-ext test-ruby rails-chat fuzz soak
 
 setup:
 	scripts/setup.sh
@@ -17,6 +18,7 @@ build:
 
 test: setup
 	cargo test --workspace
+	$(MAKE) --no-print-directory soak
 	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-ruby
 
@@ -39,6 +41,13 @@ fuzz:
 test-node: node-addon
 	cargo build -p ferrocable
 	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) test/*.test.js
+
+# The soak scenario of the load tool for SOAK_SECONDS: the server binary (FERROCABLE_BIN) in RPC mode under client
+# churn, steady broadcasts and backend restarts; fails on lost broadcasts, open files left behind, memory growth or
+# panics. Logs go to target/soak.
+soak:
+	cargo build -p ferrocable -p ferrocable-bench
+	target/debug/ferrocable-bench soak --duration $(SOAK_SECONDS) --server-bin "$(FERROCABLE_BIN)" --log-dir target/soak
 
 # The npm package's native addon (ferrocable.<platform>.node next to index.js), debug build.
 node-addon:

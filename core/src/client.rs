@@ -24,6 +24,7 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text message that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
 }
@@ -112,6 +113,7 @@ impl ClientHandle {
             q.frames = VecDeque::new();
             q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
             drop(q);
+            tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
             self.notify();
             return false;
         }

@@ -430,6 +430,14 @@ options! {
     max_subscriptions: usize = "0", false;
     /// Frames queued for one client before it is disconnected as too slow
     client_queue_size: usize = "1024", false;
+    /// Kernel send buffer of a client socket in bytes (SO_SNDBUF); 0 leaves its size to the kernel
+    client_send_buffer_size: usize = "0", false;
+    /// Commands (subscribe, unsubscribe, message) per second one connection may send; more are dropped without
+    /// reaching the backend, and a connection that keeps it up is disconnected; 0 means no limit
+    command_rate_limit: u32 = "0", false;
+    /// Commands one connection may send at once before command_rate_limit applies; 0 means as many as
+    /// command_rate_limit
+    command_rate_burst: u32 = "0", false;
     /// Health check path
     health_path: String = "/health", false;
     /// Path of the Prometheus metrics endpoint (e.g. /metrics); empty disables it
@@ -544,6 +552,7 @@ impl Config {
             ("rpc_concurrency", self.rpc_concurrency),
             ("disconnect_backlog_size", self.disconnect_backlog_size),
             ("client_queue_size", self.client_queue_size),
+            ("client_send_buffer_size", self.client_send_buffer_size),
         ] {
             if count > MAX_COUNT {
                 return Err(ConfigError::Inconsistent { name, reason: format!("must be at most {MAX_COUNT}") });
@@ -1116,6 +1125,7 @@ mod tests {
             ("rpc_concurrency", "18446744073709551615"),
             ("disconnect_backlog_size", "18446744073709551615"),
             ("client_queue_size", "1073741825"),
+            ("client_send_buffer_size", "1073741825"),
         ] {
             let mut c = Config::default();
             c.set(name, value).unwrap();

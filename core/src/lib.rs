@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 mod pubsub;
+pub mod rate_limit;
 mod server;
 mod session;
 mod tls;

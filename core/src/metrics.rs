@@ -51,6 +51,7 @@ metrics! {
     counters {
         client_msg_total,
         failed_client_msg_total,
+        rate_limited_client_msg_total,
         broadcast_msg_total,
         failed_broadcast_msg_total,
         rpc_call_total,

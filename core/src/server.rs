@@ -35,8 +35,9 @@ use crate::hub::{BroadcastQueue, Hub};
 use crate::metrics::{Metrics, StatsSnapshot};
 use crate::protocol;
 use crate::pubsub::PubSub;
+use crate::rate_limit::CommandRate;
 use crate::session::SessionDeps;
-use crate::transport::tcp::DeadPeerDetection;
+use crate::transport::tcp::ClientSocketOptions;
 use crate::transport::tls::TlsListener;
 use crate::transport::ws::{self, WsState};
 
@@ -208,11 +209,13 @@ impl Server {
             disconnect_mode: config.disconnect_mode,
             max_subscriptions: config.max_subscriptions,
             whispers,
+            command_rate: CommandRate::from_options(config.command_rate_limit, config.command_rate_burst),
         });
         let ws_state = Arc::new(WsState {
             deps,
             config: config.clone(),
             next_id: AtomicU64::new(1),
+            connections: Arc::default(),
             tracker: sessions.clone(),
             shutdown: stop_accepting.clone(),
         });
@@ -275,8 +278,8 @@ impl Server {
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
         // (and its Disconnect run) within a bounded time.
-        let dead_peers = Some(DeadPeerDetection::from_config(&config));
-        serve(&tasks, main_listener, listener_tls.clone(), main_router, stop_accepting.clone(), dead_peers, "main");
+        let client_sockets = Some(ClientSocketOptions::from_config(&config));
+        serve(&tasks, main_listener, listener_tls.clone(), main_router, stop_accepting.clone(), client_sockets, "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
         }
@@ -454,7 +457,7 @@ fn serve(
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     router: Router,
     stop: CancellationToken,
-    dead_peers: Option<DeadPeerDetection>,
+    client_sockets: Option<ClientSocketOptions>,
     what: &'static str,
 ) {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -462,13 +465,13 @@ fn serve(
     tasks.spawn(async move {
         let served = match tls {
             None => {
-                let listener = listener.tap_io(move |tcp| dead_peers.iter().for_each(|d| d.apply(tcp)));
+                let listener = listener.tap_io(move |tcp| client_sockets.iter().for_each(|o| o.apply(tcp)));
                 axum::serve(listener, app).with_graceful_shutdown(stopped).await
             }
             // `tap_io` is also how axum hands the peer address of a listener of our own to `ConnectInfo`.
             Some(tls) => {
                 let listener = TlsListener::new(listener, tls)
-                    .tap_io(move |stream| dead_peers.iter().for_each(|d| d.apply(stream.get_ref().0)));
+                    .tap_io(move |stream| client_sockets.iter().for_each(|o| o.apply(stream.get_ref().0)));
                 axum::serve(listener, app).with_graceful_shutdown(stopped).await
             }
         };

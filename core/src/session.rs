@@ -24,6 +24,7 @@ use crate::handler::{
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientCommand};
+use crate::rate_limit::{CommandBudget, CommandRate, CommandVerdict};
 
 /// What every session shares.
 pub(crate) struct SessionDeps {
@@ -36,6 +37,8 @@ pub(crate) struct SessionDeps {
     pub max_subscriptions: usize,
     /// Where whispers enter the broadcast path (see `Server::start`).
     pub whispers: tokio::sync::mpsc::Sender<crate::broadcast::Publication>,
+    /// `command_rate_limit` / `command_rate_burst`; `None` when commands are not limited.
+    pub command_rate: Option<CommandRate>,
 }
 
 /// The request a connection was opened with, forwarded to every handler call.
@@ -100,6 +103,8 @@ pub(crate) struct Session {
     warned_subscription_limit: bool,
     /// Allocated on the first whisper: most clients never whisper.
     whisper_budget: Option<Box<WhisperBudget>>,
+    /// Allocated on the first command when commands are limited, so idle connections do not pay for it.
+    command_budget: Option<Box<CommandBudget>>,
 }
 
 impl Session {
@@ -114,6 +119,7 @@ impl Session {
             used_backend: false,
             warned_subscription_limit: false,
             whisper_budget: None,
+            command_budget: None,
         }
     }
 
@@ -147,6 +153,11 @@ impl Session {
                 return None;
             }
         };
+        // Counted before anything else about the command is checked: a client flooding commands that would be
+        // refused anyway still costs a log line each.
+        if !self.within_command_rate(kind, &identifier) {
+            return None;
+        }
         let existing = self.subscriptions.get_key_value(identifier.as_str());
         let istate = match (kind, existing) {
             (CommandKind::Subscribe, Some(_)) => {
@@ -203,6 +214,43 @@ impl Session {
             );
         }
         self.client.send(protocol::reject_frame(identifier));
+    }
+
+    /// Applies `command_rate_limit` to one command: `false` when it is to be dropped. The first drop of a
+    /// stretch over the limit is logged; a client that stays over it long enough is disconnected with
+    /// `rate_limited` (no reconnect: an automatic reconnect would only bring the same flood back).
+    fn within_command_rate(&mut self, kind: CommandKind, identifier: &str) -> bool {
+        let Some(rate) = self.deps.command_rate else { return true };
+        let budget = self.command_budget.get_or_insert_with(Default::default);
+        let verdict = budget.check(rate, std::time::Instant::now());
+        if verdict == CommandVerdict::Allowed {
+            return true;
+        }
+        Metrics::inc(&self.deps.metrics.rate_limited_client_msg_total);
+        match verdict {
+            CommandVerdict::Dropped { first: true } => tracing::warn!(
+                sid = %self.client.sid,
+                command = kind.as_str(),
+                identifier,
+                per_second = rate.per_second,
+                burst = rate.burst,
+                "over command_rate_limit: commands are dropped until the client slows down"
+            ),
+            CommandVerdict::Disconnect => {
+                tracing::warn!(
+                    sid = %self.client.sid,
+                    dropped = rate.disconnect_after(),
+                    "over command_rate_limit for too long; disconnecting"
+                );
+                self.client.close(CloseRequest::with_disconnect_frame(
+                    "rate_limited",
+                    false,
+                    close_code::POLICY_VIOLATION,
+                ));
+            }
+            CommandVerdict::Dropped { first: false } | CommandVerdict::Allowed => {}
+        }
+        false
     }
 
     fn refuse(&self, command: &str, identifier: &str, why: &str) {

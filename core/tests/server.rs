@@ -6,21 +6,13 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, Fixture, Mode, eventually};
+use common::{Client, Fixture, Mode, eventually, welcomed};
 use ferrocable::Publication;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const CHAT_A: &str = r#"{"channel":"ChatChannel","room":"a"}"#;
 const CHAT_B: &str = r#"{"channel":"ChatChannel","room":"b"}"#;
-
-async fn welcomed(fx: &Fixture, user: &str) -> (Client, String) {
-    let mut c = fx.client(user).await;
-    let welcome = c.recv().await;
-    assert_eq!(welcome["type"], "welcome");
-    let sid = welcome["sid"].as_str().unwrap().to_owned();
-    (c, sid)
-}
 
 async fn state_round_trip_and_disconnect_carries_every_channel_state(mode: Mode) {
     let fx = Fixture::start(mode, &[]).await;

@@ -12,6 +12,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Instant;
 
+use crate::rate_limit::TokenBucket;
+
 /// The channel of standalone pub/sub subscriptions.
 pub const PUBSUB_CHANNEL: &str = "$pubsub";
 /// The channel turbo-rails subscribes Turbo Stream sources with.
@@ -113,40 +115,19 @@ pub fn standalone_subscription(identifier: &str, turbo_streams: bool) -> Option<
 }
 
 /// A connection's whisper allowance: a token bucket holding up to one second's worth of whispers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WhisperBudget {
-    tokens: f64,
-    last: Option<Instant>,
+    bucket: TokenBucket,
 }
 
 impl WhisperBudget {
     pub fn new() -> Self {
-        Self { tokens: 0.0, last: None }
+        Self::default()
     }
 
     /// Takes one whisper out of the budget at `rate` per second; `false` when the connection is over it.
     pub fn take(&mut self, rate: u32, now: Instant) -> bool {
-        if rate == 0 {
-            return true;
-        }
-        let capacity = f64::from(rate);
-        self.tokens = match self.last {
-            None => capacity,
-            Some(last) => (self.tokens + now.saturating_duration_since(last).as_secs_f64() * capacity).min(capacity),
-        };
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-impl Default for WhisperBudget {
-    fn default() -> Self {
-        Self::new()
+        self.bucket.take(rate, rate, now)
     }
 }
 

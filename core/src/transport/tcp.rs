@@ -1,4 +1,5 @@
-//! Socket options of accepted client connections, so that a peer that vanished is noticed.
+//! Socket options of accepted client connections: timers so that a peer that vanished is noticed, and
+//! (`client_send_buffer_size`) a cap on what the kernel buffers for a client that stops reading.
 //!
 //! A client whose network path disappears (cable pulled, Wi-Fi gone, a NAT entry dropped, a laptop put to
 //! sleep) sends no close frame, no FIN and no RST. Left alone, the kernel keeps retransmitting the pings
@@ -41,6 +42,36 @@ pub(crate) struct DeadPeerDetection {
 const KEEPALIVE_PROBES: u32 = 4;
 
 static OPTION_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+static SEND_BUFFER_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Everything set on an accepted client socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientSocketOptions {
+    pub(crate) dead_peers: DeadPeerDetection,
+    /// `client_send_buffer_size`, when set. Left to itself, Linux grows a socket's send buffer with its
+    /// congestion window, to megabytes over loopback: bytes a client that stopped reading holds in kernel
+    /// memory, and that the server spends time copying, before the writes block and the client's queue can
+    /// find it too slow.
+    pub(crate) send_buffer: Option<usize>,
+}
+
+impl ClientSocketOptions {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        let send_buffer = (config.client_send_buffer_size > 0).then_some(config.client_send_buffer_size);
+        Self { dead_peers: DeadPeerDetection::from_config(config), send_buffer }
+    }
+
+    /// Sets the options on one accepted socket.
+    pub(crate) fn apply(&self, stream: &TcpStream) {
+        self.dead_peers.apply(stream);
+        let Some(bytes) = self.send_buffer else { return };
+        if let Err(error) = SockRef::from(stream).set_send_buffer_size(bytes) {
+            if !SEND_BUFFER_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%error, "cannot set the send buffer size of client sockets (client_send_buffer_size)");
+            }
+        }
+    }
+}
 
 impl DeadPeerDetection {
     /// The timers for `dead_peer_timeout` (see [`Config::effective_dead_peer_timeout`]).

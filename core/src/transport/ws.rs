@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -19,7 +19,7 @@ use bytes::Bytes;
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures_util::{SinkExt, Stream};
+use futures_util::{SinkExt, Stream, StreamExt};
 
 use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
@@ -32,6 +32,8 @@ pub(crate) struct WsState {
     pub deps: Arc<SessionDeps>,
     pub config: Arc<Config>,
     pub next_id: AtomicU64,
+    /// Connections holding a [`ConnectionSlot`]: upgrades under way and connections not yet ended.
+    pub connections: Arc<AtomicUsize>,
     pub tracker: tokio_util::task::TaskTracker,
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -59,11 +61,19 @@ pub(crate) async fn upgrade(
             return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
         }
     }
-    let metrics = &state.deps.metrics;
-    if config.max_conn > 0 && metrics.clients_num.load(Ordering::Relaxed) >= config.max_conn as i64 {
-        tracing::warn!(max_conn = config.max_conn, "connection refused: max_conn reached");
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    }
+    // Taken before the upgrade is answered, so concurrent upgrades cannot overshoot the cap between the check
+    // and the connection's start.
+    let slot = if config.max_conn > 0 {
+        match ConnectionSlot::take(&state.connections, config.max_conn) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::warn!(max_conn = config.max_conn, "connection refused: max_conn reached");
+                return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: max_conn reached\n").into_response();
+            }
+        }
+    } else {
+        None
+    };
 
     let query = parse_query(uri.query().unwrap_or(""));
     let own_ping_interval = query
@@ -98,14 +108,35 @@ pub(crate) async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        // A failed upgrade drops this callback, and with it the connection slot.
         .on_upgrade(move |socket| {
             // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
             // Spawned as it is (not wrapped in another `async` block, which would hold a second copy of the
             // socket and the request until the first poll).
-            let connection = run_connection(socket, client, env, token, state.deps.clone(), state.shutdown.clone());
+            let connection =
+                run_connection(socket, client, env, token, state.deps.clone(), state.shutdown.clone(), slot);
             state.tracker.spawn(connection);
             std::future::ready(())
         })
+}
+
+/// One place under `max_conn`, held from the upgrade until the connection has ended; given back on drop.
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// Takes a place when fewer than `max` are taken.
+    fn take(taken: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(taken.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Registers one upgraded connection, starts its Connect call, and returns the future that drives it until
@@ -122,6 +153,7 @@ fn run_connection(
     token: Option<String>,
     deps: Arc<SessionDeps>,
     shutdown: tokio_util::sync::CancellationToken,
+    slot: Option<ConnectionSlot>,
 ) -> impl Future<Output = ()> + Send {
     let metrics = deps.metrics.clone();
     Metrics::up(&metrics.clients_num);
@@ -142,7 +174,11 @@ fn run_connection(
     });
 
     async move {
-        let mut socket_open = true;
+        // False once reading failed: the stream is then unusable for reading, even for a close frame.
+        let mut readable = true;
+        // Set once the server has written its close frame on a socket it can still read: the client's answer is
+        // then awaited before the socket goes.
+        let mut close_sent = false;
         // After writing a batch, the other sources get the first look, so a steady flow of frames to this
         // client cannot keep its commands, its handler answers or its close frame waiting.
         let mut wrote_last = false;
@@ -199,7 +235,7 @@ fn run_connection(
                         continue;
                     }
                     Event::Read(Some(Err(error))) => {
-                        socket_open = false;
+                        readable = false;
                         let Some(close) = refusal(&error) else {
                             tracing::debug!(sid = %client.sid, %error, "connection read failed");
                             break;
@@ -208,40 +244,39 @@ fn run_connection(
                         Metrics::inc(&metrics.failed_client_msg_total);
                         (None, Some(close))
                     }
-                    Event::Read(None) => {
-                        socket_open = false;
-                        break;
-                    }
+                    Event::Read(None) => break,
                 }
             };
             // Each write future is boxed and bound by `let` before it is awaited, so that neither it nor its
             // unboxed temporary is part of this task's state: they exist only while writing.
             if let Some(frames) = frames {
                 let writing = Box::pin(bounded(write_frames(&mut socket, frames, &metrics)));
-                if writing.await.is_err() {
-                    socket_open = false;
+                if let Err(error) = writing.await {
+                    tracing::debug!(sid = %client.sid, %error, "write to the client failed; dropping the connection");
                     break;
                 }
             }
             if let Some(close) = close {
                 // Frames queued after the close request are never written.
                 let closing = Box::pin(bounded(write_close(&mut socket, close, &metrics)));
-                let _ = closing.await;
+                close_sent = closing.await.is_ok() && readable;
                 break;
             }
         }
 
         // Everything below runs once per connection; it is boxed (the same way) so that its state does not make
         // every idle connection's task larger.
-        let ending = Box::pin(end_connection(socket, socket_open, client, session, pending, metrics));
+        let ending = Box::pin(end_connection(socket, close_sent, client, session, pending, metrics));
         ending.await;
+        drop(slot);
     }
 }
 
-/// Ends a connection whose loop has stopped: settles the call in flight, closes the socket, ends the session.
+/// Ends a connection whose loop has stopped: settles the call in flight, ends the session, and when the server
+/// closed the connection, waits for the client's close frame.
 async fn end_connection(
     mut socket: WebSocket,
-    socket_open: bool,
+    close_sent: bool,
     client: Arc<ClientHandle>,
     mut session: Session,
     pending: Option<PendingCall>,
@@ -252,12 +287,23 @@ async fn end_connection(
     if let Some(call) = pending {
         session.finish(call.await);
     }
-    if socket_open {
-        let _ = bounded(async { socket.close().await }).await;
-    }
     client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
     Metrics::down(&metrics.clients_num);
     session.end().await;
+    if close_sent {
+        await_close_reply(&mut socket).await;
+    }
+}
+
+/// How long a connection the server closed waits for the client's close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client still sends until its close frame arrives (or [`CLOSE_REPLY_TIMEOUT`]).
+/// Closing a TCP connection with input left unread makes the kernel reset it, and a reset can destroy the
+/// disconnect and close frames before the client has read them: a client that floods commands or broadcasts
+/// while it is told to leave would never learn why.
+async fn await_close_reply(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async { while let Some(Ok(_)) = socket.next().await {} }).await;
 }
 
 /// What woke the connection task.

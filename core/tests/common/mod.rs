@@ -293,6 +293,19 @@ impl Client {
         Ok(Self { ws })
     }
 
+    /// Wraps a WebSocket opened by the test itself.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { ws }
+    }
+
+    /// The client's own address (the server's side of the connection has it as its peer).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(stream) => stream.local_addr().unwrap(),
+            _ => panic!("the test client only speaks plain TCP"),
+        }
+    }
+
     /// Connects with extra request headers; a `Sec-WebSocket-Protocol` given here replaces the default one.
     pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Self {
         let mut request = url.into_client_request().unwrap();
@@ -401,6 +414,15 @@ impl Client {
         let _ = self.ws.close(None).await;
         while let Ok(Some(Ok(_))) = tokio::time::timeout(TIMEOUT, self.ws.next()).await {}
     }
+}
+
+/// A client of `user` past its welcome frame, and its sid.
+pub async fn welcomed(fx: &Fixture, user: &str) -> (Client, String) {
+    let mut c = fx.client(user).await;
+    let welcome = c.recv().await;
+    assert_eq!(welcome["type"], "welcome");
+    let sid = welcome["sid"].as_str().unwrap().to_owned();
+    (c, sid)
 }
 
 /// Polls `check` until it is true or the timeout passes.

@@ -25,6 +25,12 @@ pub struct Target {
     pub sources: Vec<IpAddr>,
     pub cookie: Option<String>,
     pub timeout: Duration,
+    /// A small socket receive buffer (bytes) for clients that stop reading, so the server notices sooner.
+    pub receive_buffer: Option<u32>,
+    /// The TCP maximum segment size the client announces (`TCP_MAXSEG`): over loopback both sides use a 64 KiB
+    /// segment, which lets the server's kernel grow its send buffer far beyond what a client across a network
+    /// would see.
+    pub mss: Option<u32>,
 }
 
 impl Target {
@@ -40,13 +46,19 @@ impl Target {
         }
         // Several 127.0.0.x source addresses lift the ~28k ephemeral ports limit per source.
         let sources = (1..=sources.max(1)).map(|i| IpAddr::from([127, 0, 0, i as u8])).collect();
-        Ok(Self { url: url.to_owned(), addr, sources, cookie, timeout })
+        Ok(Self { url: url.to_owned(), addr, sources, cookie, timeout, receive_buffer: None, mss: None })
     }
 
     /// Opens a WebSocket from the `n`-th source address offering `actioncable-v1-json`.
     pub async fn connect(&self, n: usize) -> anyhow::Result<Ws> {
         let source = self.sources[n % self.sources.len()];
         let socket = TcpSocket::new_v4()?;
+        if let Some(size) = self.receive_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        if let Some(mss) = self.mss {
+            set_mss(&socket, mss)?;
+        }
         socket.bind(SocketAddr::new(source, 0))?;
         let stream =
             tokio::time::timeout(self.timeout, socket.connect(self.addr)).await.context("connect timeout")??;
@@ -65,6 +77,23 @@ impl Target {
         .context("handshake timeout")??;
         Ok(ws)
     }
+}
+
+/// Sets `TCP_MAXSEG` on a socket before it connects.
+fn set_mss(socket: &TcpSocket, mss: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(mss).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket this function borrows, with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// The parts of a server frame the tool looks at.

@@ -4,7 +4,9 @@
 
 mod backend;
 mod client;
+mod pressure;
 mod scenarios;
+mod soak;
 mod stats;
 
 use std::time::Duration;
@@ -103,6 +105,41 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Reading subscribers measured alone, then next to N subscribers that stopped reading (slow consumers)
+    Stalled {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        broadcast: BroadcastArgs,
+        /// Subscribers that stop reading right after their subscription is confirmed
+        #[arg(long, default_value_t = 1000)]
+        stalled: usize,
+        /// Socket receive buffer of a stalled subscriber in bytes (small: the server finds out sooner); 0 leaves
+        /// it to the kernel
+        #[arg(long, default_value_t = 0)]
+        stalled_receive_buffer: u32,
+        /// TCP segment size a stalled subscriber announces, as a client across a network would (0: the loopback's
+        /// own, 64 KiB, which lets the server's kernel buffer megabytes for each stalled socket)
+        #[arg(long, default_value_t = 1448)]
+        stalled_mss: u32,
+        /// Seconds to wait after the measured round for the server to close the stalled connections
+        #[arg(long, default_value_t = 20)]
+        settle: u64,
+        /// Pairs of rounds, without then with stalled subscribers (new ones each time); the report gives the median
+        /// p95 ratio
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// A burst of publications in HTTP batches, as fast as the server takes them; checks order and memory
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        storm: StormArgs,
+    },
+    /// Starts the server (RPC mode) and the benchmark backend, and runs churn, steady broadcasts and backend
+    /// restarts for a while; fails on loss, leaked files, memory growth or panics
+    Soak(SoakArgs),
     /// Serve the benchmark channel as an AnyCable gRPC backend
     Backend {
         #[arg(long, default_value = "127.0.0.1:50051")]
@@ -148,6 +185,120 @@ struct BroadcastArgs {
     grace: u64,
 }
 
+#[derive(Args, Clone)]
+struct StormArgs {
+    #[arg(long, default_value_t = 40)]
+    subscribers: usize,
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Subscription identifier; `{stream}` is replaced by the stream name (bench_0, bench_1, ...)
+    #[arg(long, default_value = PUBSUB_IDENTIFIER)]
+    identifier: String,
+    /// Publications in all
+    #[arg(long, default_value_t = 100_000)]
+    publications: u64,
+    /// Publications per HTTP request
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Padding bytes per payload
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(long, default_value = "http://127.0.0.1:8090/_broadcast")]
+    broadcast_url: String,
+    #[arg(long)]
+    broadcast_key: Option<String>,
+    /// Seconds to wait for stragglers after publishing
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+}
+
+#[derive(Args, Clone)]
+struct SoakArgs {
+    /// Seconds to run
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// The server binary (default: `ferrocable` next to this tool)
+    #[arg(long)]
+    server_bin: Option<std::path::PathBuf>,
+    /// Extra server option, `--name=value` (repeatable)
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Clients connected for the whole run
+    #[arg(long, default_value_t = 50)]
+    stayers: usize,
+    /// Clients connecting, subscribing, reading 0.2-2 s and leaving, over and over
+    #[arg(long, default_value_t = 10)]
+    churners: usize,
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Broadcasts per second, all streams together
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+    /// Seconds between backend restarts (0: never)
+    #[arg(long, default_value_t = 15)]
+    restart_every: u64,
+    /// Seconds the backend stays down at each restart
+    #[arg(long, default_value_t = 2)]
+    backend_down: u64,
+    /// Seconds between memory samples (0: one sample per 1/60 of the run, at least every second)
+    #[arg(long, default_value_t = 0)]
+    sample_every: u64,
+    /// Largest accepted RSS growth over the second half of the run, KiB per minute
+    #[arg(long, default_value_t = 1024.0)]
+    max_rss_slope: f64,
+    /// Directory for the server's and the backend's logs (default: a new one under the temp dir)
+    #[arg(long)]
+    log_dir: Option<std::path::PathBuf>,
+    /// Print the result as JSON on stdout (the human summary goes to stderr)
+    #[arg(long)]
+    json: bool,
+}
+
+impl StormArgs {
+    fn options(&self, common: &Common) -> pressure::StormOptions {
+        pressure::StormOptions {
+            subscribers: self.subscribers,
+            streams: self.streams,
+            identifier: self.identifier.clone(),
+            publications: self.publications,
+            batch: self.batch,
+            payload_bytes: self.payload,
+            broadcast_url: self.broadcast_url.clone(),
+            broadcast_key: self.broadcast_key.clone(),
+            concurrency: common.concurrency,
+            grace: Duration::from_secs(self.grace),
+        }
+    }
+}
+
+impl SoakArgs {
+    fn options(&self) -> anyhow::Result<soak::SoakOptions> {
+        let server_bin = match &self.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("ferrocable"),
+        };
+        let sample_every = if self.sample_every > 0 { self.sample_every } else { (self.duration / 60).max(1) };
+        let log_dir = self
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("ferrocable-soak-{}", std::process::id())));
+        Ok(soak::SoakOptions {
+            duration: Duration::from_secs(self.duration),
+            server_bin,
+            server_args: self.server_args.clone(),
+            stayers: self.stayers,
+            churners: self.churners,
+            streams: self.streams,
+            rate: self.rate,
+            restart_every: Duration::from_secs(self.restart_every),
+            backend_down: Duration::from_secs(self.backend_down),
+            sample_every: Duration::from_secs(sample_every),
+            max_rss_slope: self.max_rss_slope,
+            log_dir,
+        })
+    }
+}
+
 /// Raises the open files limit to its hard maximum.
 fn raise_fd_limit() -> u64 {
     unsafe {
@@ -159,6 +310,27 @@ fn raise_fd_limit() -> u64 {
         }
     }
     0
+}
+
+/// The publication path a `BroadcastArgs` asks for.
+fn broadcast_options(b: &BroadcastArgs, common: &Common) -> anyhow::Result<BroadcastOptions> {
+    let via = match b.via.as_str() {
+        "http" => Via::Http { url: b.broadcast_url.clone(), key: b.broadcast_key.clone() },
+        "action" => Via::Action,
+        other => anyhow::bail!("--via must be http or action, not {other:?}"),
+    };
+    Ok(BroadcastOptions {
+        subscribers: b.subscribers,
+        streams: b.streams,
+        identifier: b.identifier.clone(),
+        rate: b.rate,
+        duration: Duration::from_secs(b.duration),
+        payload_bytes: b.payload,
+        publishers: b.publishers,
+        via,
+        grace: Duration::from_secs(b.grace),
+        concurrency: common.concurrency,
+    })
 }
 
 fn target(common: &Common, connections: usize) -> anyhow::Result<client::Target> {
@@ -205,23 +377,7 @@ async fn main() -> anyhow::Result<()> {
             emit(&common, &report)
         }
         Command::Broadcast { common, broadcast: b, step, max_subscribers, p95_limit } => {
-            let via = match b.via.as_str() {
-                "http" => Via::Http { url: b.broadcast_url.clone(), key: b.broadcast_key.clone() },
-                "action" => Via::Action,
-                other => anyhow::bail!("--via must be http or action, not {other:?}"),
-            };
-            let opts = BroadcastOptions {
-                subscribers: b.subscribers,
-                streams: b.streams,
-                identifier: b.identifier.clone(),
-                rate: b.rate,
-                duration: Duration::from_secs(b.duration),
-                payload_bytes: b.payload,
-                publishers: b.publishers,
-                via,
-                grace: Duration::from_secs(b.grace),
-                concurrency: common.concurrency,
-            };
+            let opts = broadcast_options(&b, &common)?;
             let max = step.map(|_| max_subscribers).unwrap_or(b.subscribers);
             let t = target(&common, max)?;
             match step {
@@ -263,6 +419,46 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             emit(&common, &report)
+        }
+        Command::Stalled { common, broadcast: b, stalled, stalled_receive_buffer, stalled_mss, settle, repeats } => {
+            let opts = pressure::StalledOptions {
+                broadcast: broadcast_options(&b, &common)?,
+                stalled,
+                receive_buffer: stalled_receive_buffer,
+                mss: stalled_mss,
+                settle: Duration::from_secs(settle),
+                repeats,
+            };
+            // Each round's stalled subscribers are gone before the next round's come.
+            if limit > 0 && (b.subscribers + stalled) as u64 + 64 > limit {
+                anyhow::bail!(
+                    "{} connections need more than the open files limit ({limit}) allows",
+                    b.subscribers + stalled
+                );
+            }
+            let t = target(&common, b.subscribers + stalled)?;
+            let report = pressure::stalled(&t, &opts, common.server_pid.as_deref()).await?;
+            emit(&common, &report)
+        }
+        Command::Storm { common, storm } => {
+            let t = target(&common, storm.subscribers)?;
+            let report = pressure::storm(&t, &storm.options(&common), common.server_pid.as_deref()).await?;
+            emit(&common, &report)
+        }
+        Command::Soak(args) => {
+            let report = soak::soak(&args.options()?).await?;
+            let pretty = serde_json::to_string_pretty(&report)?;
+            if args.json {
+                println!("{pretty}");
+            } else {
+                eprintln!("{pretty}");
+            }
+            if !report.failures.is_empty() {
+                eprintln!("soak failed:\n  {}", report.failures.join("\n  "));
+                std::process::exit(1);
+            }
+            eprintln!("soak passed");
+            Ok(())
         }
         Command::Backend { listen, broadcast_url, broadcast_key } => {
             backend::serve(listen, broadcast_url, broadcast_key).await

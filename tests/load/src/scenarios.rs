@@ -1,4 +1,5 @@
-//! The scenarios: idle, broadcast (and its step mode), connect, perform.
+//! The scenarios: idle, broadcast (and its step mode), connect, perform. The backpressure scenarios are in
+//! `pressure.rs`, the soak in `soak.rs`.
 //!
 //! Every scenario is bounded in connections and time and only talks to loopback addresses.
 
@@ -73,7 +74,7 @@ pub async fn open_many(
     (sockets, latencies, errors)
 }
 
-fn error_summary(errors: &[String]) -> Option<String> {
+pub(crate) fn error_summary(errors: &[String]) -> Option<String> {
     errors.first().map(|e| format!("{} failures, first: {e}", errors.len()))
 }
 
@@ -206,15 +207,17 @@ struct BenchPayload {
     seq: u64,
 }
 
-struct ReceiverResult {
-    samples: Vec<u32>,
-    received: u64,
-    out_of_order: u64,
+pub(crate) struct ReceiverResult {
+    pub samples: Vec<u32>,
+    pub received: u64,
+    pub out_of_order: u64,
+    /// The server closed the connection before the scenario stopped reading.
+    pub closed: bool,
 }
 
 /// Pulls an unsigned integer field (`"name":123`) out of a frame without parsing the whole JSON: the receive
 /// path must stay cheap so the tool, not the server, is never what limits a run.
-fn int_field(text: &str, name: &str) -> Option<u64> {
+pub(crate) fn int_field(text: &str, name: &str) -> Option<u64> {
     let at = text.find(name)? + name.len();
     let digits: &str = text[at..].trim_start_matches([' ', ':']);
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
@@ -222,14 +225,14 @@ fn int_field(text: &str, name: &str) -> Option<u64> {
 }
 
 /// Reads one subscriber's frames until `stop`, timing every benchmark message.
-async fn receive(
+pub(crate) async fn receive(
     mut ws: Ws,
     publishers: usize,
     stop: tokio_util::sync::CancellationToken,
     progress: Arc<Progress>,
 ) -> (Ws, ReceiverResult) {
     let mut last = vec![0u64; publishers];
-    let mut result = ReceiverResult { samples: Vec::new(), received: 0, out_of_order: 0 };
+    let mut result = ReceiverResult { samples: Vec::new(), received: 0, out_of_order: 0, closed: false };
     loop {
         let msg = tokio::select! {
             biased;
@@ -239,7 +242,10 @@ async fn receive(
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(_)) => continue,
-            _ => break,
+            _ => {
+                result.closed = true;
+                break;
+            }
         };
         if !text.contains("\"seq\"") {
             continue;
@@ -277,14 +283,14 @@ mod tests {
     }
 }
 
-fn bench_data(p: usize, seq: u64, pad: &str) -> String {
+pub(crate) fn bench_data(p: usize, seq: u64, pad: &str) -> String {
     format!(r#"{{"seq":{seq},"ts":{},"p":{p},"pad":"{pad}"}}"#, stats::now_micros())
 }
 
 /// Subscribers connected for a broadcast run, kept across step-mode rounds.
 pub struct Audience {
-    sockets: Vec<(usize, Ws)>,
-    failures: Vec<String>,
+    pub(crate) sockets: Vec<(usize, Ws)>,
+    pub(crate) failures: Vec<String>,
 }
 
 impl Audience {
@@ -408,22 +414,7 @@ pub async fn broadcast_round(
             let _ = ws.close(None).await;
         }
     }
-    // Wait for deliveries to settle: until everything expected arrived or the grace period passed.
-    let settle_deadline = Instant::now() + opts.grace;
-    let base = Progress::get(&progress.delivered);
-    let _ = base;
-    let mut last_seen = Progress::get(&progress.delivered);
-    let mut quiet_since = Instant::now();
-    while Instant::now() < settle_deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let seen = Progress::get(&progress.delivered);
-        if seen != last_seen {
-            last_seen = seen;
-            quiet_since = Instant::now();
-        } else if quiet_since.elapsed() > Duration::from_millis(500) {
-            break;
-        }
-    }
+    settle(progress, opts.grace).await;
     let elapsed = started.elapsed().saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(1));
     stop.cancel();
     let mut samples = Vec::new();
@@ -454,6 +445,23 @@ pub async fn broadcast_round(
         first_error: error_summary(&audience.failures),
         cpu,
     })
+}
+
+/// Waits for deliveries to settle: until none arrived for 500 ms, or the grace period passed.
+pub(crate) async fn settle(progress: &Progress, grace: Duration) {
+    let settle_deadline = Instant::now() + grace;
+    let mut last_seen = Progress::get(&progress.delivered);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = Progress::get(&progress.delivered);
+        if seen != last_seen {
+            last_seen = seen;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+    }
 }
 
 pub async fn broadcast(

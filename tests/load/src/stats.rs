@@ -1,4 +1,5 @@
-//! Measurements: latency percentiles, process CPU time and RSS from /proc, progress counters.
+//! Measurements: latency percentiles, process CPU time, RSS and open files from /proc, memory trends, progress
+//! counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,13 +52,91 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) as f64 / ticks.max(1) as f64))
 }
 
-/// Resident set size of a process in KiB, from /proc/<pid>/status.
-pub fn rss_kib(pid: &str) -> Option<u64> {
+/// A `kB` field of /proc/<pid>/status, e.g. `VmRSS`.
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The peak resident set size of a process so far (`VmHWM`) in KiB.
+pub fn peak_rss_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Open file descriptors of a process (sockets included), from /proc/<pid>/fd.
+pub fn open_fds(pid: &str) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The least-squares slope of `(seconds, KiB)` samples, in KiB per minute; `None` with fewer than two
+/// distinct times.
+pub fn slope_kib_per_min(samples: &[(f64, u64)]) -> Option<f64> {
+    let n = samples.len() as f64;
+    if samples.len() < 2 {
+        return None;
+    }
+    let mean_t = samples.iter().map(|(t, _)| t).sum::<f64>() / n;
+    let mean_v = samples.iter().map(|(_, v)| *v as f64).sum::<f64>() / n;
+    let var = samples.iter().map(|(t, _)| (t - mean_t).powi(2)).sum::<f64>();
+    if var == 0.0 {
+        return None;
+    }
+    let cov = samples.iter().map(|(t, v)| (t - mean_t) * (*v as f64 - mean_v)).sum::<f64>();
+    Some(round1(cov / var * 60.0))
+}
+
+/// Memory the kernel holds for all TCP sockets of the machine (socket buffers), in KiB, from /proc/net/sockstat.
+pub fn tcp_kernel_memory_kib() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = sockstat.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let pages: u64 = tcp.split_whitespace().skip_while(|w| *w != "mem").nth(1)?.parse().ok()?;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    Some(pages * page / 1024)
+}
+
+/// Samples a reading (a process's RSS, the kernel's TCP memory) every `every` until stopped, keeping the peak.
+pub struct PeakWatch {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Option<u64>>,
+}
+
+impl PeakWatch {
+    pub fn start(every: Duration, read: impl Fn() -> Option<u64> + Send + 'static) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak = read();
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+                peak = peak.max(read());
+            }
+            peak
+        });
+        Self { stop, task }
+    }
+
+    /// The RSS of process `pid`, when there is one to watch.
+    pub fn rss(pid: Option<&str>, every: Duration) -> Self {
+        let pid = pid.map(str::to_owned);
+        Self::start(every, move || pid.as_deref().and_then(rss_kib))
+    }
+
+    /// The highest reading, in KiB.
+    pub async fn peak(self) -> Option<u64> {
+        self.stop.cancel();
+        self.task.await.ok().flatten()
+    }
 }
 
 /// CPU use of this tool and (optionally) the server over one scenario.
@@ -161,6 +240,17 @@ mod tests {
     #[test]
     fn proc_readings_work_for_this_process() {
         assert!(rss_kib("self").unwrap() > 0);
+        assert!(peak_rss_kib("self").unwrap() >= rss_kib("self").unwrap());
+        assert!(open_fds("self").unwrap() >= 3);
+        assert!(tcp_kernel_memory_kib().is_some());
         assert!(cpu_time("self").is_some());
+    }
+
+    #[test]
+    fn slope_is_kib_per_minute() {
+        assert_eq!(slope_kib_per_min(&[(0.0, 1000), (30.0, 1500), (60.0, 2000)]), Some(1000.0));
+        assert_eq!(slope_kib_per_min(&[(0.0, 1000), (60.0, 900)]), Some(-100.0));
+        assert_eq!(slope_kib_per_min(&[(5.0, 1000)]), None);
+        assert_eq!(slope_kib_per_min(&[(5.0, 1000), (5.0, 2000)]), None);
     }
 }

@@ -175,3 +175,37 @@ async fn connect_and_perform_go_through_the_benchmark_backend() {
     assert!(server.stats().rpc_call_total >= round_trips, "each round trip is one Command call");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_delivers_every_batched_publication_in_order() {
+    let server = server(&[("public", "true"), ("norpc", "true"), ("client_queue_size", "8192")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let report = bench(s(&[
+        "storm",
+        "--url",
+        &url,
+        "--broadcast-url",
+        &broadcast_url,
+        "--subscribers",
+        "8",
+        "--streams",
+        "4",
+        "--publications",
+        "10000",
+        "--batch",
+        "500",
+        "--grace",
+        "5",
+    ]))
+    .await;
+    assert_eq!(report["published"], 10000);
+    assert_eq!(report["publish_failures"], 0);
+    // Each stream's 2500 publications reach its 2 subscribers.
+    assert_eq!(report["expected_deliveries"], 20000);
+    assert_eq!(report["delivered"], 20000);
+    assert_eq!(report["out_of_order"], 0);
+    assert_eq!(report["subscribers_cut_off"], 0);
+    assert_eq!(server.stats().broadcast_msg_total, 10000);
+    server.shutdown().await;
+}
