@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -209,13 +208,7 @@ impl Server {
             max_subscriptions: config.max_subscriptions,
             whispers,
         });
-        let ws_state = Arc::new(WsState {
-            deps,
-            config: config.clone(),
-            next_id: AtomicU64::new(1),
-            tracker: sessions.clone(),
-            shutdown: stop_accepting.clone(),
-        });
+        let ws_state = Arc::new(WsState::new(deps, config.clone(), sessions.clone(), stop_accepting.clone()));
 
         let main_listener = bind(&config.host, config.port).await?;
         let local_addr = main_listener
@@ -274,8 +267,11 @@ impl Server {
             }
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
-        // (and its Disconnect run) within a bounded time.
-        let dead_peers = Some(DeadPeerDetection::from_config(&config));
+        // (and its Disconnect run) within a bounded time: set once on the listener where accepted sockets
+        // inherit them, else on each accepted socket.
+        let dead_peers = DeadPeerDetection::from_config(&config);
+        dead_peers.apply_to_listener(&main_listener);
+        let dead_peers = Some(dead_peers).filter(|_| !DeadPeerDetection::INHERITED_FROM_LISTENER);
         serve(&tasks, main_listener, listener_tls.clone(), main_router, stop_accepting.clone(), dead_peers, "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
@@ -447,7 +443,8 @@ async fn start_broadcasters(
 }
 
 /// Serves `router` on `listener` until `stop`, over TLS when the listeners have a certificate. Every router gets
-/// the peer address, which the WebSocket upgrade forwards as `REMOTE_ADDR`.
+/// the peer address, which the WebSocket upgrade forwards as `REMOTE_ADDR`. `dead_peers` is applied to each
+/// accepted socket (`None` when the listener's sockets inherit the timers, or need none).
 fn serve(
     tasks: &TaskTracker,
     listener: TcpListener,
