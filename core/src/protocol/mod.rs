@@ -5,6 +5,8 @@
 //! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
 //! escaped once on the way out, never parsed as JSON itself.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -91,16 +93,28 @@ struct RawCommand<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// A JSON string value as text (`None` for any other value); borrowed when the string has no escapes.
+fn as_text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let json = raw?.get();
+    // Valid JSON (the frame parsed) without a backslash: the text between the quotes is the string itself.
+    if let Some(inner) = json.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+        if !inner.contains('\\') {
+            return Some(Cow::Borrowed(inner));
+        }
+    }
+    serde_json::from_str::<String>(json).ok().map(Cow::Owned)
+}
+
 fn as_string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    as_text(raw).map(Cow::into_owned)
 }
 
 /// Decodes one text frame from a client.
 pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
     let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let command = as_string(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
+    let command = as_text(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
     let identifier = |name| as_string(raw.identifier).ok_or(DecodeError::MissingIdentifier(name));
-    match command.as_str() {
+    match &*command {
         "subscribe" => Ok(ClientCommand::Subscribe { identifier: identifier("subscribe")? }),
         "unsubscribe" => Ok(ClientCommand::Unsubscribe { identifier: identifier("unsubscribe")? }),
         "message" => {
@@ -117,7 +131,7 @@ pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
             let data = raw.data.ok_or(DecodeError::MissingWhisperData)?.get().to_owned();
             Ok(ClientCommand::Whisper { identifier, data })
         }
-        _ => Err(DecodeError::UnknownCommand(command)),
+        _ => Err(DecodeError::UnknownCommand(command.into_owned())),
     }
 }
 
@@ -261,6 +275,16 @@ mod tests {
             decode_command(r#"{"command":"whisper","data":{}}"#),
             Err(DecodeError::MissingIdentifier("whisper"))
         );
+    }
+
+    #[test]
+    fn escaped_commands_decode_like_plain_ones() {
+        let plain = decode_command(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#);
+        let escaped = decode_command(r#"{"command":"sub\u0073cribe","identifier":"{\"chan\u006eel\":\"A\"}"}"#);
+        assert_eq!(plain, Ok(ClientCommand::Subscribe { identifier: r#"{"channel":"A"}"#.into() }));
+        assert_eq!(escaped, plain);
+        assert_eq!(decode_command(r#"{"command":""}"#), Err(DecodeError::UnknownCommand(String::new())));
+        assert_eq!(decode_command(r#"{"command":"da\"nce"}"#), Err(DecodeError::UnknownCommand("da\"nce".into())));
     }
 
     #[test]
