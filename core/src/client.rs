@@ -174,8 +174,19 @@ impl ClientHandle {
 
 /// A new random session id: 21 characters of `[A-Za-z0-9_-]`, like AnyCable's.
 pub fn generate_sid() -> String {
-    const ALPHABET: &[u8] = b"ModuleSymbhasOwnPr-0123456789ABCDEFGHNRVfgctiUvz_KqYTJkLxpZXIjQW";
-    (0..21).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+    const ALPHABET: &[u8; 64] = b"ModuleSymbhasOwnPr-0123456789ABCDEFGHNRVfgctiUvz_KqYTJkLxpZXIjQW";
+    // 64 symbols: each takes 6 bits of a random word (as uniform as one draw per symbol), so 21 symbols take
+    // three words rather than 21 calls into the generator.
+    let (mut bits, mut word) = (0, 0u64);
+    let mut sid = String::with_capacity(21);
+    for _ in 0..21 {
+        if bits < 6 {
+            (word, bits) = (fastrand::u64(..), 64);
+        }
+        sid.push(char::from(ALPHABET[(word & 63) as usize]));
+        (word, bits) = (word >> 6, bits - 6);
+    }
+    sid
 }
 
 #[cfg(test)]
@@ -217,5 +228,15 @@ mod tests {
         assert_eq!(a.len(), 21);
         assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_ne!(a, generate_sid());
+    }
+
+    #[test]
+    fn sids_use_every_symbol_in_every_position() {
+        // 64 symbols over 2,000 sids: each position sees all of them (a stuck or short bit source would not).
+        let sids: Vec<Vec<u8>> = (0..2000).map(|_| generate_sid().into_bytes()).collect();
+        for position in 0..21 {
+            let seen: std::collections::HashSet<u8> = sids.iter().map(|sid| sid[position]).collect();
+            assert_eq!(seen.len(), 64, "position {position}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! disconnects and shutdown). It knows nothing of RPC or sockets.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,10 +23,43 @@ use crate::protocol;
 
 const SHARDS: usize = 64;
 
-type Shards<K, V> = Box<[RwLock<HashMap<K, V>>]>;
+type Shards<K, V, S = std::collections::hash_map::RandomState> = Box<[RwLock<HashMap<K, V, S>>]>;
 
-fn new_shards<K, V>() -> Shards<K, V> {
-    (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect()
+fn new_shards<K, V, S: Default>() -> Shards<K, V, S> {
+    (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect()
+}
+
+/// Hashes client ids. They are numbers the server hands out in sequence, never chosen by a client, so no
+/// one can pick ids that collide: a bit mixer (SplitMix64's finalizer) does instead of SipHash, which costs
+/// several times as much on the connect and teardown path.
+#[derive(Default)]
+struct ClientIdHasher(u64);
+
+impl Hasher for ClientIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Maps keyed by client id.
+type ById<V> = HashMap<u64, V, BuildHasherDefault<ClientIdHasher>>;
+
+/// The registry shard of a client: ids are sequential, so this spreads them evenly.
+fn client_shard(id: u64) -> usize {
+    (id % SHARDS as u64) as usize
 }
 
 /// Subscribers of one stream.
@@ -46,7 +79,7 @@ struct StreamState {
 struct Group {
     /// The identifier already escaped as a JSON string, ready to splice into frames.
     escaped_identifier: Bytes,
-    members: HashMap<u64, Arc<ClientHandle>>,
+    members: ById<Arc<ClientHandle>>,
 }
 
 struct SnapshotGroup {
@@ -80,7 +113,7 @@ pub(crate) trait StreamWatcher: Send + Sync {
 pub struct Hub {
     streams: Shards<Arc<str>, Arc<StreamEntry>>,
     watcher: std::sync::OnceLock<Arc<dyn StreamWatcher>>,
-    clients: Shards<u64, Arc<ClientHandle>>,
+    clients: Shards<u64, Arc<ClientHandle>, BuildHasherDefault<ClientIdHasher>>,
     /// identifiers string -> clients with exactly those identifiers (for remote disconnect)
     by_identifiers: Shards<Arc<str>, Vec<Arc<ClientHandle>>>,
     hasher: std::collections::hash_map::RandomState,
@@ -118,7 +151,7 @@ impl Hub {
         let mut state = entry.state.lock();
         let group = state.groups.entry(identifier.clone()).or_insert_with(|| Group {
             escaped_identifier: Bytes::from(protocol::json_string(identifier)),
-            members: HashMap::new(),
+            members: ById::default(),
         });
         group.members.insert(client.id, client.clone());
         state.snapshot = None;
@@ -199,7 +232,7 @@ impl Hub {
 
     /// Adds a client to the registry.
     pub(crate) fn add_client(&self, client: &Arc<ClientHandle>) {
-        self.clients[self.shard_of(&client.id)].write().insert(client.id, client.clone());
+        self.clients[client_shard(client.id)].write().insert(client.id, client.clone());
     }
 
     /// Records the identifiers a client was accepted with, for remote disconnects.
@@ -213,7 +246,7 @@ impl Hub {
 
     /// Removes a client from the registry (and the identifiers index when given).
     pub(crate) fn remove_client(&self, client_id: u64, identifiers: Option<&str>) {
-        self.clients[self.shard_of(&client_id)].write().remove(&client_id);
+        self.clients[client_shard(client_id)].write().remove(&client_id);
         if let Some(ids) = identifiers {
             let mut shard = self.by_identifiers[self.shard_of(ids)].write();
             if let Some(list) = shard.get_mut(ids) {
@@ -314,6 +347,18 @@ impl BroadcastQueue {
 mod tests {
     use super::*;
     use crate::config::PingPrecision;
+
+    #[test]
+    fn client_ids_of_one_shard_spread_over_the_buckets_of_its_map() {
+        // One shard holds every 64th id; a map of 1,024 buckets indexes by the low bits of the hash.
+        let hash = |id: u64| BuildHasherDefault::<ClientIdHasher>::default().hash_one(id);
+        let ids: Vec<u64> = (0..1024).map(|n| 7 + n * SHARDS as u64).collect();
+        assert!(ids.iter().all(|id| client_shard(*id) == 7));
+        let buckets: std::collections::HashSet<u64> = ids.iter().map(|id| hash(*id) & 1023).collect();
+        assert!(buckets.len() > 600, "{} of 1024 buckets used", buckets.len());
+        let tags: std::collections::HashSet<u64> = ids.iter().map(|id| hash(*id) >> 57).collect();
+        assert!(tags.len() > 100, "{} of 128 control tags used", tags.len());
+    }
 
     fn client(id: u64) -> Arc<ClientHandle> {
         Arc::new(ClientHandle::new(id, format!("sid{id}").into(), 64, None, PingPrecision::Seconds))

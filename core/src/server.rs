@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -211,14 +210,7 @@ impl Server {
             whispers,
             command_rate: CommandRate::from_options(config.command_rate_limit, config.command_rate_burst),
         });
-        let ws_state = Arc::new(WsState {
-            deps,
-            config: config.clone(),
-            next_id: AtomicU64::new(1),
-            connections: Arc::default(),
-            tracker: sessions.clone(),
-            shutdown: stop_accepting.clone(),
-        });
+        let ws_state = Arc::new(WsState::new(deps, config.clone(), sessions.clone(), stop_accepting.clone()));
 
         let main_listener = bind(&config.host, config.port).await?;
         let local_addr = main_listener
@@ -277,8 +269,9 @@ impl Server {
             }
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
-        // (and its Disconnect run) within a bounded time.
-        let client_sockets = Some(ClientSocketOptions::from_config(&config));
+        // (and its Disconnect run) within a bounded time: set once on the listener where accepted sockets
+        // inherit them, else on each accepted socket.
+        let client_sockets = ClientSocketOptions::for_listener(&config, &main_listener);
         serve(&tasks, main_listener, listener_tls.clone(), main_router, stop_accepting.clone(), client_sockets, "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
@@ -450,7 +443,8 @@ async fn start_broadcasters(
 }
 
 /// Serves `router` on `listener` until `stop`, over TLS when the listeners have a certificate. Every router gets
-/// the peer address, which the WebSocket upgrade forwards as `REMOTE_ADDR`.
+/// the peer address, which the WebSocket upgrade forwards as `REMOTE_ADDR`. `client_sockets` is applied to each
+/// accepted socket (`None` when the listener's sockets need nothing more than they inherit).
 fn serve(
     tasks: &TaskTracker,
     listener: TcpListener,

@@ -131,17 +131,24 @@ impl Session {
         Env { url: self.env.url.clone(), headers: self.env.headers_map(), cstate: self.cstate.clone(), istate }
     }
 
-    /// Starts the Connect call. `token` is the JWT the client brought, if any; it lives only until Connect.
-    pub(crate) fn start_connect(&self, token: Option<String>) -> PendingCall {
-        let controller = self.deps.controller.clone();
+    /// Runs Connect: at once when the standalone rules answer it (`None`), otherwise by starting the backend
+    /// call, returned for the connection task to drive. `token` is the JWT the client brought, if any; it
+    /// lives only until Connect.
+    pub(crate) fn start_connect(&mut self, token: Option<String>) -> Option<PendingCall> {
         let ctx = self.call_context();
+        if let Some(response) = self.deps.controller.connect_locally(&ctx, token.as_deref()) {
+            self.finish_connect(Routed { result: Ok(response), via_backend: false });
+            return None;
+        }
+        let controller = self.deps.controller.clone();
         let request = ConnectionRequest {
             env: Some(Env { url: self.env.url.clone(), headers: self.env.headers_map(), ..Default::default() }),
         };
-        Box::pin(async move { CallOutcome::Connect(controller.connect(&ctx, request, token.as_deref()).await) })
+        Some(Box::pin(async move { CallOutcome::Connect(controller.connect_via_backend(&ctx, request).await) }))
     }
 
-    /// Starts the handler call for a client command, or refuses it (logged) when it cannot apply.
+    /// Runs a client command: at once when the server answers it itself or refuses it (logged), otherwise by
+    /// starting the handler call, returned for the connection task to drive.
     pub(crate) fn start_command(&mut self, command: ClientCommand) -> Option<PendingCall> {
         let (kind, identifier, data) = match command {
             ClientCommand::Subscribe { identifier } => (CommandKind::Subscribe, identifier, String::new()),
@@ -177,6 +184,10 @@ impl Session {
         };
         // Share the identifier with the subscription map when we already hold it.
         let identifier: Arc<str> = existing.map(|(k, _)| k.clone()).unwrap_or_else(|| identifier.into());
+        if let Some(response) = self.deps.controller.command_locally(kind.as_str(), &identifier) {
+            self.finish_command(kind, identifier, Routed { result: Ok(response), via_backend: false });
+            return None;
+        }
         let request = CommandMessage {
             command: kind.as_str().into(),
             identifier: identifier.to_string(),
@@ -187,7 +198,7 @@ impl Session {
         let controller = self.deps.controller.clone();
         let ctx = self.call_context();
         Some(Box::pin(async move {
-            let routed = controller.command(&ctx, request).await;
+            let routed = controller.command_via_backend(&ctx, request).await;
             CallOutcome::Command { kind, identifier, routed }
         }))
     }
@@ -292,7 +303,7 @@ impl Session {
 
     fn finish_connect(&mut self, routed: Routed<ConnectionResponse>) {
         self.used_backend |= routed.via_backend;
-        let response = match routed.result {
+        let mut response = match routed.result {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(sid = %self.client.sid, %error, "Connect failed");
@@ -300,10 +311,10 @@ impl Session {
                 return;
             }
         };
-        if let Some(env) = &response.env {
-            merge_state(&mut self.cstate, &env.cstate);
+        if let Some(env) = response.env.take() {
+            merge_owned_state(&mut self.cstate, env.cstate);
         }
-        self.transmit(&response.transmissions);
+        self.transmit(std::mem::take(&mut response.transmissions));
         match Status::try_from(response.status) {
             Ok(Status::Success) => {
                 let identifiers: Arc<str> = response.identifiers.into();
@@ -325,7 +336,7 @@ impl Session {
 
     fn finish_command(&mut self, kind: CommandKind, identifier: Arc<str>, routed: Routed<CommandResponse>) {
         self.used_backend |= routed.via_backend;
-        let response = match routed.result {
+        let mut response = match routed.result {
             Ok(response) => response,
             Err(error) => {
                 Metrics::inc(&self.deps.metrics.failed_client_msg_total);
@@ -355,18 +366,19 @@ impl Session {
             }
             _ => {}
         }
-        self.apply_streams_and_istate(&identifier, &response);
-        if let Some(env) = &response.env {
-            merge_state(&mut self.cstate, &env.cstate);
+        self.apply_streams_and_istate(&identifier, &mut response);
+        if let Some(env) = response.env.take() {
+            merge_owned_state(&mut self.cstate, env.cstate);
         }
-        self.transmit(&response.transmissions);
+        self.transmit(std::mem::take(&mut response.transmissions));
         if response.disconnect {
             self.client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "Command Failed" });
         }
     }
 
-    /// `stop_streams` first, then `stopped_streams`, then new `streams`; then the istate changes.
-    fn apply_streams_and_istate(&mut self, identifier: &Arc<str>, response: &CommandResponse) {
+    /// `stop_streams` first, then `stopped_streams`, then new `streams`; then the istate changes (taken out of
+    /// the response).
+    fn apply_streams_and_istate(&mut self, identifier: &Arc<str>, response: &mut CommandResponse) {
         let Some(sub) = self.subscriptions.get_mut(identifier) else { return };
         let hub = &self.deps.hub;
         let client_id = self.client.id;
@@ -388,8 +400,8 @@ impl Session {
                 sub.streams.push(stream);
             }
         }
-        if let Some(env) = &response.env {
-            merge_state(&mut sub.istate, &env.istate);
+        if let Some(env) = &mut response.env {
+            merge_owned_state(&mut sub.istate, std::mem::take(&mut env.istate));
         }
     }
 
@@ -402,9 +414,9 @@ impl Session {
         }
     }
 
-    fn transmit(&self, transmissions: &[String]) {
+    fn transmit(&self, transmissions: Vec<String>) {
         for t in transmissions {
-            self.client.send(Bytes::copy_from_slice(t.as_bytes()));
+            self.client.send(Bytes::from(t));
         }
     }
 
@@ -443,11 +455,16 @@ impl Session {
 
 /// Merges returned state changes: a non-empty value sets the key, an empty value deletes it.
 pub fn merge_state(state: &mut HashMap<String, String>, changes: &HashMap<String, String>) {
+    merge_owned_state(state, changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+}
+
+/// [`merge_state`] for changes the caller owns: keys and values move into the state.
+fn merge_owned_state(state: &mut HashMap<String, String>, changes: impl IntoIterator<Item = (String, String)>) {
     for (key, value) in changes {
         if value.is_empty() {
-            state.remove(key);
+            state.remove(&key);
         } else {
-            state.insert(key.clone(), value.clone());
+            state.insert(key, value);
         }
     }
 }

@@ -62,6 +62,31 @@ async fn grpc_state_round_trip_and_disconnect_carries_every_channel_state() {
 }
 
 #[tokio::test]
+async fn every_grpc_call_carries_the_sid_of_its_own_session_across_many_sessions() {
+    // More sessions than the connection's HPACK table could index sids for: each call must still arrive with
+    // its own session's sid however the encoder represents it.
+    let fx = Fixture::start(Mode::Grpc, &[]).await;
+    let mut sids = Vec::new();
+    for n in 0..120 {
+        let (mut c, sid) = welcomed(&fx, &format!("user{n}")).await;
+        assert_eq!(c.subscribe(CHAT_A).await["type"], "confirm_subscription");
+        c.close().await;
+        sids.push(sid);
+    }
+    let connects: Vec<String> = fx.app.calls.connects.lock().unwrap().iter().map(|(sid, _)| sid.clone()).collect();
+    let commands: Vec<String> = fx.app.calls.commands.lock().unwrap().iter().map(|(sid, _)| sid.clone()).collect();
+    assert_eq!(connects, sids);
+    assert_eq!(commands, sids);
+    eventually("every Disconnect call", || fx.app.calls.disconnects.lock().unwrap().len() == sids.len()).await;
+    let mut disconnects: Vec<String> =
+        fx.app.calls.disconnects.lock().unwrap().iter().map(|(sid, _)| sid.clone()).collect();
+    disconnects.sort();
+    sids.sort();
+    assert_eq!(disconnects, sids);
+    fx.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn in_process_state_round_trip_and_disconnect_carries_every_channel_state() {
     state_round_trip_and_disconnect_carries_every_channel_state(Mode::InProcess).await;
 }

@@ -128,18 +128,41 @@ impl Controller {
         request: ConnectionRequest,
         token: Option<&str>,
     ) -> Routed<ConnectionResponse> {
+        match self.connect_locally(ctx, token) {
+            Some(response) => Routed::local(response),
+            None => self.connect_via_backend(ctx, request).await,
+        }
+    }
+
+    /// Connect as the standalone rules answer it, at once, or `None` when it is the backend's to answer (then
+    /// [`Controller::connect_via_backend`]). Lets a session skip building a request nobody reads.
+    pub fn connect_locally(&self, ctx: &CallContext, token: Option<&str>) -> Option<ConnectionResponse> {
         if let Some(jwt) = &self.rules.jwt {
             match token {
-                Some(token) => return Routed::local(identify(jwt, ctx, token)),
+                Some(token) => return Some(identify(jwt, ctx, token)),
                 None if self.rules.enforce_jwt => {
-                    return Routed::local(refused("unauthorized", "no token: enforce_jwt requires one".into()));
+                    return Some(refused("unauthorized", "no token: enforce_jwt requires one".into()));
                 }
                 None => {}
             }
         }
         if self.rules.noauth {
-            return Routed::local(welcomed(ctx, format!("{{\"sid\":{}}}", protocol::json_string(&ctx.sid))));
+            return Some(welcomed(ctx, format!("{{\"sid\":{}}}", protocol::json_string(&ctx.sid))));
         }
+        match &self.backend {
+            Some(_) => None,
+            None => {
+                Some(refused("unauthorized", "no way to authenticate: enable noauth, JWT or an RPC backend".into()))
+            }
+        }
+    }
+
+    /// Connect through the backend, for a connection [`Controller::connect_locally`] left to it.
+    pub async fn connect_via_backend(
+        &self,
+        ctx: &CallContext,
+        request: ConnectionRequest,
+    ) -> Routed<ConnectionResponse> {
         match &self.backend {
             Some(backend) => Routed {
                 result: timed(&self.metrics.connect_duration, backend.connect(ctx, request)).await,
@@ -153,9 +176,21 @@ impl Controller {
     }
 
     pub async fn command(&self, ctx: &CallContext, request: CommandMessage) -> Routed<CommandResponse> {
-        if let Some(subscription) = standalone_subscription(&request.identifier, self.rules.turbo_streams.is_some()) {
-            return Routed::local(self.standalone_command(&request, subscription));
+        match self.command_locally(&request.command, &request.identifier) {
+            Some(response) => Routed::local(response),
+            None => self.command_via_backend(ctx, request).await,
         }
+    }
+
+    /// A command on a subscription the server answers itself (see the module notes), at once, or `None` when
+    /// it is the backend's (then [`Controller::command_via_backend`]).
+    pub fn command_locally(&self, command: &str, identifier: &str) -> Option<CommandResponse> {
+        let subscription = standalone_subscription(identifier, self.rules.turbo_streams.is_some())?;
+        Some(self.standalone_command(command, identifier, subscription))
+    }
+
+    /// A command through the backend, for one [`Controller::command_locally`] left to it.
+    pub async fn command_via_backend(&self, ctx: &CallContext, request: CommandMessage) -> Routed<CommandResponse> {
         match &self.backend {
             Some(backend) => Routed {
                 result: timed(&self.metrics.command_duration, backend.command(ctx, request)).await,
@@ -196,8 +231,13 @@ impl Controller {
         Ok(Publication { stream: stream.clone(), data, exclude_socket: Some(sid.to_owned()) })
     }
 
-    fn standalone_command(&self, request: &CommandMessage, subscription: StandaloneSubscription) -> CommandResponse {
-        match request.command.as_str() {
+    fn standalone_command(
+        &self,
+        command: &str,
+        identifier: &str,
+        subscription: StandaloneSubscription,
+    ) -> CommandResponse {
+        match command {
             "subscribe" => match self.verified_stream(subscription) {
                 Ok((stream, may_whisper)) => {
                     let istate = if may_whisper {
@@ -208,14 +248,14 @@ impl Controller {
                     CommandResponse {
                         status: Status::Success as i32,
                         streams: vec![stream],
-                        transmissions: vec![text(protocol::confirm_frame(&request.identifier))],
+                        transmissions: vec![protocol::confirm_text(identifier)],
                         env: Some(EnvResponse { cstate: HashMap::new(), istate }),
                         ..Default::default()
                     }
                 }
                 Err(reason) => CommandResponse {
                     status: Status::Failure as i32,
-                    transmissions: vec![text(protocol::reject_frame(&request.identifier))],
+                    transmissions: vec![protocol::reject_text(identifier)],
                     error_msg: reason,
                     ..Default::default()
                 },
@@ -263,7 +303,7 @@ fn welcomed(ctx: &CallContext, identifiers: String) -> ConnectionResponse {
     ConnectionResponse {
         status: Status::Success as i32,
         identifiers,
-        transmissions: vec![text(protocol::welcome_frame(&ctx.sid))],
+        transmissions: vec![protocol::welcome_text(&ctx.sid)],
         ..Default::default()
     }
 }
@@ -271,7 +311,7 @@ fn welcomed(ctx: &CallContext, identifiers: String) -> ConnectionResponse {
 fn refused(reason: &str, error_msg: String) -> ConnectionResponse {
     ConnectionResponse {
         status: Status::Failure as i32,
-        transmissions: vec![text(protocol::disconnect_frame(reason, false))],
+        transmissions: vec![protocol::disconnect_text(reason, false)],
         error_msg,
         ..Default::default()
     }
@@ -279,17 +319,13 @@ fn refused(reason: &str, error_msg: String) -> ConnectionResponse {
 
 fn no_backend_command(request: &CommandMessage) -> CommandResponse {
     let transmissions =
-        if request.command == "subscribe" { vec![text(protocol::reject_frame(&request.identifier))] } else { vec![] };
+        if request.command == "subscribe" { vec![protocol::reject_text(&request.identifier)] } else { vec![] };
     CommandResponse {
         status: if request.command == "subscribe" { Status::Failure } else { Status::Error } as i32,
         transmissions,
         error_msg: "no RPC backend to run channel commands".into(),
         ..Default::default()
     }
-}
-
-fn text(frame: bytes::Bytes) -> String {
-    String::from_utf8_lossy(&frame).into_owned()
 }
 
 #[cfg(test)]

@@ -103,7 +103,11 @@ impl GrpcHandler {
                 attempt += 1;
                 Metrics::inc(&self.metrics.rpc_call_total);
                 let mut req = Request::new(request.clone());
-                if let Ok(sid) = ctx.sid.parse() {
+                if let Ok(mut sid) = ctx.sid.parse::<tonic::metadata::AsciiMetadataValue>() {
+                    // Each session's sid is new. Marked sensitive, HPACK sends it as a literal and keeps it out of
+                    // the connection's header table, where every call would add one more dead sid for the next
+                    // calls to search and push the constant headers out.
+                    sid.set_sensitive(true);
                     req.metadata_mut().insert("sid", sid);
                 }
                 req.metadata_mut().insert("protov", tonic::metadata::MetadataValue::from_static(PROTO_VERSIONS));

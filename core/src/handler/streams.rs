@@ -6,9 +6,12 @@
 //! `base64(JSON string of the name) + "--" + hex HMAC-SHA256(key, the base64 part)`. The digest is
 //! compared in constant time before the name is decoded; nothing here may panic on input.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use sha2::Sha256;
 use std::time::Instant;
 
@@ -95,12 +98,16 @@ pub fn standalone_subscription(identifier: &str, turbo_streams: bool) -> Option<
     if !maybe_pubsub && !maybe_turbo {
         return None;
     }
-    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(identifier).ok()?;
-    let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
-    match fields.get("channel")?.as_str()? {
+    let fields: IdentifierFields<'_> = serde_json::from_str(identifier).ok()?;
+    let text = |field: Option<Field<'_>>| match field {
+        Some(Field::Text(text)) if !text.is_empty() => Some(text.into_owned()),
+        _ => None,
+    };
+    let Field::Text(channel) = fields.channel? else { return None };
+    match &*channel {
         PUBSUB_CHANNEL => {
             // As AnyCable does: a signed name wins over an unsigned one.
-            let request = match (text("signed_stream_name"), text("stream_name")) {
+            let request = match (text(fields.signed_stream_name), text(fields.stream_name)) {
                 (Some(signed), _) => StreamRequest::Signed(signed),
                 (None, Some(name)) => StreamRequest::Public(name),
                 (None, None) => StreamRequest::Missing,
@@ -108,9 +115,127 @@ pub fn standalone_subscription(identifier: &str, turbo_streams: bool) -> Option<
             Some(StandaloneSubscription::Pubsub(request))
         }
         TURBO_STREAMS_CHANNEL if turbo_streams => Some(StandaloneSubscription::Turbo(
-            text("signed_stream_name").map(StreamRequest::Signed).unwrap_or(StreamRequest::Missing),
+            text(fields.signed_stream_name).map(StreamRequest::Signed).unwrap_or(StreamRequest::Missing),
         )),
         _ => None,
+    }
+}
+
+/// The fields of an identifier the standalone rules read, parsed under exactly the rules of parsing the whole
+/// identifier as a JSON object (a `serde_json::Map`): any JSON error refuses it, a repeated key keeps its
+/// last value, and the fields nobody reads are still parsed as JSON values (same nesting and number limits).
+/// The three fields read borrow from the identifier when they are strings without escapes, so a subscription
+/// costs no map and no copies.
+#[derive(Default)]
+struct IdentifierFields<'a> {
+    channel: Option<Field<'a>>,
+    stream_name: Option<Field<'a>>,
+    signed_stream_name: Option<Field<'a>>,
+}
+
+/// One read field: a string, or any other JSON value.
+enum Field<'a> {
+    Text(Cow<'a, str>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for IdentifierFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = IdentifierFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = IdentifierFields::default();
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    let slot = match &*key {
+                        "channel" => &mut fields.channel,
+                        "stream_name" => &mut fields.stream_name,
+                        "signed_stream_name" => &mut fields.signed_stream_name,
+                        _ => {
+                            map.next_value::<serde_json::Value>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Field::Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Field::Text(Cow::Owned(text)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            // Arrays and objects are parsed as JSON values are, element by element, and dropped.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde_json::Value>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<String, serde_json::Value>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
     }
 }
 
@@ -207,6 +332,68 @@ mod tests {
         for other in [r#"{"channel":"ChatChannel","room":"$pubsub"}"#, "$pubsub", r#"["$pubsub"]"#, ""] {
             assert_eq!(standalone_subscription(other, true), None, "{other:?}");
         }
+    }
+
+    /// What the identifier's fields were taken to be when it was parsed as a whole JSON object.
+    fn as_a_whole_object(identifier: &str, turbo_streams: bool) -> Option<StandaloneSubscription> {
+        let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(identifier).ok()?;
+        let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+        match fields.get("channel")?.as_str()? {
+            PUBSUB_CHANNEL => {
+                Some(StandaloneSubscription::Pubsub(match (text("signed_stream_name"), text("stream_name")) {
+                    (Some(signed), _) => StreamRequest::Signed(signed),
+                    (None, Some(name)) => StreamRequest::Public(name),
+                    (None, None) => StreamRequest::Missing,
+                }))
+            }
+            TURBO_STREAMS_CHANNEL if turbo_streams => Some(StandaloneSubscription::Turbo(
+                text("signed_stream_name").map(StreamRequest::Signed).unwrap_or(StreamRequest::Missing),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn identifier_fields_follow_the_rules_of_a_whole_json_object() {
+        let deep = |depth: usize| {
+            format!(r#"{{"channel":"$pubsub","stream_name":"a","x":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth))
+        };
+        let cases = [
+            r#"{"channel":"$pubsub","stream_name":"a","stream_name":"b"}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"a","stream_name":7}"#.to_owned(),
+            r#"{"channel":1,"channel":"$pubsub","stream_name":"a"}"#.to_owned(),
+            r#"{"channel":"$pubsub","channel":"ChatChannel","stream_name":"a"}"#.to_owned(),
+            r#"{"chan\u006eel":"$pubsub","stream_name":"n\"q\u00e9"}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"","signed_stream_name":"s--d"}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"a","x":{"y":[1,2,{"z":null}]},"t":true,"f":-1.5e3}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"a","x":1e400}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"a","x":"\ud800"}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"a"} trailing"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":"a",}"#.to_owned(),
+            r#"{"channel":"$pubsub","stream_name":["a"]}"#.to_owned(),
+            r#"{"channel":"Turbo::StreamsChannel","signed_stream_name":"s--d","signed_stream_name":null}"#.to_owned(),
+            r#"{"channel":"Turbo::StreamsChannel","signed_stream_name":{"a":"s--d"}}"#.to_owned(),
+            r#" { "channel" : "$pubsub" , "stream_name" : "a" } "#.to_owned(),
+            r#"[{"channel":"$pubsub"}]"#.to_owned(),
+            r#""{\"channel\":\"$pubsub\"}""#.to_owned(),
+            deep(100),
+            deep(200),
+        ];
+        for case in &cases {
+            for turbo in [false, true] {
+                assert_eq!(
+                    standalone_subscription(case, turbo),
+                    as_a_whole_object(case, turbo),
+                    "{case} turbo={turbo}"
+                );
+            }
+        }
+        assert_eq!(
+            standalone_subscription(&cases[4], false),
+            Some(StandaloneSubscription::Pubsub(StreamRequest::Public("n\"qé".into()))),
+            "escaped names are decoded"
+        );
+        assert_eq!(standalone_subscription(&deep(200), false), None, "too deep for a JSON value: not standalone");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
 //! escaped once on the way out, never parsed as JSON itself.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -91,16 +93,28 @@ struct RawCommand<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// A JSON string value as text (`None` for any other value); borrowed when the string has no escapes.
+fn as_text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let json = raw?.get();
+    // Valid JSON (the frame parsed) without a backslash: the text between the quotes is the string itself.
+    if let Some(inner) = json.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+        if !inner.contains('\\') {
+            return Some(Cow::Borrowed(inner));
+        }
+    }
+    serde_json::from_str::<String>(json).ok().map(Cow::Owned)
+}
+
 fn as_string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    as_text(raw).map(Cow::into_owned)
 }
 
 /// Decodes one text frame from a client.
 pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
     let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let command = as_string(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
+    let command = as_text(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
     let identifier = |name| as_string(raw.identifier).ok_or(DecodeError::MissingIdentifier(name));
-    match command.as_str() {
+    match &*command {
         "subscribe" => Ok(ClientCommand::Subscribe { identifier: identifier("subscribe")? }),
         "unsubscribe" => Ok(ClientCommand::Unsubscribe { identifier: identifier("unsubscribe")? }),
         "message" => {
@@ -117,7 +131,7 @@ pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
             let data = raw.data.ok_or(DecodeError::MissingWhisperData)?.get().to_owned();
             Ok(ClientCommand::Whisper { identifier, data })
         }
-        _ => Err(DecodeError::UnknownCommand(command)),
+        _ => Err(DecodeError::UnknownCommand(command.into_owned())),
     }
 }
 
@@ -151,7 +165,12 @@ pub fn message_frame(escaped_identifier: &[u8], payload: &[u8]) -> Bytes {
 
 /// `{"type":"welcome","sid":...}`, written by the server itself when it authenticates on its own.
 pub fn welcome_frame(sid: &str) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"welcome\",\"sid\":{}}}", json_string(sid)))
+    Bytes::from(welcome_text(sid))
+}
+
+/// [`welcome_frame`] as the text a handler answer carries.
+pub fn welcome_text(sid: &str) -> String {
+    format!("{{\"type\":\"welcome\",\"sid\":{}}}", json_string(sid))
 }
 
 /// `{"type":"ping","message":<timestamp>}`.
@@ -161,17 +180,48 @@ pub fn ping_frame(timestamp: u128) -> Bytes {
 
 /// `{"type":"disconnect","reason":...,"reconnect":...}`.
 pub fn disconnect_frame(reason: &str, reconnect: bool) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"disconnect\",\"reason\":{},\"reconnect\":{reconnect}}}", json_string(reason)))
+    Bytes::from(disconnect_text(reason, reconnect))
+}
+
+/// [`disconnect_frame`] as the text a handler answer carries.
+pub fn disconnect_text(reason: &str, reconnect: bool) -> String {
+    format!("{{\"type\":\"disconnect\",\"reason\":{},\"reconnect\":{reconnect}}}", json_string(reason))
 }
 
 /// `{"identifier":...,"type":"confirm_subscription"}`.
 pub fn confirm_frame(identifier: &str) -> Bytes {
-    Bytes::from(format!("{{\"identifier\":{},\"type\":\"confirm_subscription\"}}", json_string(identifier)))
+    Bytes::from(confirm_text(identifier))
+}
+
+/// [`confirm_frame`] as the text a handler answer carries.
+pub fn confirm_text(identifier: &str) -> String {
+    subscription_text(identifier, "confirm_subscription")
 }
 
 /// `{"identifier":...,"type":"reject_subscription"}`.
 pub fn reject_frame(identifier: &str) -> Bytes {
-    Bytes::from(format!("{{\"identifier\":{},\"type\":\"reject_subscription\"}}", json_string(identifier)))
+    Bytes::from(reject_text(identifier))
+}
+
+/// [`reject_frame`] as the text a handler answer carries.
+pub fn reject_text(identifier: &str) -> String {
+    subscription_text(identifier, "reject_subscription")
+}
+
+/// `{"identifier":<identifier>,"type":"<kind>"}`, the identifier escaped straight into the frame (one buffer).
+fn subscription_text(identifier: &str, kind: &str) -> String {
+    const HEAD: &[u8] = b"{\"identifier\":";
+    const TYPE: &[u8] = b",\"type\":\"";
+    // Escaping lengthens the identifier by its quotes and usually a few backslashes.
+    let mut frame = Vec::with_capacity(HEAD.len() + identifier.len() + 16 + TYPE.len() + kind.len() + 2);
+    frame.extend_from_slice(HEAD);
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut frame, identifier);
+    frame.extend_from_slice(TYPE);
+    frame.extend_from_slice(kind.as_bytes());
+    frame.extend_from_slice(b"\"}");
+    // Only UTF-8 went in: the pieces above and serde_json's escaping of a str.
+    String::from_utf8(frame).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -228,6 +278,16 @@ mod tests {
     }
 
     #[test]
+    fn escaped_commands_decode_like_plain_ones() {
+        let plain = decode_command(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#);
+        let escaped = decode_command(r#"{"command":"sub\u0073cribe","identifier":"{\"chan\u006eel\":\"A\"}"}"#);
+        assert_eq!(plain, Ok(ClientCommand::Subscribe { identifier: r#"{"channel":"A"}"#.into() }));
+        assert_eq!(escaped, plain);
+        assert_eq!(decode_command(r#"{"command":""}"#), Err(DecodeError::UnknownCommand(String::new())));
+        assert_eq!(decode_command(r#"{"command":"da\"nce"}"#), Err(DecodeError::UnknownCommand("da\"nce".into())));
+    }
+
+    #[test]
     fn rejects_what_is_not_a_command() {
         assert!(matches!(decode_command("hello"), Err(DecodeError::NotJson(_))));
         assert!(matches!(decode_command("[1,2]"), Err(DecodeError::NotJson(_))));
@@ -270,7 +330,20 @@ mod tests {
         assert_eq!(v, serde_json::json!({"identifier":id,"type":"confirm_subscription"}));
         let v: serde_json::Value = serde_json::from_slice(&reject_frame(id)).unwrap();
         assert_eq!(v, serde_json::json!({"identifier":id,"type":"reject_subscription"}));
+        assert_eq!(welcome_text("abc").as_bytes(), &welcome_frame("abc")[..]);
+        assert_eq!(confirm_text(id).as_bytes(), &confirm_frame(id)[..]);
+        assert_eq!(reject_text(id).as_bytes(), &reject_frame(id)[..]);
+        assert_eq!(disconnect_text("unauthorized", false).as_bytes(), &disconnect_frame("unauthorized", false)[..]);
         assert_eq!(&ping_frame(17)[..], br#"{"type":"ping","message":17}"#);
+    }
+
+    #[test]
+    fn subscription_frames_are_byte_for_byte_what_clients_have_always_received() {
+        for id in [r#"{"channel":"Chat","room":"a\"b"}"#, "plain", "", "tab\tnew\nline é \u{1}"] {
+            let quoted = serde_json::to_string(id).unwrap();
+            assert_eq!(confirm_text(id), format!(r#"{{"identifier":{quoted},"type":"confirm_subscription"}}"#));
+            assert_eq!(reject_text(id), format!(r#"{{"identifier":{quoted},"type":"reject_subscription"}}"#));
+        }
     }
 }
 

@@ -5,15 +5,15 @@
 //! While a handler call is in flight the task stops reading (commands are strictly ordered per
 //! connection) but keeps writing, so broadcasts and pings never wait for a slow handler.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::pin::Pin;
@@ -29,13 +29,40 @@ use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
 
 /// What the upgrade handler needs; shared by all connections.
 pub(crate) struct WsState {
-    pub deps: Arc<SessionDeps>,
-    pub config: Arc<Config>,
-    pub next_id: AtomicU64,
+    deps: Arc<SessionDeps>,
+    config: Arc<Config>,
+    next_id: AtomicU64,
     /// Connections holding a [`ConnectionSlot`]: upgrades under way and connections not yet ended.
-    pub connections: Arc<AtomicUsize>,
-    pub tracker: tokio_util::task::TaskTracker,
-    pub shutdown: tokio_util::sync::CancellationToken,
+    connections: Arc<AtomicUsize>,
+    tracker: tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+    /// `X-<jwt_param>`, the header a client may bring its JWT token in.
+    token_header: Option<HeaderName>,
+    /// The `headers` option as header names, in order (names that cannot be header names never match).
+    forwarded: Box<[HeaderName]>,
+}
+
+impl WsState {
+    pub(crate) fn new(
+        deps: Arc<SessionDeps>,
+        config: Arc<Config>,
+        tracker: tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        // Parsed once here rather than for every connection.
+        let token_header = HeaderName::try_from(format!("x-{}", config.jwt_param)).ok();
+        let forwarded = config.headers.iter().filter_map(|name| HeaderName::try_from(name.as_str()).ok()).collect();
+        Self {
+            deps,
+            config,
+            next_id: AtomicU64::new(1),
+            connections: Arc::default(),
+            tracker,
+            shutdown,
+            token_header,
+            forwarded,
+        }
+    }
 }
 
 /// Upgrades a request to a WebSocket connection, or refuses it with an HTTP status and a message.
@@ -75,27 +102,28 @@ pub(crate) async fn upgrade(
         None
     };
 
-    let query = parse_query(uri.query().unwrap_or(""));
-    let own_ping_interval = query
-        .get("pi")
+    let query = uri.query().unwrap_or("");
+    let own_ping_interval = query_param(query, "pi")
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|secs| *secs >= 0.1 && *secs <= 3600.0)
         .map(Duration::from_secs_f64)
         .filter(|d| *d != Duration::from_secs(config.ping_interval));
     let ping_precision =
-        query.get("ptp").and_then(|v| PingPrecision::parse(v)).unwrap_or(config.ping_timestamp_precision);
-    let sid: Arc<str> = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(generate_sid)
-        .into();
+        query_param(query, "ptp").and_then(PingPrecision::parse).unwrap_or(config.ping_timestamp_precision);
+    let sid: Arc<str> =
+        match headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty() && v.len() <= 128) {
+            Some(id) => id.into(),
+            None => generate_sid().into(),
+        };
     let url = request_url(&headers, &uri, config.tls_listener());
-    let env = RequestEnv { url, headers: forwarded_headers(&headers, config, peer) };
+    let env = RequestEnv { url, headers: forwarded_headers(&headers, &state.forwarded, &config.proxy_cookies, peer) };
     // Only read when JWT identification is on; the token is handed to Connect and dropped after it.
-    let token =
-        state.deps.controller.reads_tokens().then(|| connection_token(&headers, &query, &config.jwt_param)).flatten();
+    let token = match &state.token_header {
+        Some(header) if state.deps.controller.reads_tokens() => {
+            connection_token(&headers, query, header, &config.jwt_param)
+        }
+        _ => None,
+    };
 
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision));
@@ -165,7 +193,7 @@ fn run_connection(
         client.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
     }
     let mut session = Session::new(client.clone(), deps, env);
-    let mut pending: Option<PendingCall> = Some(session.start_connect(token));
+    let mut pending: Option<PendingCall> = session.start_connect(token);
     // Boxed: a timer is large and only clients that asked for their own ping interval have one.
     let mut own_ping = client.own_ping_interval.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -410,35 +438,70 @@ pub(crate) fn timestamp(precision: PingPrecision) -> u128 {
 fn request_url(headers: &HeaderMap, uri: &Uri, tls: bool) -> String {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
-        Some("https") | Some("wss") => "https",
-        _ if tls => "https",
-        _ => "http",
+        Some("https") | Some("wss") => "https://",
+        _ if tls => "https://",
+        _ => "http://",
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!("{scheme}://{host}{path}")
+    let mut url = String::with_capacity(scheme.len() + host.len() + path.len());
+    url.push_str(scheme);
+    url.push_str(host);
+    url.push_str(path);
+    url
 }
 
-/// The configured headers (lower-cased names), cookies filtered by `proxy_cookies`, plus `REMOTE_ADDR`.
-fn forwarded_headers(headers: &HeaderMap, config: &Config, peer: SocketAddr) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(config.headers.len() + 1);
-    for name in &config.headers {
-        let name = name.to_ascii_lowercase();
-        let values: Vec<&str> = headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
-        if values.is_empty() {
-            continue;
-        }
-        let value = if name == "cookie" {
-            filter_cookies(&values.join("; "), &config.proxy_cookies)
-        } else {
-            values.join(", ")
+/// The `forwarded` headers (lower-case names), cookies filtered by `proxy_cookies`, plus `REMOTE_ADDR`.
+fn forwarded_headers(
+    headers: &HeaderMap,
+    forwarded: &[HeaderName],
+    proxy_cookies: &[String],
+    peer: SocketAddr,
+) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(forwarded.len() + 1);
+    for name in forwarded {
+        let separator = if *name == header::COOKIE { "; " } else { ", " };
+        // Most headers come once: their value is used as it is, without collecting and joining.
+        let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let Some(first) = values.next() else { continue };
+        let joined = match values.next() {
+            None => None,
+            Some(second) => {
+                let mut joined = [first, second].join(separator);
+                values.for_each(|v| {
+                    joined.push_str(separator);
+                    joined.push_str(v);
+                });
+                Some(joined)
+            }
         };
+        let all = joined.as_deref().unwrap_or(first);
+        let value = if *name == header::COOKIE { filter_cookies(all, proxy_cookies) } else { all.to_owned() };
         if !value.is_empty() {
-            out.push((name, value));
+            out.push((name.as_str().to_owned(), value));
         }
     }
-    out.push(("REMOTE_ADDR".to_owned(), peer.ip().to_string()));
+    out.push(("REMOTE_ADDR".to_owned(), ip_text(peer.ip())));
     out.shrink_to_fit();
     out
+}
+
+/// An IP address as text; IPv4 without going through the formatting machinery, which is slow for this.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 fn filter_cookies(cookie: &str, allowed: &[String]) -> String {
@@ -456,11 +519,10 @@ fn filter_cookies(cookie: &str, allowed: &[String]) -> String {
 /// The sub-protocol prefix a client may carry its JWT token in (browsers cannot set headers).
 const TOKEN_PROTOCOL_PREFIX: &str = "anycable-token.";
 
-/// The JWT token a client brought, looked up as AnyCable does: the `X-<jwt_param>` header, then an
+/// The JWT token a client brought, looked up as AnyCable does: the `X-<jwt_param>` header (`header`), then an
 /// `anycable-token.<token>` sub-protocol, then the `<jwt_param>` query parameter. Empty values count as none.
-fn connection_token(headers: &HeaderMap, query: &HashMap<String, String>, param: &str) -> Option<String> {
-    let header_name = format!("x-{param}");
-    let from_header = headers.get(header_name.as_str()).and_then(|v| v.to_str().ok()).map(str::trim);
+fn connection_token(headers: &HeaderMap, query: &str, header: &HeaderName, param: &str) -> Option<String> {
+    let from_header = headers.get(header).and_then(|v| v.to_str().ok()).map(str::trim);
     let from_protocol = || {
         headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -469,7 +531,7 @@ fn connection_token(headers: &HeaderMap, query: &HashMap<String, String>, param:
             .flat_map(|v| v.split(','))
             .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
     };
-    let from_query = || query.get(param).and_then(|v| percent_decode(v));
+    let from_query = || query_param(query, param).and_then(percent_decode);
     from_header
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
@@ -480,6 +542,9 @@ fn connection_token(headers: &HeaderMap, query: &HashMap<String, String>, param:
 /// Decodes `%XX` escapes (and `+` as a space) of a query value; `None` when the result is not UTF-8.
 fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'%' | b'+')) {
+        return Some(value.to_owned());
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -510,14 +575,12 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
-        })
-        .collect()
+/// The raw value of query parameter `name`; the last one when it is repeated (an empty value counts).
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').rev().find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
 }
 
 /// Whether an Origin header matches one of the allowed host patterns (`*` matches any run of characters).
@@ -544,6 +607,7 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn origins_match_hosts_with_wildcards() {
@@ -565,17 +629,22 @@ mod tests {
         assert_eq!(filter_cookies("b=2", &["a".into()]), "");
     }
 
+    fn forwarded_by(headers: &HeaderMap, names: &str, proxy_cookies: &str, peer: &str) -> HashMap<String, String> {
+        let mut config = Config::default();
+        config.set("headers", names).unwrap();
+        config.set("proxy_cookies", proxy_cookies).unwrap();
+        let names: Vec<HeaderName> =
+            config.headers.iter().filter_map(|n| HeaderName::try_from(n.as_str()).ok()).collect();
+        forwarded_headers(headers, &names, &config.proxy_cookies, peer.parse().unwrap()).into_iter().collect()
+    }
+
     #[test]
     fn forwarded_headers_are_lower_cased_and_include_remote_addr() {
         let mut headers = HeaderMap::new();
         headers.insert("Cookie", "user=alice; other=1".parse().unwrap());
         headers.insert("X-Api-Token", "t".parse().unwrap());
         headers.insert("X-Other", "no".parse().unwrap());
-        let mut config = Config::default();
-        config.set("headers", "Cookie,X-API-Token").unwrap();
-        config.set("proxy_cookies", "user").unwrap();
-        let out: HashMap<String, String> =
-            forwarded_headers(&headers, &config, "10.1.2.3:5555".parse().unwrap()).into_iter().collect();
+        let out = forwarded_by(&headers, "Cookie,X-API-Token", "user", "10.1.2.3:5555");
         assert_eq!(out.get("cookie").map(String::as_str), Some("user=alice"));
         assert_eq!(out.get("x-api-token").map(String::as_str), Some("t"));
         assert_eq!(out.get("REMOTE_ADDR").map(String::as_str), Some("10.1.2.3"));
@@ -583,20 +652,72 @@ mod tests {
     }
 
     #[test]
-    fn token_comes_from_the_header_then_the_sub_protocol_then_the_query() {
-        let query = parse_query("jid=from.query&pi=3");
+    fn repeated_headers_are_joined_cookies_with_semicolons() {
         let mut headers = HeaderMap::new();
-        assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.query"));
+        headers.append("Cookie", "a=1".parse().unwrap());
+        headers.append("Cookie", "b=2".parse().unwrap());
+        headers.append("Cookie", "c=3".parse().unwrap());
+        headers.append("X-Tag", "x".parse().unwrap());
+        headers.append("X-Tag", "y".parse().unwrap());
+        let out = forwarded_by(&headers, "cookie,x-tag", "", "127.0.0.1:1");
+        assert_eq!(out.get("cookie").map(String::as_str), Some("a=1; b=2; c=3"));
+        assert_eq!(out.get("x-tag").map(String::as_str), Some("x, y"));
+        let out = forwarded_by(&headers, "cookie", "a,c", "127.0.0.1:1");
+        assert_eq!(out.get("cookie").map(String::as_str), Some("a=1; c=3"));
+        let out = forwarded_by(&headers, "cookie", "zzz", "127.0.0.1:1");
+        assert!(!out.contains_key("cookie"), "no cookie left after filtering");
+    }
+
+    #[test]
+    fn remote_addr_text_matches_the_standard_formatting() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.9",
+            "127.0.0.1",
+            "255.255.255.255",
+            "99.100.101.250",
+            "::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn query_params_are_looked_up_raw_and_the_last_one_wins() {
+        assert_eq!(query_param("a=1&b=2", "b"), Some("2"));
+        assert_eq!(query_param("a=1&b=2&a=3", "a"), Some("3"));
+        assert_eq!(query_param("a&b=", "a"), Some(""));
+        assert_eq!(query_param("a&b=", "b"), Some(""));
+        assert_eq!(query_param("a=1", "c"), None);
+        assert_eq!(query_param("", "a"), None);
+        assert_eq!(query_param("x=a=b", "x"), Some("a=b"));
+    }
+
+    #[test]
+    fn token_comes_from_the_header_then_the_sub_protocol_then_the_query() {
+        let query = "jid=from.query&pi=3";
+        let jid = HeaderName::from_static("x-jid");
+        let x_token = HeaderName::from_static("x-token");
+        let mut headers = HeaderMap::new();
+        assert_eq!(connection_token(&headers, query, &jid, "jid").as_deref(), Some("from.query"));
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             "actioncable-v1-json, anycable-token.from.protocol".parse().unwrap(),
         );
-        assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.protocol"));
+        assert_eq!(connection_token(&headers, query, &jid, "jid").as_deref(), Some("from.protocol"));
         headers.insert("X-JID", "from.header".parse().unwrap());
-        assert_eq!(connection_token(&headers, &query, "jid").as_deref(), Some("from.header"));
-        assert_eq!(connection_token(&headers, &query, "token").as_deref(), Some("from.protocol"), "X-TOKEN is not set");
-        assert_eq!(connection_token(&HeaderMap::new(), &parse_query("jid="), "jid"), None);
-        assert_eq!(connection_token(&HeaderMap::new(), &parse_query("token=a%2Eb"), "token").as_deref(), Some("a.b"));
+        assert_eq!(connection_token(&headers, query, &jid, "jid").as_deref(), Some("from.header"));
+        assert_eq!(
+            connection_token(&headers, query, &x_token, "token").as_deref(),
+            Some("from.protocol"),
+            "X-TOKEN is not set"
+        );
+        assert_eq!(connection_token(&HeaderMap::new(), "jid=", &jid, "jid"), None);
+        assert_eq!(connection_token(&HeaderMap::new(), "token=a%2Eb", &x_token, "token").as_deref(), Some("a.b"));
+        assert_eq!(connection_token(&HeaderMap::new(), "jid=1&jid=2", &jid, "jid").as_deref(), Some("2"));
     }
 
     #[test]

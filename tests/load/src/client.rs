@@ -11,19 +11,18 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// Where and how clients connect.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub url: String,
     pub addr: SocketAddr,
     pub sources: Vec<IpAddr>,
-    pub cookie: Option<String>,
     pub timeout: Duration,
     /// A small socket receive buffer (bytes) for clients that stop reading, so the server notices sooner.
     pub receive_buffer: Option<u32>,
@@ -31,7 +30,14 @@ pub struct Target {
     /// segment, which lets the server's kernel grow its send buffer far beyond what a client across a network
     /// would see.
     pub mss: Option<u32>,
+    /// The opening handshake request up to its `Sec-WebSocket-Key` value, the same for every client.
+    request_head: std::sync::Arc<str>,
 }
+
+/// The one sub-protocol the tool speaks and requires the server to pick.
+const SUB_PROTOCOL: &str = "actioncable-v1-json";
+/// Longest handshake response head accepted.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 impl Target {
     pub fn new(url: &str, sources: usize, cookie: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
@@ -46,10 +52,27 @@ impl Target {
         }
         // Several 127.0.0.x source addresses lift the ~28k ephemeral ports limit per source.
         let sources = (1..=sources.max(1)).map(|i| IpAddr::from([127, 0, 0, i as u8])).collect();
-        Ok(Self { url: url.to_owned(), addr, sources, cookie, timeout, receive_buffer: None, mss: None })
+        let path = match &rest[hostport.len()..] {
+            "" => "/",
+            path => path,
+        };
+        if let Some(bad) = [path, hostport, cookie.as_deref().unwrap_or("")].iter().find(|p| p.contains(['\r', '\n'])) {
+            bail!("line break in the URL or cookie: {bad:?}");
+        }
+        let cookie_line = cookie.as_deref().map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
+        let request_head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUB_PROTOCOL}\r\n{cookie_line}Sec-WebSocket-Key: "
+        );
+        Ok(Self { addr, sources, timeout, receive_buffer: None, mss: None, request_head: request_head.into() })
     }
 
     /// Opens a WebSocket from the `n`-th source address offering `actioncable-v1-json`.
+    ///
+    /// The opening handshake is written and checked here (the request is prepared once per run; the response
+    /// must be `101` with `Upgrade: websocket`, `Connection: Upgrade`, the `Sec-WebSocket-Accept` of this
+    /// client's key and the sub-protocol), which costs the tool far less per connection than a general HTTP
+    /// client, so that it can keep up with the servers it measures.
     pub async fn connect(&self, n: usize) -> anyhow::Result<Ws> {
         let source = self.sources[n % self.sources.len()];
         let socket = TcpSocket::new_v4()?;
@@ -63,19 +86,66 @@ impl Target {
         let stream =
             tokio::time::timeout(self.timeout, socket.connect(self.addr)).await.context("connect timeout")??;
         stream.set_nodelay(true)?;
-        let mut request = self.url.as_str().into_client_request()?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "actioncable-v1-json".parse()?);
-        if let Some(cookie) = &self.cookie {
-            request.headers_mut().insert("Cookie", cookie.parse()?);
-        }
         let config = WebSocketConfig::default().read_buffer_size(8192).write_buffer_size(0);
-        let (ws, _) = tokio::time::timeout(
-            self.timeout,
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
-        )
-        .await
-        .context("handshake timeout")??;
-        Ok(ws)
+        let (stream, leftover) =
+            tokio::time::timeout(self.timeout, self.handshake(stream)).await.context("handshake timeout")??;
+        Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
+    }
+
+    /// The opening handshake; returns the stream and whatever the server sent after the response head.
+    async fn handshake(&self, mut stream: TcpStream) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+        let key = generate_key();
+        let mut request = String::with_capacity(self.request_head.len() + key.len() + 4);
+        request.push_str(&self.request_head);
+        request.push_str(&key);
+        request.push_str("\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = Vec::with_capacity(512);
+        let head_len = loop {
+            let searched = buf.len().saturating_sub(3);
+            if stream.read_buf(&mut buf).await? == 0 {
+                bail!("connection closed during the handshake");
+            }
+            if let Some(end) = buf[searched..].windows(4).position(|w| w == b"\r\n\r\n") {
+                break searched + end + 4;
+            }
+            if buf.len() > MAX_RESPONSE_HEAD {
+                bail!("handshake response head longer than {MAX_RESPONSE_HEAD} bytes");
+            }
+        };
+        check_handshake_response(&buf[..head_len], &derive_accept_key(key.as_bytes()))?;
+        Ok((stream, buf.split_off(head_len)))
+    }
+}
+
+/// Checks a handshake response head as RFC 6455 §4.1 asks of a client (and as tungstenite does).
+fn check_handshake_response(head: &[u8], accept_key: &str) -> anyhow::Result<()> {
+    let head = std::str::from_utf8(head).context("handshake response is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let code = status.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.split(' ').next());
+    if code != Some("101") {
+        bail!("handshake refused: {status}");
+    }
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    };
+    if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        bail!("handshake response without Upgrade: websocket");
+    }
+    if !header("connection").is_some_and(|v| v.eq_ignore_ascii_case("upgrade")) {
+        bail!("handshake response without Connection: Upgrade");
+    }
+    if header("sec-websocket-accept") != Some(accept_key) {
+        bail!("handshake response with a wrong Sec-WebSocket-Accept");
+    }
+    match header("sec-websocket-protocol") {
+        Some(SUB_PROTOCOL) => Ok(()),
+        Some(other) => bail!("server picked sub-protocol {other:?}, not {SUB_PROTOCOL}"),
+        None => bail!("server picked no sub-protocol ({SUB_PROTOCOL} was offered)"),
     }
 }
 
@@ -143,10 +213,19 @@ pub async fn connect_welcomed(target: &Target, n: usize) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// The `subscribe` command for `identifier`; prepared once when every client sends the same.
+pub fn subscribe_command(identifier: &str) -> Utf8Bytes {
+    serde_json::json!({"command":"subscribe","identifier":identifier}).to_string().into()
+}
+
 /// Subscribes with `identifier` and waits for the confirmation.
 pub async fn subscribe(ws: &mut Ws, identifier: &str, timeout: Duration) -> anyhow::Result<()> {
-    let cmd = serde_json::json!({"command":"subscribe","identifier":identifier}).to_string();
-    ws.send(Message::Text(cmd.into())).await?;
+    send_subscribe(ws, subscribe_command(identifier), timeout).await
+}
+
+/// Sends a prepared `subscribe` command and waits for the confirmation.
+pub async fn send_subscribe(ws: &mut Ws, command: Utf8Bytes, timeout: Duration) -> anyhow::Result<()> {
+    ws.send(Message::Text(command)).await?;
     wait_for(ws, timeout, "confirm_subscription", |f| f.kind == Some("confirm_subscription")).await
 }
 
@@ -232,5 +311,61 @@ impl HttpClient {
             self.conn = None;
         }
         Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: &str, headers: &[&str]) -> Vec<u8> {
+        let mut text = format!("{status}\r\n");
+        for h in headers {
+            text.push_str(h);
+            text.push_str("\r\n");
+        }
+        text.push_str("\r\n");
+        text.into_bytes()
+    }
+
+    #[test]
+    fn handshake_responses_are_checked_as_rfc_6455_asks() {
+        // The example key and accept value of RFC 6455 §1.3.
+        let accept = derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let good = [
+            "Upgrade: websocket",
+            "connection: upgrade",
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            "sec-websocket-protocol: actioncable-v1-json",
+        ];
+        assert!(check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &good), &accept).is_ok());
+        let without = |skip: usize| -> Vec<&str> {
+            good.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, h)| *h).collect()
+        };
+        for skip in 0..good.len() {
+            assert!(
+                check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &without(skip)), &accept).is_err()
+            );
+        }
+        assert!(check_handshake_response(&head("HTTP/1.1 400 Bad Request", &good), &accept).is_err());
+        assert!(check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &good), "other").is_err());
+        let mut other_protocol = without(3);
+        other_protocol.push("Sec-WebSocket-Protocol: actioncable-unsupported");
+        assert!(check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &other_protocol), &accept).is_err());
+    }
+
+    #[test]
+    fn the_request_is_prepared_once_with_path_query_and_cookie() {
+        let t =
+            Target::new("ws://127.0.0.1:8080/cable?jid=a.b", 2, Some("user=x".into()), Duration::from_secs(1)).unwrap();
+        assert!(t.request_head.starts_with("GET /cable?jid=a.b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
+        assert!(t.request_head.contains("\r\nCookie: user=x\r\n"));
+        assert!(t.request_head.ends_with("\r\nSec-WebSocket-Key: "));
+        let root = Target::new("ws://127.0.0.1:8080", 1, None, Duration::from_secs(1)).unwrap();
+        assert!(root.request_head.starts_with("GET / HTTP/1.1\r\n"));
+        assert!(!root.request_head.contains("Cookie"));
+        assert!(Target::new("ws://127.0.0.1:8080/a", 1, Some("x\r\nEvil: 1".into()), Duration::from_secs(1)).is_err());
+        assert!(Target::new("ws://10.0.0.1:8080/a", 1, None, Duration::from_secs(1)).is_err(), "loopback only");
     }
 }

@@ -558,15 +558,16 @@ pub async fn connect(
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut set = JoinSet::new();
+    let command = client::subscribe_command(&identifier);
     for n in 0..clients {
         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-        let (target, identifier, progress) = (target.clone(), identifier.clone(), progress.clone());
+        let (target, command, progress) = (target.clone(), command.clone(), progress.clone());
         set.spawn(async move {
             let _permit = permit;
             let t = Instant::now();
             let result = async {
                 let mut ws = client::connect_welcomed(&target, n).await?;
-                client::subscribe(&mut ws, &identifier, target.timeout).await?;
+                client::send_subscribe(&mut ws, command, target.timeout).await?;
                 let elapsed = t.elapsed().as_micros() as u32;
                 let _ = ws.close(None).await;
                 anyhow::Ok(elapsed)
