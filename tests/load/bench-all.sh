@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$root/target/bench/all-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 compare="$root/tests/load/compare.sh"
-only=${ONLY:-idle,broadcast,step,connect,perform,rails}
+only=${ONLY:-idle,broadcast,step,connect,perform,rails,jwt}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 node_peers() {
@@ -56,6 +56,10 @@ if want rails; then
       run "rails-broadcast-$n" broadcast public --subscribers "$n" --identifier '{"channel":"BenchmarkChannel"}' \
         --via action --rate 10 --duration 10 --concurrency 100 --timeout 30
     done )
+fi
+if want jwt; then
+  echo "### jwt-vs-grpc" >&2
+  RESULTS_DIR="$out/jwt-vs-grpc" "$root/tests/load/jwt-vs-grpc.sh" 3 20000 >/dev/null || echo "jwt-vs-grpc failed" >&2
 fi
 shopt -s nullglob
 for t in "$out"/*/table.md; do
