@@ -25,32 +25,48 @@ class DummyApp
   def initialize(name:, env: {})
     FileUtils.mkdir_p(TMP)
     @name = "#{name}-#{Process.pid}-#{object_id}"
-    @web_port = Ports.free
-    @cable_port = Ports.free
-    @broadcast_port = Ports.free
     @log_path = File.join(TMP, "#{@name}.log")
     @output_path = File.join(TMP, "#{@name}.out")
     @env = {
       "RAILS_ENV" => "test",
-      "PORT" => @web_port.to_s,
-      "ANYCABLE_PORT" => @cable_port.to_s,
-      "ANYCABLE_HTTP_BROADCAST_PORT" => @broadcast_port.to_s,
       "DUMMY_DATABASE" => File.join(TMP, "#{@name}.sqlite3"),
       "DUMMY_LOG" => @log_path
     }.merge(env)
+    pick_ports
   end
+
+  # Free ports for Puma, Ferrocable and its broadcast endpoint.
+  def pick_ports
+    @web_port = Ports.free
+    @cable_port = Ports.free
+    @broadcast_port = Ports.free
+    @env = @env.merge("PORT" => @web_port.to_s, "ANYCABLE_PORT" => @cable_port.to_s,
+      "ANYCABLE_HTTP_BROADCAST_PORT" => @broadcast_port.to_s)
+  end
+  private :pick_ports
 
   def ferrocable?
     @env.fetch("CABLE_ADAPTER", "ferrocable") == "ferrocable"
   end
 
-  def start(timeout: 60)
+  # Starts Puma and waits for its listeners. A free port can be taken by another process before Puma binds it;
+  # then the app is started again on other ports.
+  def start(timeout: 60, attempts: 3)
     run_ruby!("bin/setup_db")
-    @pid = Process.spawn(@env, RbConfig.ruby, "-S", "puma", "-C", "config/puma.rb",
-      chdir: ROOT, out: @output_path, err: %i[child out], pgroup: true)
-    Ports.wait_open(@web_port, timeout: timeout)
-    Ports.wait_open(@cable_port, timeout: timeout) if ferrocable?
-    self
+    attempts.times do |attempt|
+      @pid = Process.spawn(@env, RbConfig.ruby, "-S", "puma", "-C", "config/puma.rb",
+        chdir: ROOT, out: @output_path, err: %i[child out], pgroup: true)
+      begin
+        Ports.wait_open(@web_port, timeout: timeout, pid: @pid)
+        Ports.wait_open(@cable_port, timeout: timeout, pid: @pid) if ferrocable?
+        return self
+      rescue Ports::Exited
+        raise unless output.include?("Address already in use") && attempt + 1 < attempts
+
+        @pid = nil
+        pick_ports
+      end
+    end
   rescue StandardError
     stop
     raise $!.exception("#{$!.message}\n--- puma output:\n#{output}")
