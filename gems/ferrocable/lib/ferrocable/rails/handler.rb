@@ -18,12 +18,15 @@ module Ferrocable
     # A failure (an exception in app code) is an ERROR answer for that call only, logged once with the
     # channel and action.
     class Handler
+      # Connect has no subscription, so no istate.
+      NO_ISTATES = ->(_identifier) { {} }
+
       def initialize(app = ::Rails.application)
         @app = app
       end
 
       def connect(request)
-        socket = Socket.new(request[:env] || {}, ->(_identifier) { {} })
+        socket = Socket.new(request[:env] || {}, NO_ISTATES)
         connection = nil
         run do
           connection = new_connection(socket, nil)
