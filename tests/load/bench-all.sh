@@ -17,12 +17,14 @@ node_peers() {
   export PEER_NODE_GRPC_CMD="exec node $root/tests/load/peers/node-bench.mjs grpc"
 }
 
-free_port='$(python3 -c "import socket;s=socket.socket();s.bind((\"127.0.0.1\",0));print(s.getsockname()[1])")'
 rails_peers() {
   local app="$root/examples/rails-chat"
-  # Ferrocable inside Puma serves WebSockets on $PORT; Puma itself listens on another free port.
-  export PEER_RAILS_FERROCABLE_CMD="cd $app && export ANYCABLE_HOST=127.0.0.1 ANYCABLE_PORT=\$PORT ANYCABLE_HTTP_BROADCAST_PORT=\$BROADCAST_PORT PORT=$free_port && exec bin/start"
+  # Ferrocable inside Puma serves WebSockets on $PORT; Puma itself listens on $APP_PORT. Once ready it serves
+  # the app's page once, as Action Cable's Puma does for its readiness check, so both processes have run the
+  # same request before the first reading.
+  export PEER_RAILS_FERROCABLE_CMD="cd $app && export ANYCABLE_HOST=127.0.0.1 ANYCABLE_PORT=\$PORT ANYCABLE_HTTP_BROADCAST_PORT=\$BROADCAST_PORT PORT=\$APP_PORT && exec bin/start"
   export PEER_RAILS_FERROCABLE_QUERY='?name=bench'
+  export PEER_RAILS_FERROCABLE_WARMUP='http://127.0.0.1:{app_port}/'
   # The same app on plain Action Cable (async adapter) in Puma on $PORT.
   export PEER_RAILS_ACTIONCABLE_CMD="cd $app && export CABLE_ADAPTER=async && exec bin/start"
   export PEER_RAILS_ACTIONCABLE_QUERY='?name=bench'

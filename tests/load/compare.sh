@@ -11,7 +11,10 @@
 # ANYCABLE_GO_BIN points at its binary; any other server through PEER_<NAME>_CMD (a command that starts it
 # on $PORT with HTTP broadcasts on $BROADCAST_PORT) and PEER_<NAME>_URL (its WebSocket URL). Nothing here
 # builds or downloads a peer. PEER_<NAME>_QUERY is appended to its WebSocket URL (e.g. `?name=bench`) and
-# PEER_<NAME>_HEALTH names the path answered once it is ready (default /health).
+# PEER_<NAME>_HEALTH names the path answered once it is ready (default /health). PEER_<NAME>_WARMUP is a URL
+# fetched once the peer is ready, before the scenario (`{app_port}` in it stands for $APP_PORT, a free port
+# the command gets too): e.g. the page of an app whose WebSockets are served on another port, so it has
+# served the same request as a peer whose readiness check is that page.
 #
 # SKIP_FERROCABLE=1 leaves the ferrocable binary out (to compare peers only, e.g. two modes of one app).
 # The server runs pinned to SERVER_CPU (default 0), the load tool and the backend to TOOL_CPU (default 1).
@@ -65,7 +68,7 @@ done
 
 for entry in "${servers[@]}"; do
   name=${entry%%|*}; bin=${entry#*|}
-  port=$(free_port); bport=$(free_port)
+  port=$(free_port); bport=$(free_port); aport=$(free_port)
   url="ws://127.0.0.1:$port/cable"
   log="$results/$name.log"
   common=(--host 127.0.0.1 --port "$port" --http_broadcast_port "$bport" --broadcast_adapter http)
@@ -85,7 +88,8 @@ for entry in "${servers[@]}"; do
       cmd_var="PEER_${peer}_CMD"; url_var="PEER_${peer}_URL"; query_var="PEER_${peer}_QUERY"
       health_var="PEER_${peer}_HEALTH"
       url=${!url_var:-$url}${!query_var:-}
-      PORT=$port BROADCAST_PORT=$bport RPC_PORT=$rpc_port taskset -c "$server_cpu" bash -c "${!cmd_var}" >"$log" 2>&1 &
+      PORT=$port BROADCAST_PORT=$bport RPC_PORT=$rpc_port APP_PORT=$aport taskset -c "$server_cpu" bash -c "${!cmd_var}" \
+        >"$log" 2>&1 &
       ;;
     *)
       ANYCABLE_DISABLE_TELEMETRY=true taskset -c "$server_cpu" "$bin" "${common[@]}" "${mode_args[@]}" \
@@ -96,6 +100,12 @@ for entry in "${servers[@]}"; do
   health=${url/ws:/http:}; health=${health%%/cable*}
   if [[ "$bin" == peer:* ]]; then health_var="PEER_${bin#peer:}_HEALTH"; health+=${!health_var:-/health}; else health+=/health; fi
   wait_http "$health" "${READY_TIMEOUT:-300}" || { echo "$name did not start; see $log" >&2; continue; }
+  if [[ "$bin" == peer:* ]]; then
+    warmup_var="PEER_${bin#peer:}_WARMUP"; warmup=${!warmup_var:-}
+    if [ -n "$warmup" ]; then
+      wait_http "${warmup//\{app_port\}/$aport}" 60 || { echo "$name: warm-up failed; see $log" >&2; kill "$server_pid"; continue; }
+    fi
+  fi
   # A peer started through bash -c: measure the real server process (the child), not the shell.
   real_pid=$(pgrep -P "$server_pid" | head -1 || true); real_pid=${real_pid:-$server_pid}
   echo "== $name ($url, pid $real_pid)" >&2
