@@ -90,6 +90,14 @@ def diff(before_path, after_path, connections):
         if mb and ma:
             print(f"- malloc (all arenas): in use {mb['uordblks'] // 1024:,} -> {ma['uordblks'] // 1024:,} KiB, "
                   f"free inside arenas {mb['fordblks'] // 1024:,} -> {ma['fordblks'] // 1024:,} KiB")
+        if b.get("arenas") and a.get("arenas"):
+            rows = []
+            for index, (use, free, system) in enumerate(a["arenas"]):
+                old = b["arenas"][index] if index < len(b["arenas"]) else [0, 0, 0]
+                rows.append((system - old[2], use - old[0], free - old[1], index))
+            grown = ", ".join(f"#{i}: +{s // 1024:,} KiB ({u // 1024:+,} in use, {f // 1024:+,} free)"
+                              for s, u, f, i in sorted(rows, reverse=True)[:4] if s > 0)
+            print(f"- arenas that grew most (malloc_info; #0 is the main heap): {grown}")
         print(f"- threads {b['native_threads']} -> {a['native_threads']}, database connections "
               f"{b['db_pool']['connections']} -> {a['db_pool']['connections']}")
 

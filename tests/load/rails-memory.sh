@@ -9,6 +9,8 @@
 # last one connected (when the load tool reads RSS), then after a full GC, then after malloc_trim. Prints the
 # RSS delta of each reading by kind of memory (tests/load/memory.py). Readings stay in OUT
 # (default target/bench/rails-memory-<server>-<time>). Extra environment for the app: APP_ENV="VAR=value ...".
+# WARM=1 first connects CONNECTIONS clients once and closes them, before the first reading: what is left
+# then grows with connections, not with the process warming up (Ruby heap, threads, database connections).
 set -euo pipefail
 server=${1:?server: ferrocable|actioncable}
 connections=${2:-5000}
@@ -46,11 +48,19 @@ wait_http() { # url
 wait_http "http://127.0.0.1:$web_port/"
 debug="http://127.0.0.1:$web_port/debug/memory"
 curl -fsS -o /dev/null "$debug" # loads what the route itself needs before the first reading
+idle() { # hold seconds
+  taskset -c "${TOOL_CPU:-1}" "$bench" idle --url "ws://127.0.0.1:$ws_port/cable?name=bench" --server-pid $pid \
+    --connections "$connections" --hold "$1" --concurrency "${CONCURRENCY:-100}" --timeout 30 --json
+}
+if [ "${WARM:-0}" = 1 ]; then
+  idle 1 >"$out/warm.json" 2>"$out/warm.log"
+  # Wait for the server to see every warm-up connection closed.
+  until [ "$(ss -Htn state established "( sport = :$ws_port )" | wc -l)" -eq 0 ]; do sleep 0.2; done
+  sleep 5
+fi
 $memory snap $pid "$out/before.json" "$debug"
 
-taskset -c "${TOOL_CPU:-1}" "$bench" idle --url "ws://127.0.0.1:$ws_port/cable?name=bench" --server-pid $pid \
-  --connections "$connections" --hold 30 --concurrency "${CONCURRENCY:-100}" --timeout 30 --json \
-  >"$out/bench.json" 2>"$out/bench.log" &
+idle 30 >"$out/bench.json" 2>"$out/bench.log" &
 bench_pid=$!
 until [ "$(ss -Htn state established "( sport = :$ws_port )" | wc -l)" -ge "$connections" ]; do
   kill -0 $bench_pid 2>/dev/null || { echo "the load tool ended early (see $out/bench.log)" >&2; exit 1; }

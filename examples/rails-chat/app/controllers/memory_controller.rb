@@ -2,6 +2,7 @@
 
 require "fiddle"
 require "objspace"
+require "tmpdir"
 
 # GET /debug/memory (only with MEMORY_DEBUG=1): what this process holds, for the idle-memory comparison of
 # docs/benchmarks.md. The same route serves both runs of the app (Ferrocable and plain Action Cable), so a
@@ -24,6 +25,7 @@ class MemoryController < ActionController::Base
       memsize_of_all: ObjectSpace.memsize_of_all,
       mallinfo: mallinfo,
       malloc_trim: trimmed,
+      arenas: arenas,
       db_pool: ActiveRecord::Base.connection_pool.stat,
       threads: Thread.list.size,
       native_threads: Dir.children("/proc/self/task").size
@@ -53,6 +55,24 @@ class MemoryController < ActionController::Base
     MALLINFO_FIELDS.zip(buffer.to_str.unpack("Q*")).to_h
   rescue Fiddle::DLError
     nil
+  end
+
+  # Per arena (malloc_info's XML): [in use, free inside it, taken from the system] in bytes, so the growth of
+  # one arena (the tokio worker's, the Ruby threads') can be told apart from the others'.
+  def arenas
+    path = File.join(Dir.tmpdir, "malloc-info-#{Process.pid}.xml")
+    file = Fiddle::Function.new(libc["fopen"], [Fiddle::TYPE_VOIDP, Fiddle::TYPE_VOIDP], Fiddle::TYPE_VOIDP)
+      .call(path, "w")
+    Fiddle::Function.new(libc["malloc_info"], [Fiddle::TYPE_INT, Fiddle::TYPE_VOIDP], Fiddle::TYPE_INT).call(0, file)
+    Fiddle::Function.new(libc["fclose"], [Fiddle::TYPE_VOIDP], Fiddle::TYPE_INT).call(file)
+    File.read(path).scan(%r{<heap nr="\d+">.*?</heap>}m).map do |heap|
+      free = heap[/<total type="rest" count="\d+" size="(\d+)"/, 1].to_i
+      fast = heap[/<total type="fast" count="\d+" size="(\d+)"/, 1].to_i
+      system = heap[/<system type="current" size="(\d+)"/, 1].to_i
+      [system - free - fast, free + fast, system]
+    end
+  ensure
+    File.delete(path) if path && File.exist?(path)
   end
 
   def malloc_trim
