@@ -13,6 +13,9 @@ Bundler.require(*Rails.groups)
 module RailsChat
   class Application < Rails::Application
     config.load_defaults 6.1
+    # Production as a generated app has it: classes loaded once, no reloader checking files on every request
+    # or cable call.
+    config.cache_classes = Rails.env.production?
     config.eager_load = Rails.env.production?
     # An example running on localhost only: a fixed key keeps the command to start it short.
     config.secret_key_base = ENV.fetch("SECRET_KEY_BASE", "rails-chat-example-secret-key-base-not-for-production-use")
