@@ -7,6 +7,16 @@ const { FerrocableError } = require('./errors')
 
 const UNAUTHORIZED = JSON.stringify({ type: 'disconnect', reason: 'unauthorized', reconnect: false })
 
+function isThenable (value) {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function'
+}
+
+// `fn()` after `value` settles: at once for a plain value, so a call whose callbacks are all synchronous is
+// answered without allocating a Promise; a thenable is adopted the way `await` adopts it.
+function after (value, fn) {
+  return isThenable(value) ? Promise.resolve(value).then(fn) : fn()
+}
+
 /**
  * A connection or channel state map (cstate / istate). Reads see the current values; `set` and `delete`
  * are recorded as changes, which the server merges after the call. Values are strings.
@@ -185,13 +195,13 @@ class ChannelHandle extends BaseHandle {
   }
 }
 
-/** Base class of channels: override `subscribed`, `unsubscribed` and add action methods. */
+/** Base class of channels: override `subscribed`, `unsubscribed` and add action methods (sync or async). */
 class Channel {
   /** Runs on subscribe; call `handle.streamFrom(…)` or `handle.reject()`. */
-  async subscribed (handle, params) {}
+  subscribed (handle, params) {}
 
   /** Runs on unsubscribe and for each subscription when the connection closes. */
-  async unsubscribed (handle, params) {}
+  unsubscribed (handle, params) {}
 }
 
 // Methods a client may never call as actions.
@@ -229,11 +239,11 @@ class Application {
     return this
   }
 
-  /** Authenticates a connection; accepts everyone unless overridden. */
-  async connect (handle) {}
+  /** Authenticates a connection; accepts everyone unless overridden (sync or async). */
+  connect (handle) {}
 
-  /** Runs after every subscription's `unsubscribed` when a connection closes. */
-  async disconnect (handle) {}
+  /** Runs after every subscription's `unsubscribed` when a connection closes (sync or async). */
+  disconnect (handle) {}
 
   /** How identifiers travel between calls (JSON). `server.disconnect(identifiers)` encodes the same way. */
   encodeIdentifiers (identifiers) {
@@ -264,23 +274,26 @@ class Application {
     return typeof channel === 'function' ? new channel() : channel // eslint-disable-line new-cap
   }
 
-  async #connect (request) {
+  // The three calls return their response directly when the application's callbacks are synchronous, and a
+  // Promise of it otherwise.
+  #connect (request) {
     const handle = new ConnectionHandle(this, request, '')
-    await this.connect(handle)
-    const env = { cstate: handle.cstate.changes }
-    if (handle.rejected) {
-      return { status: 'FAILURE', transmissions: [...handle.transmissions, UNAUTHORIZED], errorMsg: 'connection rejected', env }
-    }
-    const welcome = JSON.stringify({ type: 'welcome', sid: request.sid })
-    return {
-      status: 'SUCCESS',
-      identifiers: this.encodeIdentifiers(handle.identifiers ?? {}),
-      transmissions: [welcome, ...handle.transmissions],
-      env
-    }
+    return after(this.connect(handle), () => {
+      const env = { cstate: handle.cstate.changes }
+      if (handle.rejected) {
+        return { status: 'FAILURE', transmissions: [...handle.transmissions, UNAUTHORIZED], errorMsg: 'connection rejected', env }
+      }
+      const welcome = JSON.stringify({ type: 'welcome', sid: request.sid })
+      return {
+        status: 'SUCCESS',
+        identifiers: this.encodeIdentifiers(handle.identifiers ?? {}),
+        transmissions: [welcome, ...handle.transmissions],
+        env
+      }
+    })
   }
 
-  async #command (request) {
+  #command (request) {
     const { identifier } = request
     const parsed = parseIdentifier(identifier)
     const channel = parsed && this.#channel(parsed.channel)
@@ -291,34 +304,7 @@ class Application {
     }
     const cstate = new State(request.env.cstate)
     const handle = new ChannelHandle(this, request, request.connectionIdentifiers, cstate, request.env.istate, parsed.params)
-
-    switch (request.command) {
-      case 'subscribe': {
-        await channel.subscribed(handle, parsed.params)
-        if (handle.rejected) {
-          return {
-            status: 'FAILURE',
-            transmissions: [JSON.stringify({ identifier, type: 'reject_subscription' })],
-            errorMsg: 'subscription rejected',
-            env: { cstate: cstate.changes }
-          }
-        }
-        handle.transmissions.unshift(JSON.stringify({ identifier, type: 'confirm_subscription' }))
-        break
-      }
-      case 'unsubscribe':
-        await channel.unsubscribed(handle, parsed.params)
-        break
-      case 'message': {
-        const { action, ...payload } = JSON.parse(request.data || '{}')
-        if (!isAction(channel, action)) throw new FerrocableError(`${parsed.channel} has no action ${JSON.stringify(action)}`, 'EACTION')
-        await channel[action](handle, parsed.params, payload)
-        break
-      }
-      default:
-        throw new FerrocableError(`unknown command ${request.command}`, 'ECOMMAND')
-    }
-    return {
+    const done = () => ({
       status: 'SUCCESS',
       streams: handle.streams,
       stoppedStreams: handle.stoppedStreams,
@@ -326,34 +312,71 @@ class Application {
       transmissions: handle.transmissions,
       disconnect: handle.closed,
       env: { cstate: cstate.changes, istate: handle.istate.changes }
+    })
+
+    switch (request.command) {
+      case 'subscribe':
+        return after(channel.subscribed(handle, parsed.params), () => {
+          if (handle.rejected) {
+            return {
+              status: 'FAILURE',
+              transmissions: [JSON.stringify({ identifier, type: 'reject_subscription' })],
+              errorMsg: 'subscription rejected',
+              env: { cstate: cstate.changes }
+            }
+          }
+          handle.transmissions.unshift(JSON.stringify({ identifier, type: 'confirm_subscription' }))
+          return done()
+        })
+      case 'unsubscribe':
+        return after(channel.unsubscribed(handle, parsed.params), done)
+      case 'message': {
+        const { action, ...payload } = JSON.parse(request.data || '{}')
+        if (!isAction(channel, action)) throw new FerrocableError(`${parsed.channel} has no action ${JSON.stringify(action)}`, 'EACTION')
+        return after(channel[action](handle, parsed.params, payload), done)
+      }
+      default:
+        throw new FerrocableError(`unknown command ${request.command}`, 'ECOMMAND')
     }
   }
 
-  async #disconnect (request) {
+  // Every subscription's `unsubscribed` in order (a failure is kept and the others still run), then
+  // `disconnect`; the first failure is the call's.
+  #disconnect (request) {
     const handle = new ConnectionHandle(this, request, request.identifiers)
+    const subscriptions = request.subscriptions
     let failure = null
-    for (const identifier of request.subscriptions) {
-      const parsed = parseIdentifier(identifier)
-      const channel = parsed && this.#channel(parsed.channel)
-      if (!channel) continue
-      const istate = request.env.istate[identifier]
-      const channelHandle = new ChannelHandle(
-        this,
-        { ...request, identifier },
-        request.identifiers,
-        handle.cstate,
-        istate ? JSON.parse(istate) : {},
-        parsed.params
-      )
-      try {
-        await channel.unsubscribed(channelHandle, parsed.params)
-      } catch (err) {
-        failure ??= err
+    const keep = (err) => { failure ??= err }
+    const from = (index) => {
+      for (let i = index; i < subscriptions.length; i++) {
+        const identifier = subscriptions[i]
+        const parsed = parseIdentifier(identifier)
+        const channel = parsed && this.#channel(parsed.channel)
+        if (!channel) continue
+        const istate = request.env.istate[identifier]
+        const channelHandle = new ChannelHandle(
+          this,
+          { ...request, identifier },
+          request.identifiers,
+          handle.cstate,
+          istate ? JSON.parse(istate) : {},
+          parsed.params
+        )
+        let done
+        try {
+          done = channel.unsubscribed(channelHandle, parsed.params)
+        } catch (err) {
+          keep(err)
+          continue
+        }
+        if (isThenable(done)) return Promise.resolve(done).then(() => from(i + 1), (err) => { keep(err); return from(i + 1) })
       }
+      return after(this.disconnect(handle), () => {
+        if (failure) throw failure
+        return { status: 'SUCCESS' }
+      })
     }
-    await this.disconnect(handle)
-    if (failure) throw failure
-    return { status: 'SUCCESS' }
+    return from(0)
   }
 }
 
