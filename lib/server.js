@@ -81,10 +81,12 @@ function stateChanges (env, field) {
 
 function envResponse (result) {
   const env = result.env
-  if (env === undefined || env === null) return undefined
+  if (env === undefined || env === null) return NO_CHANGES
   if (typeof env !== 'object') throw malformed('env must be an object')
   return { cstate: stateChanges(env, 'cstate'), istate: stateChanges(env, 'istate') }
 }
+
+const NO_CHANGES = Object.freeze({ cstate: undefined, istate: undefined })
 
 function resultObject (result) {
   if (result === null || typeof result !== 'object' || Array.isArray(result)) {
@@ -93,36 +95,54 @@ function resultObject (result) {
   return result
 }
 
-const normalize = {
-  connect (result) {
+// Checks what a handler returned and hands it to Rust as the arguments of settle*(id, ...); a malformed
+// result throws before anything reaches Rust.
+const answer = {
+  connect (id, result) {
     resultObject(result)
-    return {
-      status: status(result.status),
-      identifiers: optionalString(result, 'identifiers'),
-      transmissions: stringList(result, 'transmissions'),
-      errorMsg: optionalString(result, 'errorMsg'),
-      env: envResponse(result)
-    }
+    const statusValue = status(result.status)
+    const identifiers = optionalString(result, 'identifiers')
+    const transmissions = stringList(result, 'transmissions')
+    const errorMsg = optionalString(result, 'errorMsg')
+    const env = envResponse(result)
+    native.settleConnect(id, statusValue, identifiers, transmissions, errorMsg, env.cstate, env.istate)
   },
-  command (result) {
+  command (id, result) {
     resultObject(result)
-    return {
-      status: status(result.status),
-      disconnect: optionalBoolean(result, 'disconnect'),
-      stopStreams: optionalBoolean(result, 'stopStreams'),
-      streams: stringList(result, 'streams'),
-      stoppedStreams: stringList(result, 'stoppedStreams'),
-      transmissions: stringList(result, 'transmissions'),
-      errorMsg: optionalString(result, 'errorMsg'),
-      env: envResponse(result)
-    }
+    const statusValue = status(result.status)
+    const disconnect = optionalBoolean(result, 'disconnect')
+    const stopStreams = optionalBoolean(result, 'stopStreams')
+    const streams = stringList(result, 'streams')
+    const stoppedStreams = stringList(result, 'stoppedStreams')
+    const transmissions = stringList(result, 'transmissions')
+    const errorMsg = optionalString(result, 'errorMsg')
+    const env = envResponse(result)
+    native.settleCommand(id, statusValue, disconnect, stopStreams, streams, stoppedStreams, transmissions, errorMsg, env.cstate, env.istate)
   },
-  disconnect (result) {
+  disconnect (id, result) {
     // A disconnect handler may return nothing: the connection is gone either way.
-    if (result === undefined) return { status: STATUS.SUCCESS }
+    if (result === undefined) return native.settleDisconnect(id, STATUS.SUCCESS, undefined)
     resultObject(result)
-    return { status: status(result.status), errorMsg: optionalString(result, 'errorMsg') }
+    const statusValue = status(result.status)
+    native.settleDisconnect(id, statusValue, optionalString(result, 'errorMsg'))
   }
+}
+
+// The ERROR answer of a call that failed.
+const answerError = {
+  connect: (id, errorMsg) => native.settleConnect(id, STATUS.ERROR, undefined, undefined, errorMsg),
+  command: (id, errorMsg) => native.settleCommand(id, STATUS.ERROR, undefined, undefined, undefined, undefined, undefined, errorMsg),
+  disconnect: (id, errorMsg) => native.settleDisconnect(id, STATUS.ERROR, errorMsg)
+}
+
+// The request objects handlers receive, built from the fields Rust passes as arguments (an object literal
+// is much cheaper than napi property sets). Empty maps arrive as undefined.
+function requestEnv (url, headers, cstate, istate) {
+  return { url, headers: headers ?? {}, cstate: cstate ?? {}, istate: istate ?? {} }
+}
+
+function isThenable (value) {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function'
 }
 
 function jsonField (text, name) {
@@ -193,7 +213,7 @@ class Server extends EventEmitter {
     this.#native.setHandlers(
       this.#guard('connect', handlers.connect),
       this.#guard('command', handlers.command),
-      this.#guard('disconnect', handlers.disconnect ?? (async () => undefined))
+      this.#guard('disconnect', handlers.disconnect ?? (() => undefined))
     )
     return this
   }
@@ -323,21 +343,51 @@ class Server extends EventEmitter {
     return next
   }
 
-  // Wraps a handler: the core always gets a Promise of a well-formed response; whatever else happens becomes
-  // an ERROR response for that call, reported as an 'error' event. The core logs the ERROR once.
+  // Wraps a handler for Rust: builds the request from the arguments, runs the handler and answers the call id
+  // with a checked response. A plain return value is answered at once, a Promise when it settles;
+  // whatever else happens becomes an ERROR answer for that call, reported as an 'error' event. The core logs
+  // the ERROR once, and ends a call that never answers with its time limit (ETIMEOUT).
   #guard (call, handler) {
-    const check = normalize[call]
-    return async (request) => {
+    const check = answer[call]
+    const run = (id, request) => {
+      let result
       try {
-        return check(await handler(request))
+        result = handler(request)
+        if (!isThenable(result)) return check(id, result)
       } catch (err) {
-        const details = callDetails(call, request)
-        const code = err instanceof FerrocableError && err.code === 'EMALFORMED' ? 'EMALFORMED' : 'EHANDLER'
-        const reason = err instanceof Error ? err.message : String(err)
-        this.#report(new HandlerError(`${details.location}: ${reason}`, code, details, { cause: err }))
-        return { status: STATUS.ERROR, errorMsg: `${details.location}: ${reason}` }
+        return this.#failed(call, id, request, err)
       }
+      const settled = (value) => {
+        try {
+          check(id, value)
+        } catch (err) {
+          this.#failed(call, id, request, err)
+        }
+      }
+      const rejected = (err) => this.#failed(call, id, request, err)
+      // Promise.resolve adopts a foreign thenable the way `await` does (its `then` runs in a later job).
+      ;(result instanceof Promise ? result : Promise.resolve(result)).then(settled, rejected)
     }
+    switch (call) {
+      case 'connect':
+        return (id, sid, url, headers, cstate, istate) =>
+          run(id, { sid, env: requestEnv(url, headers, cstate, istate) })
+      case 'command':
+        return (id, sid, command, identifier, connectionIdentifiers, data, url, headers, cstate, istate) =>
+          run(id, { sid, command, identifier, connectionIdentifiers, data, env: requestEnv(url, headers, cstate, istate) })
+      default:
+        return (id, sid, identifiers, subscriptions, url, headers, cstate, istate) =>
+          run(id, { sid, identifiers, subscriptions, env: requestEnv(url, headers, cstate, istate) })
+    }
+  }
+
+  // A handler threw, rejected or returned a malformed result: answer ERROR, then report it.
+  #failed (call, id, request, err) {
+    const details = callDetails(call, request)
+    const code = err instanceof FerrocableError && err.code === 'EMALFORMED' ? 'EMALFORMED' : 'EHANDLER'
+    const reason = err instanceof Error ? err.message : String(err)
+    answerError[call](id, `${details.location}: ${reason}`)
+    this.#report(new HandlerError(`${details.location}: ${reason}`, code, details, { cause: err }))
   }
 
   // A call the core gave up on: it did not settle in time, or its answer could not be read.
@@ -350,8 +400,15 @@ class Server extends EventEmitter {
   }
 
   // 'error' without a listener would throw out of the event loop; the core has logged the failure already.
+  // A listener that throws gets the treatment of any throwing callback, an uncaught exception, instead of
+  // escaping into the handler call that is being answered.
   #report (error) {
-    if (this.listenerCount('error') > 0) this.emit('error', error)
+    if (this.listenerCount('error') === 0) return
+    try {
+      this.emit('error', error)
+    } catch (thrown) {
+      process.nextTick(() => { throw thrown })
+    }
   }
 }
 

@@ -1,132 +1,300 @@
 //! The application's JavaScript functions as a core [`Handler`].
 //!
-//! Each method is a thread-safe function called from tokio: the request is converted to its JavaScript
-//! shape, the function runs on the Node thread, and the Promise it returns is awaited here without blocking
-//! a tokio thread. The functions are weak references, so they never keep Node alive by themselves. A call
-//! that cannot be made or whose answer cannot be read is a `HandlerError`; the core's `Guarded` wrapper turns
-//! it into an ERROR answer and bounds the wait.
+//! Each method is a thread-safe function called from tokio. On the Node thread the request's fields are
+//! passed to the JavaScript side as plain arguments, after a call id; `lib/server.js` builds the request
+//! object, runs the application's function, checks its result and answers through `settleConnect`,
+//! `settleCommand` or `settleDisconnect` with that id: at once for a plain value, when the Promise settles
+//! for an async function. The tokio task waits on a oneshot registered under the id in a table that lives on
+//! the Node thread, so neither side takes a lock.
+//!
+//! Why the answer comes back by id instead of Rust awaiting the returned Promise: attaching `then`/`catch`
+//! from Rust creates two native functions and a weak finalizer per call, and building the request with napi
+//! property sets is several times dearer than an object literal in JavaScript; together they were most of
+//! the Node thread's time per call (docs/benchmarks.md, "Node: handler call profile").
+//!
+//! A call that never answers (a Promise that never settles, even one garbage-collected unsettled) keeps its
+//! table entry until the core's time limit drops the waiting side; entries whose waiter is gone are swept as
+//! the table grows, and a late answer to such a call finds no entry and is ignored. The functions are weak
+//! references, so they never keep Node alive by themselves. A call that cannot be made or whose answer
+//! cannot be read is a `HandlerError`; the core's `Guarded` wrapper turns it into an ERROR answer and bounds
+//! the wait.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use ferrocable::handler::{
     CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
-    DisconnectResponse, Handler, HandlerError,
+    DisconnectResponse, Env, EnvResponse, Handler, HandlerError,
 };
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use napi::bindgen_prelude::{CallbackContext, FromNapiValue, PromiseRaw, ToNapiValue, Unknown};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::bindgen_prelude::{Function, JsValuesTupleIntoVec, Unknown};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Status, sys};
+use napi_derive::napi;
 use tokio::sync::oneshot;
 
-use crate::convert::{
-    JsCommandMessage, JsCommandResponse, JsConnectionRequest, JsConnectionResponse, JsDisconnectRequest,
-    JsDisconnectResponse,
-};
+/// What the JavaScript side answered: the response, or why it could not give one.
+type Answer<T> = Result<T, String>;
 
-/// An async JavaScript function `(request) => Promise<response>`, called with the request alone and held
-/// weakly (it does not keep the event loop alive).
-pub type JsFunction<Req, Resp> = ThreadsafeFunction<Req, Answer<Resp>, Req, Status, false, true>;
-
-/// How a Promise returned by the application ended.
-enum Settled<T> {
-    Fulfilled(T),
-    Rejected(napi::Error),
-    /// The Promise was garbage-collected before it settled: nothing can settle it any more.
-    Abandoned,
+/// One call on its way to the Node thread.
+pub struct Job<R: Call> {
+    id: i64,
+    sid: Arc<str>,
+    request: R,
+    answer: oneshot::Sender<Answer<R::Response>>,
 }
 
-/// The sending half shared by the `then` and `catch` callbacks; when both are dropped without either having
-/// run, the Promise was collected unsettled and the waiting side hears `Abandoned`.
-struct Settle<T>(Option<oneshot::Sender<Settled<T>>>);
+/// The JavaScript function of one call kind, held weakly (it does not keep the event loop alive).
+pub type JsFunction<R> = ThreadsafeFunction<Job<R>, Unknown<'static>, Arguments, Status, false, true>;
 
-impl<T> Settle<T> {
-    fn send(&mut self, settled: Settled<T>) {
-        if let Some(sender) = self.0.take() {
-            // The waiting side may have given up (timed out); nothing to do then.
-            let _ = sender.send(settled);
+/// A request the JavaScript side receives as arguments `(id, sid, ...fields)`.
+pub trait Call: Send + 'static + Sized {
+    type Response: Send + 'static;
+    /// Registers where the answer goes.
+    fn waiter(answer: oneshot::Sender<Answer<Self::Response>>) -> Waiter;
+    /// Appends the request's fields after `id` and `sid`.
+    ///
+    /// # Safety
+    /// `env` is the live environment of the Node thread this runs on.
+    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()>;
+}
+
+/// The tokio task waiting for a call's answer.
+pub enum Waiter {
+    Connect(oneshot::Sender<Answer<ConnectionResponse>>),
+    Command(oneshot::Sender<Answer<CommandResponse>>),
+    Disconnect(oneshot::Sender<Answer<DisconnectResponse>>),
+}
+
+impl Waiter {
+    /// The waiting side gave up (its time limit passed, or the session ended).
+    fn is_gone(&self) -> bool {
+        match self {
+            Self::Connect(tx) => tx.is_closed(),
+            Self::Command(tx) => tx.is_closed(),
+            Self::Disconnect(tx) => tx.is_closed(),
+        }
+    }
+
+    fn fail(self, reason: String) {
+        // The waiting side may have given up; nothing to do then.
+        let _ = match self {
+            Self::Connect(tx) => tx.send(Err(reason)).map(drop).map_err(drop),
+            Self::Command(tx) => tx.send(Err(reason)).map(drop).map_err(drop),
+            Self::Disconnect(tx) => tx.send(Err(reason)).map(drop).map_err(drop),
+        };
+    }
+}
+
+/// Calls in flight on this Node thread, by id.
+struct Pending {
+    waiters: HashMap<i64, Waiter>,
+    /// Size at which the next sweep of abandoned entries runs.
+    sweep_at: usize,
+}
+
+/// Below this many entries the table is never swept: a sweep would cost more than the memory it frees.
+const SWEEP_MIN: usize = 1024;
+
+thread_local! {
+    static PENDING: RefCell<Pending> = RefCell::new(Pending { waiters: HashMap::new(), sweep_at: SWEEP_MIN });
+}
+
+/// Ids are unique in the process (several servers, several Node threads) and exact as JavaScript numbers.
+static NEXT_ID: AtomicI64 = AtomicI64::new(1);
+
+fn register(id: i64, waiter: Waiter) {
+    PENDING.with_borrow_mut(|pending| {
+        if pending.waiters.len() >= pending.sweep_at {
+            pending.waiters.retain(|_, waiter| !waiter.is_gone());
+            // Doubling keeps sweeps amortized O(1) per call however many calls are really in flight.
+            pending.sweep_at = (pending.waiters.len() * 2).max(SWEEP_MIN);
+        }
+        pending.waiters.insert(id, waiter);
+    });
+}
+
+fn take(id: i64) -> Option<Waiter> {
+    PENDING.with_borrow_mut(|pending| pending.waiters.remove(&id))
+}
+
+/// Arguments already converted on the Node thread.
+pub struct Arguments(Vec<sys::napi_value>);
+
+impl JsValuesTupleIntoVec for Arguments {
+    fn into_vec(self, _env: sys::napi_env) -> napi::Result<Vec<sys::napi_value>> {
+        Ok(self.0)
+    }
+}
+
+/// Makes the thread-safe function of one call kind: on the Node thread, the job's waiter is registered under
+/// its id before the function runs, so an answer given synchronously finds it.
+pub fn threadsafe<R: Call>(function: Function<'_, Unknown<'static>, Unknown<'static>>) -> napi::Result<JsFunction<R>> {
+    function.build_threadsafe_function::<Job<R>>().weak::<true>().callee_handled::<false>().build_callback(
+        |ctx: ThreadsafeCallContext<Job<R>>| {
+            let Job { id, sid, request, answer } = ctx.value;
+            register(id, R::waiter(answer));
+            let env = ctx.env.raw();
+            let mut args = Vec::with_capacity(12);
+            // SAFETY: this closure runs on the Node thread of `env`, inside the call's handle scope.
+            unsafe {
+                args.push(number(env, id)?);
+                args.push(string(env, &sid)?);
+                request.push_fields(env, &mut args)?;
+            }
+            Ok(Arguments(args))
+        },
+    )
+}
+
+fn check(status: sys::napi_status) -> napi::Result<()> {
+    if status == sys::Status::napi_ok { Ok(()) } else { Err(napi::Error::from_status(Status::from(status))) }
+}
+
+unsafe fn number(env: sys::napi_env, value: i64) -> napi::Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check(unsafe { sys::napi_create_int64(env, value, &mut out) })?;
+    Ok(out)
+}
+
+unsafe fn string(env: sys::napi_env, value: &str) -> napi::Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check(unsafe { sys::napi_create_string_utf8(env, value.as_ptr().cast(), value.len() as isize, &mut out) })?;
+    Ok(out)
+}
+
+unsafe fn undefined(env: sys::napi_env) -> napi::Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check(unsafe { sys::napi_get_undefined(env, &mut out) })?;
+    Ok(out)
+}
+
+/// A string map as an object; an empty one as `undefined`, which the JavaScript side turns into `{}` far
+/// more cheaply than napi creates an object.
+unsafe fn string_map(env: sys::napi_env, map: &HashMap<String, String>) -> napi::Result<sys::napi_value> {
+    if map.is_empty() {
+        return unsafe { undefined(env) };
+    }
+    let mut object = ptr::null_mut();
+    check(unsafe { sys::napi_create_object(env, &mut object) })?;
+    for (key, value) in map {
+        unsafe {
+            let (key, value) = (string(env, key)?, string(env, value)?);
+            check(sys::napi_set_property(env, object, key, value))?;
+        }
+    }
+    Ok(object)
+}
+
+unsafe fn string_list(env: sys::napi_env, list: &[String]) -> napi::Result<sys::napi_value> {
+    let mut array = ptr::null_mut();
+    check(unsafe { sys::napi_create_array_with_length(env, list.len(), &mut array) })?;
+    for (index, item) in list.iter().enumerate() {
+        unsafe { check(sys::napi_set_element(env, array, index as u32, string(env, item)?))? };
+    }
+    Ok(array)
+}
+
+/// `url, headers, cstate, istate`: the request's env, flattened.
+unsafe fn push_env(env: sys::napi_env, request_env: Option<Env>, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
+    let request_env = request_env.unwrap_or_default();
+    unsafe {
+        args.push(string(env, &request_env.url)?);
+        args.push(string_map(env, &request_env.headers)?);
+        args.push(string_map(env, &request_env.cstate)?);
+        args.push(string_map(env, &request_env.istate)?);
+    }
+    Ok(())
+}
+
+impl Call for ConnectionRequest {
+    type Response = ConnectionResponse;
+
+    fn waiter(answer: oneshot::Sender<Answer<Self::Response>>) -> Waiter {
+        Waiter::Connect(answer)
+    }
+
+    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
+        unsafe { push_env(env, self.env, args) }
+    }
+}
+
+impl Call for CommandMessage {
+    type Response = CommandResponse;
+
+    fn waiter(answer: oneshot::Sender<Answer<Self::Response>>) -> Waiter {
+        Waiter::Command(answer)
+    }
+
+    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
+        unsafe {
+            args.push(string(env, &self.command)?);
+            args.push(string(env, &self.identifier)?);
+            args.push(string(env, &self.connection_identifiers)?);
+            args.push(string(env, &self.data)?);
+            push_env(env, self.env, args)
         }
     }
 }
 
-impl<T> Drop for Settle<T> {
-    fn drop(&mut self) {
-        self.send(Settled::Abandoned);
+impl Call for DisconnectRequest {
+    type Response = DisconnectResponse;
+
+    fn waiter(answer: oneshot::Sender<Answer<Self::Response>>) -> Waiter {
+        Waiter::Disconnect(answer)
     }
-}
 
-/// The Promise a handler function returned, awaitable from tokio. Unlike napi's `Promise`, a Promise that is
-/// collected without settling (`new Promise(() => {})` with nothing holding it) is not mistaken for a
-/// rejection: it is a call that never answers, which the core's time limit ends.
-pub struct Answer<T>(oneshot::Receiver<Settled<T>>);
-
-impl<T: FromNapiValue + 'static> FromNapiValue for Answer<T> {
-    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
-        let (sender, receiver) = oneshot::channel();
-        let promise = unsafe { PromiseRaw::<T>::from_napi_value(env, value)? };
-        let on_fulfilled = Rc::new(RefCell::new(Settle(Some(sender))));
-        let on_rejected = on_fulfilled.clone();
-        promise
-            .then(move |ctx: CallbackContext<T>| {
-                on_fulfilled.borrow_mut().send(Settled::Fulfilled(ctx.value));
-                Ok(())
-            })?
-            .catch(move |ctx: CallbackContext<Unknown>| {
-                on_rejected.borrow_mut().send(Settled::Rejected(ctx.value.into()));
-                Ok(())
-            })?;
-        Ok(Self(receiver))
-    }
-}
-
-impl<T> Answer<T> {
-    async fn settled(self) -> Result<T, HandlerError> {
-        match self.0.await {
-            Ok(Settled::Fulfilled(value)) => Ok(value),
-            Ok(Settled::Rejected(error)) => Err(HandlerError::Failed(error.reason.clone())),
-            Ok(Settled::Abandoned) | Err(_) => std::future::pending().await,
+    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
+        unsafe {
+            args.push(string(env, &self.identifiers)?);
+            args.push(string_list(env, &self.subscriptions)?);
+            push_env(env, self.env, args)
         }
     }
 }
 
 /// The three handler functions of one server.
 pub struct JsHandler {
-    pub connect: JsFunction<JsConnectionRequest, JsConnectionResponse>,
-    pub command: JsFunction<JsCommandMessage, JsCommandResponse>,
-    pub disconnect: JsFunction<JsDisconnectRequest, JsDisconnectResponse>,
+    pub connect: JsFunction<ConnectionRequest>,
+    pub command: JsFunction<CommandMessage>,
+    pub disconnect: JsFunction<DisconnectRequest>,
 }
 
-/// Calls `function` on the Node thread and awaits the Promise it returns.
-async fn call<Req: ToNapiValue + 'static, Resp: FromNapiValue + Send + 'static>(
-    function: &JsFunction<Req, Resp>,
-    request: Req,
-) -> Result<Resp, HandlerError> {
-    let (answer_tx, answer_rx) = oneshot::channel();
-    // The callback runs on the Node thread with what the function returned (or threw); errors are turned into
-    // text there, as a napi error must not leave that thread.
-    let status =
-        function.call_with_return_value(request, ThreadsafeFunctionCallMode::NonBlocking, move |returned, _| {
-            let _ = answer_tx.send(returned.map_err(|error| error.reason.clone()));
-            Ok(())
-        });
+/// Calls `function` on the Node thread and waits for its answer.
+async fn call<R: Call>(function: &JsFunction<R>, ctx: &CallContext, request: R) -> Result<R::Response, HandlerError> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (answer, answered) = oneshot::channel();
+    let job = Job { id, sid: ctx.sid.clone(), request, answer };
+    // The callback runs on the Node thread right after the function returned. Our side of lib/server.js never
+    // throws; should it anyway (a stack overflow), the call fails now instead of waiting for the time limit.
+    let status = function.call_with_return_value(job, ThreadsafeFunctionCallMode::NonBlocking, move |returned, _| {
+        if let Err(error) = returned
+            && let Some(waiter) = take(id)
+        {
+            waiter.fail(format!("the JavaScript handler threw: {}", error.reason));
+        }
+        Ok(())
+    });
     if status != Status::Ok {
         return Err(HandlerError::Unavailable(format!("the JavaScript handler cannot be called ({status})")));
     }
-    let answer = answer_rx
+    answered
         .await
         .map_err(|_| HandlerError::Unavailable("the JavaScript handler was released".into()))?
-        .map_err(|reason| HandlerError::Failed(format!("the JavaScript handler did not return a Promise: {reason}")))?;
-    answer.settled().await
+        .map_err(HandlerError::Failed)
 }
 
 #[async_trait]
 impl Handler for JsHandler {
     async fn connect(&self, ctx: &CallContext, request: ConnectionRequest) -> Result<ConnectionResponse, HandlerError> {
-        call(&self.connect, JsConnectionRequest::new(&ctx.sid, request)).await.map(Into::into)
+        call(&self.connect, ctx, request).await
     }
 
     async fn command(&self, ctx: &CallContext, request: CommandMessage) -> Result<CommandResponse, HandlerError> {
-        call(&self.command, JsCommandMessage::new(&ctx.sid, request)).await.map(Into::into)
+        call(&self.command, ctx, request).await
     }
 
     async fn disconnect(
@@ -134,6 +302,90 @@ impl Handler for JsHandler {
         ctx: &CallContext,
         request: DisconnectRequest,
     ) -> Result<DisconnectResponse, HandlerError> {
-        call(&self.disconnect, JsDisconnectRequest::new(&ctx.sid, request)).await.map(Into::into)
+        call(&self.disconnect, ctx, request).await
+    }
+}
+
+// --- answers from lib/server.js, already checked there -----------------------------------------------
+
+/// Statuses arrive as numbers (0 ERROR, 1 SUCCESS, 2 FAILURE).
+fn status(value: u32) -> i32 {
+    use ferrocable::handler::Status;
+    match value {
+        1 => Status::Success as i32,
+        2 => Status::Failure as i32,
+        _ => Status::Error as i32,
+    }
+}
+
+/// State changes (an empty value deletes the key); no env when neither map was given.
+fn env_response(
+    cstate: Option<HashMap<String, String>>,
+    istate: Option<HashMap<String, String>>,
+) -> Option<EnvResponse> {
+    if cstate.is_none() && istate.is_none() {
+        return None;
+    }
+    Some(EnvResponse { cstate: cstate.unwrap_or_default(), istate: istate.unwrap_or_default() })
+}
+
+/// Delivers a Connect answer; an unknown id (the call timed out, or was answered already) is ignored.
+#[napi]
+pub fn settle_connect(
+    id: i64,
+    status_value: u32,
+    identifiers: Option<String>,
+    transmissions: Option<Vec<String>>,
+    error_msg: Option<String>,
+    cstate: Option<HashMap<String, String>>,
+    istate: Option<HashMap<String, String>>,
+) {
+    if let Some(Waiter::Connect(tx)) = take(id) {
+        let _ = tx.send(Ok(ConnectionResponse {
+            status: status(status_value),
+            identifiers: identifiers.unwrap_or_default(),
+            transmissions: transmissions.unwrap_or_default(),
+            error_msg: error_msg.unwrap_or_default(),
+            env: env_response(cstate, istate),
+        }));
+    }
+}
+
+/// Delivers a Command answer; an unknown id is ignored.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn settle_command(
+    id: i64,
+    status_value: u32,
+    disconnect: Option<bool>,
+    stop_streams: Option<bool>,
+    streams: Option<Vec<String>>,
+    stopped_streams: Option<Vec<String>>,
+    transmissions: Option<Vec<String>>,
+    error_msg: Option<String>,
+    cstate: Option<HashMap<String, String>>,
+    istate: Option<HashMap<String, String>>,
+) {
+    if let Some(Waiter::Command(tx)) = take(id) {
+        let _ = tx.send(Ok(CommandResponse {
+            status: status(status_value),
+            disconnect: disconnect.unwrap_or(false),
+            stop_streams: stop_streams.unwrap_or(false),
+            streams: streams.unwrap_or_default(),
+            stopped_streams: stopped_streams.unwrap_or_default(),
+            transmissions: transmissions.unwrap_or_default(),
+            error_msg: error_msg.unwrap_or_default(),
+            env: env_response(cstate, istate),
+            presence: None,
+        }));
+    }
+}
+
+/// Delivers a Disconnect answer; an unknown id is ignored.
+#[napi]
+pub fn settle_disconnect(id: i64, status_value: u32, error_msg: Option<String>) {
+    if let Some(Waiter::Disconnect(tx)) = take(id) {
+        let _ =
+            tx.send(Ok(DisconnectResponse { status: status(status_value), error_msg: error_msg.unwrap_or_default() }));
     }
 }

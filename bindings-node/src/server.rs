@@ -12,14 +12,12 @@ use ferrocable::handler::Handler;
 use ferrocable::handler::in_process::{FailureReporter, Guarded, in_process_timeout};
 use ferrocable::{Config, OPTIONS, Publication, Server, StatsSnapshot};
 use napi::Status;
+use napi::bindgen_prelude::{Function, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::convert::{
-    self, JsCommandMessage, JsCommandResponse, JsConnectionRequest, JsConnectionResponse, JsDisconnectRequest,
-    JsDisconnectResponse, JsHandlerFailure, JsMetric, JsPublication,
-};
-use crate::handler::{JsFunction, JsHandler};
+use crate::convert::{self, JsHandlerFailure, JsMetric, JsPublication};
+use crate::handler::{JsHandler, threadsafe};
 
 /// `(failure) => void`, held strongly while the server runs.
 type FailureListener =
@@ -102,15 +100,22 @@ impl NativeServer {
         lock(&self.config).get(&name)
     }
 
-    /// Installs the in-process handler functions (used from the next `start`).
+    /// Installs the in-process handler functions (used from the next `start`): each is called with
+    /// `(id, sid, ...request fields)` and answers through the matching `settle*` function (see `handler`).
     #[napi]
     pub fn set_handlers(
         &self,
-        connect: JsFunction<JsConnectionRequest, JsConnectionResponse>,
-        command: JsFunction<JsCommandMessage, JsCommandResponse>,
-        disconnect: JsFunction<JsDisconnectRequest, JsDisconnectResponse>,
-    ) {
-        *lock(&self.handler) = Some(Arc::new(JsHandler { connect, command, disconnect }));
+        connect: Function<'_, Unknown<'static>, Unknown<'static>>,
+        command: Function<'_, Unknown<'static>, Unknown<'static>>,
+        disconnect: Function<'_, Unknown<'static>, Unknown<'static>>,
+    ) -> napi::Result<()> {
+        let handler = JsHandler {
+            connect: threadsafe(connect)?,
+            command: threadsafe(command)?,
+            disconnect: threadsafe(disconnect)?,
+        };
+        *lock(&self.handler) = Some(Arc::new(handler));
+        Ok(())
     }
 
     /// Starts the server; `on_failure` receives handler calls that timed out or could not be read.

@@ -60,6 +60,17 @@ let scope = null
 const allServers = new Set()
 
 /** Registers a cleanup callback for the running scenario (no-op outside one). */
+/** Runs a Node script of this suite in its own process to its end: `{ code, stdout, stderr }`. */
+export async function runNodeScript (script, args = []) {
+  const child = spawn(process.execPath, [path.join(suiteDir, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => { stdout += d })
+  child.stderr.on('data', (d) => { stderr += d })
+  const code = await new Promise((resolve) => child.on('exit', resolve))
+  return { code, stdout, stderr }
+}
+
 export function onScenarioEnd (fn) {
   if (scope) scope.push(fn)
 }

@@ -1,5 +1,7 @@
-// Run by inprocess-errors.test.js in its own process: a server with no 'error' listener whose action
+// Run in its own process by inprocess-errors.test.js: a server with no 'error' listener whose action
 // throws. Prints what the client got after the failure, stops the server and lets the process end.
+// With the argument `throwing-listener` (inprocess-answers.test.js) the 'error' listener throws too, and the
+// process prints the uncaught exception it becomes.
 import WebSocket from 'ws'
 import { Application, Channel, Server } from 'ferrocable'
 
@@ -13,6 +15,10 @@ app.registerChannel('Boom', Boom)
 
 const server = new Server({ host: '127.0.0.1', port: 0, httpBroadcastPort: 0, logLevel: 'warn' })
 server.handle(app)
+if (process.argv[2] === 'throwing-listener') {
+  process.on('uncaughtException', (err) => console.log(`uncaught: ${err.message}`))
+  server.on('error', () => { throw new Error('listener exploded') })
+}
 await server.start()
 
 const ws = new WebSocket(server.address.url, ['actioncable-v1-json'])

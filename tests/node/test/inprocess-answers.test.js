@@ -1,10 +1,105 @@
-// How the Application answers: synchronous channel callbacks without a Promise, asynchronous ones with one,
-// and a disconnect that runs every unsubscribed in order.
+// How a handler's answer reaches the server: a plain value at once, a Promise or any other thenable when it
+// settles, each call by its own id, so concurrent calls that settle out of order get their own answers and
+// an answer after the time limit is dropped. The Application answers synchronous channels without a Promise.
 import assert from 'node:assert/strict'
 import { Application, Channel } from 'ferrocable'
-import { scenario } from '../lib/harness.js'
+import { startInProcess } from '../lib/inprocess-app.js'
+import { eventually, runNodeScript, scenario } from '../lib/harness.js'
+import { RawClient } from '../lib/raw-client.js'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function welcome ({ sid }) {
+  return { status: 'SUCCESS', identifiers: '{}', transmissions: [JSON.stringify({ type: 'welcome', sid })] }
+}
+
+function confirm (identifier) {
+  return { status: 'SUCCESS', transmissions: [JSON.stringify({ identifier, type: 'confirm_subscription' })] }
+}
+
+function echo (identifier, message) {
+  return { status: 'SUCCESS', transmissions: [JSON.stringify({ identifier, message })] }
+}
+
+/** Low-level handlers whose `message` answers are made by `answer(identifier, data)`. */
+async function serve (answer, { options, onError } = {}) {
+  return startInProcess({
+    handlers: {
+      connect: welcome,
+      command: ({ command, identifier, data }) => command === 'subscribe' ? confirm(identifier) : answer(identifier, JSON.parse(data))
+    },
+    options,
+    onError,
+    record: false
+  })
+}
+
+scenario('in-process answers: a plain value, a Promise and a foreign thenable are each answered', async () => {
+  const local = await serve((identifier, { action }) => {
+    const response = echo(identifier, { via: action })
+    if (action === 'plain') return response
+    if (action === 'promise') return sleep(5).then(() => response)
+    return { then (resolve) { setTimeout(() => resolve(response), 5) } }
+  })
+  const client = await RawClient.connect(local.url())
+  const id = await client.subscribeConfirmed({ channel: 'Any' })
+  for (const action of ['plain', 'promise', 'thenable']) {
+    client.perform(id, action)
+    assert.deepEqual(await client.next(), { identifier: id, message: { via: action } })
+  }
+})
+
+scenario('in-process answers: a thenable whose then throws is an EHANDLER for that call', async () => {
+  const errors = []
+  const local = await serve((identifier, { action }) => {
+    if (action === 'bad') return { then () { throw new Error('then exploded') } }
+    return echo(identifier, { fine: true })
+  }, { onError: (err) => errors.push(err) })
+  const client = await RawClient.connect(local.url())
+  const id = await client.subscribeConfirmed({ channel: 'Any' })
+  client.perform(id, 'bad')
+  client.perform(id, 'next')
+  assert.deepEqual(await client.next(), { identifier: id, message: { fine: true } })
+  const error = await eventually(() => errors.find((e) => e.sid === client.sid), { what: 'the error event' })
+  assert.equal(error.code, 'EHANDLER')
+  assert.equal(error.message, 'Any#bad: then exploded')
+})
+
+scenario('in-process answers: concurrent calls that settle in reverse order each get their own answer', async () => {
+  const count = 40
+  // Call n waits (count - n) * 3 ms: the first asked is the last to answer.
+  const local = await serve((identifier, { n }) => sleep((count - n) * 3).then(() => echo(identifier, { n })))
+  const clients = await Promise.all(Array.from({ length: count }, () => RawClient.connect(local.url())))
+  const ids = await Promise.all(clients.map((client, n) => client.subscribeConfirmed({ channel: 'Any', n })))
+  clients.forEach((client, n) => client.perform(ids[n], 'delay', { n }))
+  const answers = await Promise.all(clients.map((client) => client.next()))
+  answers.forEach((answer, n) => assert.deepEqual(answer, { identifier: ids[n], message: { n } }))
+})
+
+scenario('in-process answers: an answer after the time limit is dropped and the next command is served', async () => {
+  const errors = []
+  let lateAnswered = false
+  const local = await serve((identifier, { action }) => {
+    if (action === 'late') return sleep(500).then(() => { lateAnswered = true; return echo(identifier, 'too late') })
+    return echo(identifier, 'in time')
+  }, { options: { rpcRequestTimeout: 200 }, onError: (err) => errors.push(err) })
+  const client = await RawClient.connect(local.url())
+  const id = await client.subscribeConfirmed({ channel: 'Any' })
+  client.perform(id, 'late')
+  client.perform(id, 'next')
+  assert.deepEqual(await client.next(), { identifier: id, message: 'in time' })
+  await eventually(() => lateAnswered, { what: 'the late handler to settle' })
+  await sleep(100)
+  assert.deepEqual(client.inbox, [], 'nothing of the late answer reaches the client')
+  assert.deepEqual(errors.map((e) => e.code), ['ETIMEOUT'], 'one timeout, and the late answer reports nothing')
+})
+
+scenario('in-process answers: a throwing error listener still lets the call be answered; its error is uncaught', async () => {
+  const { code, stdout, stderr } = await runNodeScript('lib/inprocess-failing-action.mjs', ['throwing-listener'])
+  assert.equal(code, 0, `the child exits normally\n${stderr}`)
+  assert.match(stdout, /uncaught: listener exploded/)
+  assert.match(stdout, /served after failure: {"ok":true}/)
+})
 
 class SyncChannel extends Channel {
   subscribed (handle) { handle.streamFrom('sync') }

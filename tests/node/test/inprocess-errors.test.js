@@ -2,18 +2,13 @@
 // an ERROR result for that one call, an 'error' event naming the channel and action, one log line; the
 // connection, the other clients and the process carry on.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import path from 'node:path'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import { after, before } from 'node:test'
-import { fileURLToPath } from 'node:url'
 import { Application, Channel, HandlerError } from 'ferrocable'
 import { startInProcess } from '../lib/inprocess-app.js'
-import { eventually, scenario, unique } from '../lib/harness.js'
+import { eventually, runNodeScript, scenario, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
-
-const here = path.dirname(fileURLToPath(import.meta.url))
 
 class FaultyChannel extends Channel {
   subscribed (handle, { room }) {
@@ -195,12 +190,7 @@ scenario('in-process errors: malformed results are ERRORs with code EMALFORMED',
 })
 
 scenario('in-process errors: without an error listener a failing handler is logged once (with channel and action) and the process lives on', async () => {
-  const child = spawn(process.execPath, [path.join(here, '..', 'lib', 'inprocess-failing-action.mjs')], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => { stdout += d })
-  child.stderr.on('data', (d) => { stderr += d })
-  const code = await new Promise((resolve) => child.on('exit', resolve))
+  const { code, stdout, stderr } = await runNodeScript('lib/inprocess-failing-action.mjs')
   assert.equal(code, 0, `the child exits normally\n${stderr}`)
   assert.match(stdout, /served after failure: {"ok":true}/)
   const lines = stderr.split('\n').filter((l) => l.includes('Boom#explode'))
