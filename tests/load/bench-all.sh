@@ -15,6 +15,7 @@ want() { [[ ",$only," == *",$1,"* ]]; }
 node_peers() {
   export PEER_NODE_INPROCESS_CMD="exec node $root/tests/load/peers/node-bench.mjs inprocess"
   export PEER_NODE_GRPC_CMD="exec node $root/tests/load/peers/node-bench.mjs grpc"
+  export PEER_NODE_APP_CMD="exec node $root/tests/load/peers/node-bench.mjs app"
 }
 
 rails_peers() {
@@ -49,7 +50,7 @@ fi
 node_peers
 if want connect; then run connect-rpc connect rpc --clients 3000 --concurrency 50; fi
 if want perform; then run perform-rpc perform rpc --clients 100 --duration 10; fi
-unset PEER_NODE_INPROCESS_CMD PEER_NODE_GRPC_CMD
+unset PEER_NODE_INPROCESS_CMD PEER_NODE_GRPC_CMD PEER_NODE_APP_CMD
 if want rails; then
   ( rails_peers; unset ANYCABLE_GO_BIN; export SKIP_FERROCABLE=1
     run rails-idle-5k idle public --connections 5000 --hold 5 --concurrency 100 --timeout 30

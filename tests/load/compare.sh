@@ -17,7 +17,9 @@
 # served the same request as a peer whose readiness check is that page.
 #
 # SKIP_FERROCABLE=1 leaves the ferrocable binary out (to compare peers only, e.g. two modes of one app).
-# The server runs pinned to SERVER_CPU (default 0), the load tool and the backend to TOOL_CPU (default 1).
+# REVERSE=1 runs the servers in the opposite order (rounds.sh alternates it between rounds).
+# The server runs pinned to SERVER_CPU (default 0), the load tool and the backend to TOOL_CPU (default 1);
+# a list such as SERVER_CPU=0,1 TOOL_CPU=0,1 leaves both on every core.
 # Results: one JSON per server in RESULTS_DIR (default target/bench/<scenario>-<mode>-<time>), and
 # RESULTS_DIR/table.md.
 set -euo pipefail
@@ -65,6 +67,12 @@ for var in $(compgen -v | grep -E '^PEER_[A-Z0-9_]+_CMD$' || true); do
   name=${var#PEER_}; name=${name%_CMD}
   servers+=("$(echo "$name" | tr 'A-Z_' 'a-z-')|peer:$name")
 done
+
+if [ -n "${REVERSE:-}" ]; then
+  reversed=()
+  for ((i = ${#servers[@]} - 1; i >= 0; i--)); do reversed+=("${servers[$i]}"); done
+  servers=("${reversed[@]}")
+fi
 
 for entry in "${servers[@]}"; do
   name=${entry%%|*}; bin=${entry#*|}

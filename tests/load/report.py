@@ -3,6 +3,8 @@
 
   report.py table DIR            one row per <server>.json in DIR
   report.py chart DIR OUT.svg    step-mode results: p95 and delivered/s against subscribers, one line per server
+  report.py rounds DIR A/B...    rounds.sh results (DIR/round-N/<server>.json): each round's rate of every server,
+                                 the ratio A ÷ B of each pair within each round, and the medians
 """
 import json
 import pathlib
@@ -70,6 +72,7 @@ def rows_for(result):
             "p99 ms": lat["p99_ms"],
             "failed": result.get("failed", result.get("failures")),
             "server CPU %": cpu.get("server_cpu_percent"),
+            "tool CPU %": cpu.get("tool_cpu_percent"),
         }
         return row
     return {"result": json.dumps(result)[:80]}
@@ -84,6 +87,51 @@ def table(directory):
     out = ["| server | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for name, row in rows.items():
         out.append(f"| {name} | " + " | ".join(fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def rate(result):
+    return result.get("per_second", result.get("delivered_per_second", result.get("connects_per_second")))
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def rounds(directory, pairs):
+    round_dirs = sorted(pathlib.Path(directory).glob("round-*"), key=lambda p: int(p.name.split("-")[1]))
+    per_round = [(d.name, load(d)) for d in round_dirs]
+    names = sorted({n for _, results in per_round for n in results})
+    pairs = [tuple(p.split("/", 1)) for p in pairs]
+    columns = [f"{n} /s" for n in names] + [f"{n} CPU % (server / tool)" for n in names]
+    columns += [f"{a} ÷ {b}" for a, b in pairs]
+    out = ["| round | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    rates = {n: [] for n in names}
+    ratios = {p: [] for p in pairs}
+    for label, results in per_round:
+        cells = []
+        for n in names:
+            r = results.get(n)
+            rates[n].append(rate(r) if r else None)
+            cells.append(fmt(rate(r)) if r else "–")
+        for n in names:
+            cpu = (results.get(n) or {}).get("cpu", {})
+            cells.append(f"{fmt(cpu.get('server_cpu_percent'))} / {fmt(cpu.get('tool_cpu_percent'))}")
+        for a, b in pairs:
+            ra, rb = results.get(a), results.get(b)
+            ratio = rate(ra) / rate(rb) if ra and rb and rate(rb) else None
+            ratios[(a, b)].append(ratio)
+            cells.append(f"{ratio:.2f}x" if ratio is not None else "–")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = [fmt(median(rates[n])) for n in names] + ["" for _ in names]
+    for pair in pairs:
+        med = median(ratios[pair])
+        cells.append(f"**{med:.2f}x**" if med is not None else "–")
+    out.append("| median | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -126,6 +174,8 @@ def chart(directory, out_path):
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "table":
         sys.stdout.write(table(sys.argv[2]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "rounds":
+        sys.stdout.write(rounds(sys.argv[2], sys.argv[3:]))
     elif len(sys.argv) >= 4 and sys.argv[1] == "chart":
         chart(sys.argv[2], sys.argv[3])
     else:

@@ -2,6 +2,7 @@
 //
 //   node tests/load/peers/node-bench.mjs inprocess   handlers run in-process (no gRPC)
 //   node tests/load/peers/node-bench.mjs grpc        the same handlers behind @grpc/grpc-js, reached via rpcHost
+//   node tests/load/peers/node-bench.mjs app         the same channel written with Application and Channel
 //
 // Listens on $PORT (WebSocket, /health) with HTTP broadcasts on $BROADCAST_PORT. The channel is the one
 // `ferrocable-bench backend` serves: every connection is accepted, `BenchmarkChannel` streams from its `stream`
@@ -11,12 +12,12 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..')
-const { Server } = createRequire(import.meta.url)(path.join(root, 'index.js'))
+const { Application, Channel, Server } = createRequire(import.meta.url)(path.join(root, 'index.js'))
 const testRequire = createRequire(path.join(root, 'tests/node/package.json'))
 
 const mode = process.argv[2]
-if (mode !== 'inprocess' && mode !== 'grpc') {
-  console.error('usage: node-bench.mjs inprocess|grpc')
+if (mode !== 'inprocess' && mode !== 'grpc' && mode !== 'app') {
+  console.error('usage: node-bench.mjs inprocess|grpc|app')
   process.exit(2)
 }
 const port = Number(process.env.PORT || 8080)
@@ -63,6 +64,28 @@ const handlers = {
   }
 }
 
+// The same application with the package's high-level API: what a Node developer would write.
+class BenchmarkChannel extends Channel {
+  subscribed (handle, { stream }) {
+    handle.streamFrom(stream || 'all')
+  }
+
+  echo (handle, _params, data) {
+    handle.transmit({ action: 'echo', ...data })
+  }
+
+  async broadcast (handle, { stream }, data) {
+    await server.broadcast(stream || 'all', { action: 'broadcast', ...data })
+    handle.transmit({ action: 'broadcastResult', ...data })
+  }
+}
+
+class BenchmarkApp extends Application {
+  connect (handle) {
+    handle.identifiedBy({ id: String(nextId++) })
+  }
+}
+
 async function startGrpc () {
   const grpc = testRequire('@grpc/grpc-js')
   const protoLoader = testRequire('@grpc/proto-loader')
@@ -91,6 +114,9 @@ if (mode === 'grpc') {
   const started = await startGrpc()
   grpcServer = started.grpcServer
   server = new Server({ ...options, rpcHost: started.rpcHost })
+} else if (mode === 'app') {
+  server = new Server(options)
+  server.handle(new BenchmarkApp().registerChannel('BenchmarkChannel', BenchmarkChannel))
 } else {
   server = new Server(options)
   server.handle(handlers)
