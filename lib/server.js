@@ -70,7 +70,8 @@ function stateChanges (env, field) {
   const value = env[field]
   if (value === undefined || value === null) return undefined
   if (typeof value !== 'object' || Array.isArray(value)) throw malformed(`env.${field} must be an object of strings`)
-  const out = {}
+  // No prototype: a key such as `__proto__` stays a key.
+  const out = Object.create(null)
   for (const [key, v] of Object.entries(value)) {
     if (v === null || v === undefined) out[key] = ''
     else if (typeof v === 'string') out[key] = v
@@ -136,9 +137,14 @@ const answerError = {
 }
 
 // The request objects handlers receive, built from the fields Rust passes as arguments (an object literal
-// is much cheaper than napi property sets). Empty maps arrive as undefined.
+// and JSON.parse are much cheaper than napi property sets). String maps arrive as JSON, empty ones as
+// undefined.
 function requestEnv (url, headers, cstate, istate) {
-  return { url, headers: headers ?? {}, cstate: cstate ?? {}, istate: istate ?? {} }
+  return { url, headers: stringMap(headers), cstate: stringMap(cstate), istate: stringMap(istate) }
+}
+
+function stringMap (json) {
+  return json === undefined ? {} : JSON.parse(json)
 }
 
 function isThenable (value) {

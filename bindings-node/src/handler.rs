@@ -43,23 +43,29 @@ type Answer<T> = Result<T, String>;
 pub struct Job<R: Call> {
     id: i64,
     sid: Arc<str>,
-    request: R,
+    fields: Vec<Field>,
     answer: oneshot::Sender<Answer<R::Response>>,
 }
 
 /// The JavaScript function of one call kind, held weakly (it does not keep the event loop alive).
 pub type JsFunction<R> = ThreadsafeFunction<Job<R>, Unknown<'static>, Arguments, Status, false, true>;
 
+/// One request field, prepared on the tokio thread so the Node thread only creates JavaScript values.
+pub enum Field {
+    Text(String),
+    /// A string map as JSON (`JSON.parse` builds the object far more cheaply than napi property sets, and
+    /// keeps a key such as `__proto__` an own property); `None` when empty.
+    Map(Option<String>),
+    List(Vec<String>),
+}
+
 /// A request the JavaScript side receives as arguments `(id, sid, ...fields)`.
 pub trait Call: Send + 'static + Sized {
     type Response: Send + 'static;
     /// Registers where the answer goes.
     fn waiter(answer: oneshot::Sender<Answer<Self::Response>>) -> Waiter;
-    /// Appends the request's fields after `id` and `sid`.
-    ///
-    /// # Safety
-    /// `env` is the live environment of the Node thread this runs on.
-    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()>;
+    /// The request's fields, in the order lib/server.js takes them after `id` and `sid`.
+    fn fields(self) -> Vec<Field>;
 }
 
 /// The tokio task waiting for a call's answer.
@@ -135,15 +141,22 @@ impl JsValuesTupleIntoVec for Arguments {
 pub fn threadsafe<R: Call>(function: Function<'_, Unknown<'static>, Unknown<'static>>) -> napi::Result<JsFunction<R>> {
     function.build_threadsafe_function::<Job<R>>().weak::<true>().callee_handled::<false>().build_callback(
         |ctx: ThreadsafeCallContext<Job<R>>| {
-            let Job { id, sid, request, answer } = ctx.value;
+            let Job { id, sid, fields, answer } = ctx.value;
             register(id, R::waiter(answer));
             let env = ctx.env.raw();
-            let mut args = Vec::with_capacity(12);
+            let mut args = Vec::with_capacity(fields.len() + 2);
             // SAFETY: this closure runs on the Node thread of `env`, inside the call's handle scope.
             unsafe {
                 args.push(number(env, id)?);
                 args.push(string(env, &sid)?);
-                request.push_fields(env, &mut args)?;
+                for field in &fields {
+                    args.push(match field {
+                        Field::Text(text) => string(env, text)?,
+                        Field::Map(Some(json)) => string(env, json)?,
+                        Field::Map(None) => undefined(env)?,
+                        Field::List(list) => string_list(env, list)?,
+                    });
+                }
             }
             Ok(Arguments(args))
         },
@@ -172,23 +185,6 @@ unsafe fn undefined(env: sys::napi_env) -> napi::Result<sys::napi_value> {
     Ok(out)
 }
 
-/// A string map as an object; an empty one as `undefined`, which the JavaScript side turns into `{}` far
-/// more cheaply than napi creates an object.
-unsafe fn string_map(env: sys::napi_env, map: &HashMap<String, String>) -> napi::Result<sys::napi_value> {
-    if map.is_empty() {
-        return unsafe { undefined(env) };
-    }
-    let mut object = ptr::null_mut();
-    check(unsafe { sys::napi_create_object(env, &mut object) })?;
-    for (key, value) in map {
-        unsafe {
-            let (key, value) = (string(env, key)?, string(env, value)?);
-            check(sys::napi_set_property(env, object, key, value))?;
-        }
-    }
-    Ok(object)
-}
-
 unsafe fn string_list(env: sys::napi_env, list: &[String]) -> napi::Result<sys::napi_value> {
     let mut array = ptr::null_mut();
     check(unsafe { sys::napi_create_array_with_length(env, list.len(), &mut array) })?;
@@ -198,16 +194,16 @@ unsafe fn string_list(env: sys::napi_env, list: &[String]) -> napi::Result<sys::
     Ok(array)
 }
 
+fn map(map: &HashMap<String, String>) -> Field {
+    // A map of strings always serializes; should it not, the call fails on the JavaScript side as malformed
+    // JSON instead of the process aborting.
+    Field::Map((!map.is_empty()).then(|| serde_json::to_string(map).unwrap_or_default()))
+}
+
 /// `url, headers, cstate, istate`: the request's env, flattened.
-unsafe fn push_env(env: sys::napi_env, request_env: Option<Env>, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
-    let request_env = request_env.unwrap_or_default();
-    unsafe {
-        args.push(string(env, &request_env.url)?);
-        args.push(string_map(env, &request_env.headers)?);
-        args.push(string_map(env, &request_env.cstate)?);
-        args.push(string_map(env, &request_env.istate)?);
-    }
-    Ok(())
+fn push_env(request_env: Option<Env>, fields: &mut Vec<Field>) {
+    let Env { url, headers, cstate, istate } = request_env.unwrap_or_default();
+    fields.extend([Field::Text(url), map(&headers), map(&cstate), map(&istate)]);
 }
 
 impl Call for ConnectionRequest {
@@ -217,8 +213,10 @@ impl Call for ConnectionRequest {
         Waiter::Connect(answer)
     }
 
-    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
-        unsafe { push_env(env, self.env, args) }
+    fn fields(self) -> Vec<Field> {
+        let mut fields = Vec::with_capacity(4);
+        push_env(self.env, &mut fields);
+        fields
     }
 }
 
@@ -229,14 +227,14 @@ impl Call for CommandMessage {
         Waiter::Command(answer)
     }
 
-    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
-        unsafe {
-            args.push(string(env, &self.command)?);
-            args.push(string(env, &self.identifier)?);
-            args.push(string(env, &self.connection_identifiers)?);
-            args.push(string(env, &self.data)?);
-            push_env(env, self.env, args)
-        }
+    fn fields(self) -> Vec<Field> {
+        let mut fields = Vec::with_capacity(8);
+        fields.push(Field::Text(self.command));
+        fields.push(Field::Text(self.identifier));
+        fields.push(Field::Text(self.connection_identifiers));
+        fields.push(Field::Text(self.data));
+        push_env(self.env, &mut fields);
+        fields
     }
 }
 
@@ -247,12 +245,12 @@ impl Call for DisconnectRequest {
         Waiter::Disconnect(answer)
     }
 
-    unsafe fn push_fields(self, env: sys::napi_env, args: &mut Vec<sys::napi_value>) -> napi::Result<()> {
-        unsafe {
-            args.push(string(env, &self.identifiers)?);
-            args.push(string_list(env, &self.subscriptions)?);
-            push_env(env, self.env, args)
-        }
+    fn fields(self) -> Vec<Field> {
+        let mut fields = Vec::with_capacity(6);
+        fields.push(Field::Text(self.identifiers));
+        fields.push(Field::List(self.subscriptions));
+        push_env(self.env, &mut fields);
+        fields
     }
 }
 
@@ -267,7 +265,7 @@ pub struct JsHandler {
 async fn call<R: Call>(function: &JsFunction<R>, ctx: &CallContext, request: R) -> Result<R::Response, HandlerError> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (answer, answered) = oneshot::channel();
-    let job = Job { id, sid: ctx.sid.clone(), request, answer };
+    let job = Job::<R> { id, sid: ctx.sid.clone(), fields: request.fields(), answer };
     // The callback runs on the Node thread right after the function returned. Our side of lib/server.js never
     // throws; should it anyway (a stack overflow), the call fails now instead of waiting for the time limit.
     let status = function.call_with_return_value(job, ThreadsafeFunctionCallMode::NonBlocking, move |returned, _| {

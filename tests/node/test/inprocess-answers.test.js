@@ -2,7 +2,7 @@
 // settles, each call by its own id, so concurrent calls that settle out of order get their own answers and
 // an answer after the time limit is dropped. The Application answers synchronous channels without a Promise.
 import assert from 'node:assert/strict'
-import { Application, Channel } from 'ferrocable'
+import { Application, Channel, State } from 'ferrocable'
 import { startInProcess } from '../lib/inprocess-app.js'
 import { eventually, runNodeScript, scenario } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
@@ -155,4 +155,33 @@ scenario('in-process answers: Application disconnect runs every unsubscribed in 
   const syncOnly = handlers.disconnect({ sid: 's', identifiers: '{}', subscriptions: [subscriptions[0]], env })
   assert.deepEqual(syncOnly, { status: 'SUCCESS' }, 'all synchronous: answered at once')
   assert.deepEqual(log, ['sync', 'disconnect'])
+})
+
+scenario('in-process answers: a state key such as __proto__ reaches the next call as an own property', async () => {
+  const seen = []
+  const local = await startInProcess({
+    handlers: {
+      connect: (request) => ({ ...welcome(request), env: { cstate: JSON.parse('{"__proto__":"kept","plain":"yes"}') } }),
+      command: ({ command, identifier, env }) => {
+        seen.push(env.cstate)
+        return command === 'subscribe' ? confirm(identifier) : echo(identifier, 'ok')
+      }
+    },
+    record: false
+  })
+  const client = await RawClient.connect(local.url())
+  await client.subscribeConfirmed({ channel: 'Any' })
+  assert.deepEqual(Object.keys(seen[0]).sort(), ['__proto__', 'plain'])
+  assert.equal(Object.getOwnPropertyDescriptor(seen[0], '__proto__').value, 'kept')
+  assert.equal(Object.getPrototypeOf(seen[0]), Object.prototype)
+})
+
+scenario('in-process answers: State keeps a key such as __proto__ as a key, in its values and its changes', () => {
+  const state = new State({ plain: 'yes' })
+  state.set('__proto__', 'kept')
+  assert.equal(state.get('__proto__'), 'kept')
+  assert.ok(state.has('__proto__'))
+  assert.deepEqual(Object.keys(state.changes), ['__proto__'])
+  assert.deepEqual(Object.keys(state.toJSON()).sort(), ['__proto__', 'plain'])
+  assert.equal(Object.getPrototypeOf(state.changes), Object.prototype)
 })
