@@ -17,6 +17,11 @@ function after (value, fn) {
   return isThenable(value) ? Promise.resolve(value).then(fn) : fn()
 }
 
+// An own data property even for a key such as `__proto__`, which plain assignment would treat as the prototype.
+function setKey (object, key, value) {
+  Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true })
+}
+
 /**
  * A connection or channel state map (cstate / istate). Reads see the current values; `set` and `delete`
  * are recorded as changes, which the server merges after the call. Values are strings.
@@ -42,7 +47,7 @@ class State {
     if (typeof value === 'number' || typeof value === 'boolean') value = String(value)
     if (typeof value !== 'string') throw new TypeError(`state values are strings (JSON-encode objects yourself); got ${value === null ? 'null' : typeof value} for ${key}`)
     if (value === '') return this.delete(key)
-    this.#values[key] = value
+    setKey(this.#values, key, value)
     this.#record(key, value)
     return this
   }
@@ -65,7 +70,7 @@ class State {
 
   #record (key, value) {
     this.#changes ??= {}
-    this.#changes[key] = value
+    setKey(this.#changes, key, value)
   }
 }
 
