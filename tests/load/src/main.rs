@@ -101,6 +101,9 @@ enum Command {
         identifier: String,
         #[arg(long, default_value = "echo")]
         action: String,
+        /// Performs each client keeps in flight (1: wait for each echo before the next perform)
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
         /// Seconds
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -406,7 +409,7 @@ async fn main() -> anyhow::Result<()> {
                 scenarios::connect(&t, clients, common.concurrency, identifier, common.server_pid.as_deref()).await?;
             emit(&common, &report)
         }
-        Command::Perform { common, clients, identifier, action, duration } => {
+        Command::Perform { common, clients, identifier, action, pipeline, duration } => {
             let t = target(&common, clients)?;
             let report = scenarios::perform(
                 &t,
@@ -414,6 +417,7 @@ async fn main() -> anyhow::Result<()> {
                 common.concurrency,
                 identifier,
                 action,
+                pipeline,
                 Duration::from_secs(duration),
                 common.server_pid.as_deref(),
             )

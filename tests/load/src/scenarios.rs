@@ -619,13 +619,19 @@ pub struct PerformReport {
     pub cpu: CpuReport,
 }
 
-/// Clients performing `action` (echo: the application transmits the data back) in a loop.
+/// Clients performing `action` (echo: the application transmits the data back) in a loop, each keeping
+/// `pipeline` performs in flight: with 1 a client waits for each echo before the next perform; with more,
+/// performs are written together and every echo is answered by the next perform, so fewer system calls and
+/// wake-ups per round trip (on both sides) let one load-tool process keep a faster server busy. Latency is
+/// still perform-to-echo for each one.
+#[allow(clippy::too_many_arguments)]
 pub async fn perform(
     target: &Target,
     clients: usize,
     concurrency: usize,
     identifier: String,
     action: String,
+    pipeline: usize,
     duration: Duration,
     server_pid: Option<&str>,
 ) -> anyhow::Result<PerformReport> {
@@ -637,41 +643,62 @@ pub async fn perform(
     let cpu = CpuWatch::start(server_pid);
     let started = Instant::now();
     let deadline = started + duration;
+    let pipeline = pipeline.max(1);
+    // The command around the payload, built once: `{"command":"message","identifier":…,"data":` + data + `}`.
+    let prefix: Arc<str> =
+        format!(r#"{{"command":"message","identifier":{},"data":"#, serde_json::to_string(&identifier)?).into();
     let mut set = JoinSet::new();
     for (_, mut ws) in sockets {
-        let (identifier, action, progress) = (identifier.clone(), action.clone(), progress.clone());
+        let (prefix, action, progress) = (prefix.clone(), action.clone(), progress.clone());
         set.spawn(async move {
             let mut samples = Vec::new();
             let mut failures = 0u64;
             let mut seq = 0u64;
-            'outer: while Instant::now() < deadline {
-                seq += 1;
-                let t = Instant::now();
+            // Performs sent and not yet echoed, oldest first: (seq, sent at).
+            let mut in_flight = std::collections::VecDeque::with_capacity(pipeline);
+            let perform = |seq: u64| {
                 let data = serde_json::json!({"action": action, "seq": seq, "ts": stats::now_micros(), "p": 0});
-                let cmd = serde_json::json!({"command":"message","identifier":identifier,"data":data.to_string()});
-                if ws.send(Message::Text(cmd.to_string().into())).await.is_err() {
+                let data = serde_json::to_string(&data.to_string()).unwrap_or_default();
+                Message::Text(format!("{prefix}{data}}}").into())
+            };
+            'outer: loop {
+                // Top up the pipeline, then write everything at once.
+                let mut fed = false;
+                while in_flight.len() < pipeline && Instant::now() < deadline {
+                    seq += 1;
+                    if ws.feed(perform(seq)).await.is_err() {
+                        failures += 1;
+                        break 'outer;
+                    }
+                    in_flight.push_back((seq, Instant::now()));
+                    fed = true;
+                }
+                if fed && ws.flush().await.is_err() {
                     failures += 1;
                     break;
                 }
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-                        Ok(Some(Ok(Message::Text(t2)))) => {
-                            let Ok(frame) = serde_json::from_str::<Frame<'_>>(&t2) else { continue };
-                            let Some(raw) = frame.message else { continue };
-                            match serde_json::from_str::<BenchPayload>(raw.get()) {
-                                Ok(p) if p.seq == seq => break,
-                                _ => continue,
+                if in_flight.is_empty() {
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
+                        let Some(raw) = frame.message else { continue };
+                        let Ok(payload) = serde_json::from_str::<BenchPayload>(raw.get()) else { continue };
+                        if let Some(at) = in_flight.iter().position(|(s, _)| *s == payload.seq) {
+                            // Earlier performs still waiting stay in flight (a server may answer out of order).
+                            if let Some((_, sent)) = in_flight.remove(at) {
+                                samples.push(sent.elapsed().as_micros() as u32);
+                                Progress::add(&progress.delivered, 1);
                             }
                         }
-                        Ok(Some(Ok(_))) => continue,
-                        _ => {
-                            failures += 1;
-                            break 'outer;
-                        }
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    _ => {
+                        failures += 1;
+                        break;
                     }
                 }
-                samples.push(t.elapsed().as_micros() as u32);
-                Progress::add(&progress.delivered, 1);
             }
             let _ = ws.close(None).await;
             (samples, failures)
