@@ -96,6 +96,16 @@ function resultObject (result) {
   return result
 }
 
+// A list crosses into Rust as its lone item when it has one (reading an array element through napi costs more
+// than the string itself), otherwise as the array.
+function lone (list) {
+  return list !== undefined && list.length === 1 ? list[0] : list
+}
+
+// Command answer flags, as handler.rs reads them.
+const DISCONNECT = 1
+const STOP_STREAMS = 2
+
 // Checks what a handler returned and hands it to Rust as the arguments of settle*(id, ...); a malformed
 // result throws before anything reaches Rust.
 const answer = {
@@ -106,19 +116,18 @@ const answer = {
     const transmissions = stringList(result, 'transmissions')
     const errorMsg = optionalString(result, 'errorMsg')
     const env = envResponse(result)
-    native.settleConnect(id, statusValue, identifiers, transmissions, errorMsg, env.cstate, env.istate)
+    native.settleConnect(id, statusValue, identifiers, lone(transmissions), errorMsg, env.cstate, env.istate)
   },
   command (id, result) {
     resultObject(result)
     const statusValue = status(result.status)
-    const disconnect = optionalBoolean(result, 'disconnect')
-    const stopStreams = optionalBoolean(result, 'stopStreams')
+    const flags = (optionalBoolean(result, 'disconnect') ? DISCONNECT : 0) | (optionalBoolean(result, 'stopStreams') ? STOP_STREAMS : 0)
     const streams = stringList(result, 'streams')
     const stoppedStreams = stringList(result, 'stoppedStreams')
     const transmissions = stringList(result, 'transmissions')
     const errorMsg = optionalString(result, 'errorMsg')
     const env = envResponse(result)
-    native.settleCommand(id, statusValue, disconnect, stopStreams, streams, stoppedStreams, transmissions, errorMsg, env.cstate, env.istate)
+    native.settleCommand(id, statusValue, flags, lone(streams), lone(stoppedStreams), lone(transmissions), errorMsg, env.cstate, env.istate)
   },
   disconnect (id, result) {
     // A disconnect handler may return nothing: the connection is gone either way.
@@ -132,7 +141,7 @@ const answer = {
 // The ERROR answer of a call that failed.
 const answerError = {
   connect: (id, errorMsg) => native.settleConnect(id, STATUS.ERROR, undefined, undefined, errorMsg),
-  command: (id, errorMsg) => native.settleCommand(id, STATUS.ERROR, undefined, undefined, undefined, undefined, undefined, errorMsg),
+  command: (id, errorMsg) => native.settleCommand(id, STATUS.ERROR, 0, undefined, undefined, undefined, errorMsg),
   disconnect: (id, errorMsg) => native.settleDisconnect(id, STATUS.ERROR, errorMsg)
 }
 

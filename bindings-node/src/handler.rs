@@ -30,7 +30,7 @@ use ferrocable::handler::{
     CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse, Env, EnvResponse, Handler, HandlerError,
 };
-use napi::bindgen_prelude::{Function, JsValuesTupleIntoVec, Unknown};
+use napi::bindgen_prelude::{FromNapiValue, Function, JsValuesTupleIntoVec, Unknown};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Status, sys};
 use napi_derive::napi;
@@ -175,7 +175,14 @@ unsafe fn number(env: sys::napi_env, value: i64) -> napi::Result<sys::napi_value
 
 unsafe fn string(env: sys::napi_env, value: &str) -> napi::Result<sys::napi_value> {
     let mut out = ptr::null_mut();
-    check(unsafe { sys::napi_create_string_utf8(env, value.as_ptr().cast(), value.len() as isize, &mut out) })?;
+    // ASCII text (identifiers, JSON data, ids: nearly everything here) is the same bytes in Latin-1, which V8
+    // copies as they are instead of running its UTF-8 decoder over them.
+    let status = if value.is_ascii() {
+        unsafe { sys::napi_create_string_latin1(env, value.as_ptr().cast(), value.len() as isize, &mut out) }
+    } else {
+        unsafe { sys::napi_create_string_utf8(env, value.as_ptr().cast(), value.len() as isize, &mut out) }
+    };
+    check(status)?;
     Ok(out)
 }
 
@@ -306,6 +313,72 @@ impl Handler for JsHandler {
 
 // --- answers from lib/server.js, already checked there -----------------------------------------------
 
+fn type_of(env: sys::napi_env, value: sys::napi_value) -> napi::Result<sys::napi_valuetype> {
+    let mut kind = 0;
+    check(unsafe { sys::napi_typeof(env, value, &mut kind) })?;
+    Ok(kind)
+}
+
+/// Reads a JavaScript string. A short one is read in one call into a buffer that is large enough with room
+/// to spare; a longer one is measured first. (napi-rs's `String` always measures first: two passes over
+/// every string.)
+unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> napi::Result<String> {
+    const GUESS: usize = 256;
+    // V8 writes whole characters only (up to 4 bytes each): fewer than GUESS - 4 bytes written means the
+    // next character would have fitted, so there was none.
+    const SURELY_COMPLETE: usize = GUESS - 4;
+    let mut bytes = Vec::<u8>::with_capacity(GUESS);
+    let mut written = 0;
+    check(unsafe { sys::napi_get_value_string_utf8(env, value, bytes.as_mut_ptr().cast(), GUESS, &mut written) })?;
+    if written >= SURELY_COMPLETE {
+        let mut length = 0;
+        check(unsafe { sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut length) })?;
+        bytes = Vec::with_capacity(length + 1);
+        check(unsafe {
+            sys::napi_get_value_string_utf8(env, value, bytes.as_mut_ptr().cast(), length + 1, &mut written)
+        })?;
+    }
+    // SAFETY: V8 wrote `written` bytes of UTF-8 (invalid sequences replaced) into the buffer.
+    unsafe { bytes.set_len(written) };
+    Ok(unsafe { String::from_utf8_unchecked(bytes) })
+}
+
+/// An optional string of an answer: `undefined` or `null` is none.
+pub struct Text(Option<String>);
+
+impl FromNapiValue for Text {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+        match type_of(env, value)? {
+            sys::ValueType::napi_undefined | sys::ValueType::napi_null => Ok(Self(None)),
+            _ => Ok(Self(Some(unsafe { read_string(env, value)? }))),
+        }
+    }
+}
+
+/// A list of strings of an answer: `undefined` or `null` (none), one string (a lone item, which lib/server.js
+/// passes as it is: reading an array element through napi costs more than reading the string), or an array.
+pub struct Texts(Vec<String>);
+
+impl FromNapiValue for Texts {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+        match type_of(env, value)? {
+            sys::ValueType::napi_undefined | sys::ValueType::napi_null => Ok(Self(Vec::new())),
+            sys::ValueType::napi_string => Ok(Self(vec![unsafe { read_string(env, value)? }])),
+            _ => {
+                let mut length = 0;
+                check(unsafe { sys::napi_get_array_length(env, value, &mut length) })?;
+                let mut items = Vec::with_capacity(length as usize);
+                for index in 0..length {
+                    let mut item = ptr::null_mut();
+                    check(unsafe { sys::napi_get_element(env, value, index, &mut item) })?;
+                    items.push(unsafe { read_string(env, item)? });
+                }
+                Ok(Self(items))
+            }
+        }
+    }
+}
+
 /// Statuses arrive as numbers (0 ERROR, 1 SUCCESS, 2 FAILURE).
 fn status(value: u32) -> i32 {
     use ferrocable::handler::Status;
@@ -327,52 +400,56 @@ fn env_response(
     Some(EnvResponse { cstate: cstate.unwrap_or_default(), istate: istate.unwrap_or_default() })
 }
 
+/// `flags` of a Command answer: the connection is to be closed.
+const DISCONNECT: u32 = 1;
+/// `flags` of a Command answer: every stream of the subscription stops.
+const STOP_STREAMS: u32 = 2;
+
 /// Delivers a Connect answer; an unknown id (the call timed out, or was answered already) is ignored.
 #[napi]
 pub fn settle_connect(
     id: i64,
     status_value: u32,
-    identifiers: Option<String>,
-    transmissions: Option<Vec<String>>,
-    error_msg: Option<String>,
+    identifiers: Text,
+    transmissions: Texts,
+    error_msg: Text,
     cstate: Option<HashMap<String, String>>,
     istate: Option<HashMap<String, String>>,
 ) {
     if let Some(Waiter::Connect(tx)) = take(id) {
         let _ = tx.send(Ok(ConnectionResponse {
             status: status(status_value),
-            identifiers: identifiers.unwrap_or_default(),
-            transmissions: transmissions.unwrap_or_default(),
-            error_msg: error_msg.unwrap_or_default(),
+            identifiers: identifiers.0.unwrap_or_default(),
+            transmissions: transmissions.0,
+            error_msg: error_msg.0.unwrap_or_default(),
             env: env_response(cstate, istate),
         }));
     }
 }
 
-/// Delivers a Command answer; an unknown id is ignored.
+/// Delivers a Command answer (`flags`: `DISCONNECT | STOP_STREAMS`); an unknown id is ignored.
 #[napi]
 #[allow(clippy::too_many_arguments)]
 pub fn settle_command(
     id: i64,
     status_value: u32,
-    disconnect: Option<bool>,
-    stop_streams: Option<bool>,
-    streams: Option<Vec<String>>,
-    stopped_streams: Option<Vec<String>>,
-    transmissions: Option<Vec<String>>,
-    error_msg: Option<String>,
+    flags: u32,
+    streams: Texts,
+    stopped_streams: Texts,
+    transmissions: Texts,
+    error_msg: Text,
     cstate: Option<HashMap<String, String>>,
     istate: Option<HashMap<String, String>>,
 ) {
     if let Some(Waiter::Command(tx)) = take(id) {
         let _ = tx.send(Ok(CommandResponse {
             status: status(status_value),
-            disconnect: disconnect.unwrap_or(false),
-            stop_streams: stop_streams.unwrap_or(false),
-            streams: streams.unwrap_or_default(),
-            stopped_streams: stopped_streams.unwrap_or_default(),
-            transmissions: transmissions.unwrap_or_default(),
-            error_msg: error_msg.unwrap_or_default(),
+            disconnect: flags & DISCONNECT != 0,
+            stop_streams: flags & STOP_STREAMS != 0,
+            streams: streams.0,
+            stopped_streams: stopped_streams.0,
+            transmissions: transmissions.0,
+            error_msg: error_msg.0.unwrap_or_default(),
             env: env_response(cstate, istate),
             presence: None,
         }));
@@ -381,9 +458,9 @@ pub fn settle_command(
 
 /// Delivers a Disconnect answer; an unknown id is ignored.
 #[napi]
-pub fn settle_disconnect(id: i64, status_value: u32, error_msg: Option<String>) {
+pub fn settle_disconnect(id: i64, status_value: u32, error_msg: Text) {
     if let Some(Waiter::Disconnect(tx)) = take(id) {
-        let _ =
-            tx.send(Ok(DisconnectResponse { status: status(status_value), error_msg: error_msg.unwrap_or_default() }));
+        let _ = tx
+            .send(Ok(DisconnectResponse { status: status(status_value), error_msg: error_msg.0.unwrap_or_default() }));
     }
 }

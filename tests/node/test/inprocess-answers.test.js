@@ -49,6 +49,65 @@ scenario('in-process answers: a plain value, a Promise and a foreign thenable ar
   }
 })
 
+scenario('in-process answers: lists of none, one and several items and the disconnect and stopStreams flags each reach the server', async () => {
+  // Lists cross into Rust as their lone item or as the array, and the two booleans as flags: every shape.
+  const local = await startInProcess({
+    handlers: {
+      connect: welcome,
+      command ({ command, identifier, data }) {
+        const { streams } = JSON.parse(identifier)
+        if (command === 'subscribe') {
+          return { status: 'SUCCESS', streams, transmissions: [JSON.stringify({ identifier, type: 'confirm_subscription' })] }
+        }
+        const { action, count, stop } = JSON.parse(data)
+        const messages = Array.from({ length: count ?? 0 }, (_, n) => JSON.stringify({ identifier, message: { n } }))
+        if (action === 'say') return { status: 'SUCCESS', transmissions: messages }
+        if (action === 'stop') return { status: 'SUCCESS', stoppedStreams: stop, transmissions: messages }
+        if (action === 'stopAll') return { status: 'SUCCESS', stopStreams: true, transmissions: messages }
+        return { status: 'SUCCESS', disconnect: true }
+      }
+    },
+    record: false
+  })
+  const [a, b, c] = ['a', 'b', 'c'].map((name) => `lists_${name}_${Date.now()}`)
+  const client = await RawClient.connect(local.url())
+  const none = await client.subscribeConfirmed({ channel: 'Lists', streams: [] })
+  const one = await client.subscribeConfirmed({ channel: 'Lists', streams: [a] })
+  const several = await client.subscribeConfirmed({ channel: 'Lists', streams: [b, c] })
+
+  for (const count of [0, 1, 3]) {
+    client.perform(none, 'say', { count })
+    client.perform(none, 'say', { count: 1 })
+    for (let n = 0; n < count; n++) assert.deepEqual(await client.next(), { identifier: none, message: { n } })
+    assert.deepEqual(await client.next(), { identifier: none, message: { n: 0 } })
+  }
+  for (const stream of [a, b, c]) {
+    await local.broadcast(stream, { to: stream })
+    assert.deepEqual(await client.next(), { identifier: stream === a ? one : several, message: { to: stream } })
+  }
+
+  // One stopped stream as its lone item, then the two others as an array: nothing reaches the client after.
+  client.perform(one, 'stop', { stop: [a], count: 1 })
+  assert.deepEqual(await client.next(), { identifier: one, message: { n: 0 } })
+  client.perform(several, 'stop', { stop: [b], count: 2 })
+  assert.deepEqual(await client.next(), { identifier: several, message: { n: 0 } })
+  assert.deepEqual(await client.next(), { identifier: several, message: { n: 1 } })
+  await local.broadcast(a, { to: a })
+  await local.broadcast(b, { to: b })
+  await local.broadcast(c, { to: c })
+  assert.deepEqual(await client.next(), { identifier: several, message: { to: c } })
+  client.perform(several, 'stopAll')
+  client.perform(none, 'say', { count: 1 })
+  assert.deepEqual(await client.next(), { identifier: none, message: { n: 0 } })
+  await local.broadcast(c, { to: c })
+  client.perform(none, 'say', { count: 1 })
+  assert.deepEqual(await client.next(), { identifier: none, message: { n: 0 } })
+
+  // disconnect: the server closes the connection (as AnyCable does, with "Command Failed").
+  client.perform(none, 'bye')
+  assert.deepEqual(await client.waitForClose(), { code: 1000, reason: 'Command Failed' })
+})
+
 scenario('in-process answers: a thenable whose then throws is an EHANDLER for that call', async () => {
   const errors = []
   const local = await serve((identifier, { action }) => {
