@@ -1,5 +1,9 @@
-//! Socket options of accepted client connections: timers so that a peer that vanished is noticed, and
-//! (`client_send_buffer_size`) a cap on what the kernel buffers for a client that stops reading.
+//! Socket options of accepted client connections: no Nagle delay, timers so that a peer that vanished is
+//! noticed, and (`client_send_buffer_size`) a cap on what the kernel buffers for a client that stops reading.
+//!
+//! Frames are small and each is meant to leave at once: with Nagle's algorithm a frame written while an earlier
+//! one is still unacknowledged waits for that ACK, which a client may delay by up to 40 ms. So `TCP_NODELAY` is
+//! set on every client socket, as Go's network stack (and with it AnyCable-Go) does by default.
 //!
 //! A client whose network path disappears (cable pulled, Wi-Fi gone, a NAT entry dropped, a laptop put to
 //! sleep) sends no close frame, no FIN and no RST. Left alone, the kernel keeps retransmitting the pings
@@ -47,10 +51,16 @@ const KEEPALIVE_PROBES: u32 = 4;
 
 static OPTION_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
 static SEND_BUFFER_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+static NODELAY_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Whether sockets accepted from a listener inherit its `TCP_NODELAY` and dead-peer timers.
+const INHERITED_FROM_LISTENER: bool = cfg!(target_os = "linux");
 
 /// What is set on each accepted client socket beyond what it inherits from its listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientSocketOptions {
+    /// `TCP_NODELAY`, where sockets do not inherit it from the listener.
+    pub(crate) nodelay: bool,
     /// The dead-peer timers, where sockets do not inherit them from the listener.
     pub(crate) dead_peers: Option<DeadPeerDetection>,
     /// `client_send_buffer_size`, when set. Left to itself, Linux grows a socket's send buffer with its
@@ -64,15 +74,20 @@ impl ClientSocketOptions {
     /// Sets on `listener` what its accepted sockets inherit, and returns what is left to set on each of them
     /// (`None` when nothing is).
     pub(crate) fn for_listener(config: &Config, listener: &TcpListener) -> Option<Self> {
+        set_nodelay(SockRef::from(listener));
         let timers = DeadPeerDetection::from_config(config);
         timers.apply_to_listener(listener);
-        let dead_peers = (!DeadPeerDetection::INHERITED_FROM_LISTENER).then_some(timers);
+        let nodelay = !INHERITED_FROM_LISTENER;
+        let dead_peers = (!INHERITED_FROM_LISTENER).then_some(timers);
         let send_buffer = (config.client_send_buffer_size > 0).then_some(config.client_send_buffer_size);
-        (dead_peers.is_some() || send_buffer.is_some()).then_some(Self { dead_peers, send_buffer })
+        (nodelay || dead_peers.is_some() || send_buffer.is_some()).then_some(Self { nodelay, dead_peers, send_buffer })
     }
 
     /// Sets the options on one accepted socket.
     pub(crate) fn apply(&self, stream: &TcpStream) {
+        if self.nodelay {
+            set_nodelay(SockRef::from(stream));
+        }
         if let Some(timers) = &self.dead_peers {
             timers.apply(stream);
         }
@@ -81,6 +96,14 @@ impl ClientSocketOptions {
             if !SEND_BUFFER_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(%error, "cannot set the send buffer size of client sockets (client_send_buffer_size)");
             }
+        }
+    }
+}
+
+fn set_nodelay(socket: SockRef<'_>) {
+    if let Err(error) = socket.set_tcp_nodelay(true) {
+        if !NODELAY_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY on client sockets; small frames may wait for ACKs");
         }
     }
 }
@@ -94,16 +117,12 @@ impl DeadPeerDetection {
         Self { user_timeout: timeout, keepalive_idle: fraction(2), keepalive_interval: fraction(4) }
     }
 
-    /// Whether sockets accepted from a listener carrying the timers have them too, so that
-    /// [`DeadPeerDetection::apply_to_listener`] is enough.
-    pub(crate) const INHERITED_FROM_LISTENER: bool = cfg!(target_os = "linux");
-
     /// Sets the timers on one accepted socket.
     pub(crate) fn apply(&self, stream: &TcpStream) {
         self.set(SockRef::from(stream));
     }
 
-    /// Sets the timers on a listening socket; where [`DeadPeerDetection::INHERITED_FROM_LISTENER`], every
+    /// Sets the timers on a listening socket; where [`INHERITED_FROM_LISTENER`], every
     /// socket it accepts from then on has them.
     pub(crate) fn apply_to_listener(&self, listener: &TcpListener) {
         self.set(SockRef::from(listener));
@@ -161,7 +180,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn sockets_accepted_from_a_listener_with_the_timers_carry_them() {
-        assert!(DeadPeerDetection::INHERITED_FROM_LISTENER);
+        assert!(INHERITED_FROM_LISTENER);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = Config::default();
         config.set("dead_peer_timeout", "12").unwrap();
@@ -174,5 +193,33 @@ mod tests {
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));
         assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
         assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(12)));
+    }
+
+    /// What a client socket ends up with, whether inherited from the listener or set after the accept.
+    #[tokio::test]
+    async fn client_sockets_get_nodelay_the_timers_and_the_send_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = Config::default();
+        config.set("client_send_buffer_size", "65536").unwrap();
+        let options = ClientSocketOptions::for_listener(&config, &listener).expect("the send buffer is left to set");
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        options.apply(&accepted);
+        let socket = SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().unwrap(), "TCP_NODELAY on the client socket");
+        assert!(socket.keepalive().unwrap());
+        // Linux doubles the value asked for, to leave room for its bookkeeping.
+        assert!(socket.send_buffer_size().unwrap() >= 65536);
+        assert!(socket.send_buffer_size().unwrap() <= 2 * 65536);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn on_linux_nothing_but_the_send_buffer_is_set_per_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(ClientSocketOptions::for_listener(&Config::default(), &listener), None);
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(SockRef::from(&accepted).tcp_nodelay().unwrap(), "TCP_NODELAY inherited from the listener");
     }
 }
