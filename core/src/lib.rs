@@ -33,6 +33,7 @@ mod pubsub;
 pub mod rate_limit;
 mod server;
 mod session;
+mod subscriptions;
 mod tls;
 pub mod transport;
 

@@ -16,7 +16,7 @@ use crate::client::{ClientHandle, CloseRequest, close_code};
 use crate::config::DisconnectMode;
 use crate::disconnect::DisconnectQueue;
 use crate::handler::controller::{Controller, Routed};
-use crate::handler::streams::WhisperBudget;
+use crate::handler::streams::{WHISPER_STREAM_STATE, WhisperBudget};
 use crate::handler::{
     CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, Env,
     Status, status_name,
@@ -25,6 +25,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientCommand};
 use crate::rate_limit::{CommandBudget, CommandRate, CommandVerdict};
+use crate::subscriptions::{Subscription, Subscriptions};
 
 /// What every session shares.
 pub(crate) struct SessionDeps {
@@ -84,12 +85,6 @@ impl CommandKind {
     }
 }
 
-#[derive(Default)]
-struct Subscription {
-    istate: HashMap<String, String>,
-    streams: Vec<Arc<str>>,
-}
-
 /// State of one connected client.
 pub(crate) struct Session {
     client: Arc<ClientHandle>,
@@ -97,7 +92,7 @@ pub(crate) struct Session {
     env: RequestEnv,
     identifiers: Option<Arc<str>>,
     cstate: HashMap<String, String>,
-    subscriptions: HashMap<Arc<str>, Subscription>,
+    subscriptions: Subscriptions,
     used_backend: bool,
     /// Set once the connection was told about `max_subscriptions`, so a client that keeps trying is logged once.
     warned_subscription_limit: bool,
@@ -115,7 +110,7 @@ impl Session {
             env,
             identifiers: None,
             cstate: HashMap::new(),
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             used_backend: false,
             warned_subscription_limit: false,
             whisper_budget: None,
@@ -180,7 +175,7 @@ impl Session {
                 self.refuse(kind.as_str(), &identifier, "unknown subscription");
                 return None;
             }
-            (_, Some((_, sub))) => sub.istate.clone(),
+            (_, Some((_, sub))) => sub.istate.to_map(),
         };
         // Share the identifier with the subscription map when we already hold it.
         let identifier: Arc<str> = existing.map(|(k, _)| k.clone()).unwrap_or_else(|| identifier.into());
@@ -279,7 +274,8 @@ impl Session {
         };
         let budget = self.whisper_budget.get_or_insert_with(Default::default);
         let now = std::time::Instant::now();
-        match self.deps.controller.whisper(&self.client.sid, &sub.istate, budget, data, now) {
+        let whisper_stream = sub.istate.get(WHISPER_STREAM_STATE);
+        match self.deps.controller.whisper(&self.client.sid, whisper_stream, budget, data, now) {
             Ok(publication) => {
                 if self.deps.whispers.try_send(publication).is_err() {
                     Metrics::inc(&self.deps.metrics.failed_client_msg_total);
@@ -397,11 +393,11 @@ impl Session {
             if !sub.streams.iter().any(|s| **s == **stream) {
                 let stream: Arc<str> = stream.as_str().into();
                 hub.subscribe(&stream, identifier, &self.client);
-                sub.streams.push(stream);
+                sub.add_stream(stream);
             }
         }
         if let Some(env) = &mut response.env {
-            merge_owned_state(&mut sub.istate, std::mem::take(&mut env.istate));
+            sub.istate.merge(std::mem::take(&mut env.istate));
         }
     }
 
@@ -423,7 +419,7 @@ impl Session {
     /// Cleans up after the connection closed and queues the Disconnect call when one is owed.
     pub(crate) async fn end(mut self) {
         let identifiers = self.identifiers.take();
-        let subscriptions = std::mem::take(&mut self.subscriptions);
+        let subscriptions = std::mem::take(&mut self.subscriptions).into_vec();
         for (identifier, sub) in &subscriptions {
             for stream in &sub.streams {
                 self.deps.hub.unsubscribe(stream, identifier, self.client.id);
@@ -446,7 +442,7 @@ impl Session {
             .collect();
         let request = DisconnectRequest {
             identifiers: identifiers.to_string(),
-            subscriptions: subscriptions.keys().map(|k| k.to_string()).collect(),
+            subscriptions: subscriptions.iter().map(|(k, _)| k.to_string()).collect(),
             env: Some(self.request_env(istate)),
         };
         self.deps.disconnects.push(self.client.sid.clone(), request).await;

@@ -311,8 +311,16 @@ async fn a_client_that_reads_too_slowly_is_dropped_as_too_slow_and_others_keep_r
         let published = published.clone();
         async move {
             let mut received = 0;
+            let mut idle = Duration::ZERO;
             while received < published.load(Ordering::SeqCst) {
-                let frame = fast.recv().await;
+                // Short waits: publishing can stop (and `published` be set) while this waits for the frame after
+                // the last one.
+                let Some(frame) = fast.try_recv(Duration::from_millis(100)).await else {
+                    idle += Duration::from_millis(100);
+                    assert!(idle < Duration::from_secs(5), "no frame within 5s after {received}");
+                    continue;
+                };
+                idle = Duration::ZERO;
                 assert_eq!(frame["identifier"], CHAT_A);
                 assert_eq!(frame["message"]["n"], received);
                 received += 1;

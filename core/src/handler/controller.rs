@@ -213,22 +213,22 @@ impl Controller {
         Ok(())
     }
 
-    /// The broadcast a client's whisper becomes: `data` to the subscription's whisper stream (istate `$w`),
-    /// skipping the sender. Refused when the subscription has no whisper stream or the connection is over
-    /// `whisper_rate`.
+    /// The broadcast a client's whisper becomes: `data` to the subscription's whisper stream (the value of its
+    /// istate `$w`), skipping the sender. Refused when the subscription has no whisper stream or the connection
+    /// is over `whisper_rate`.
     pub fn whisper(
         &self,
         sid: &str,
-        istate: &HashMap<String, String>,
+        whisper_stream: Option<&str>,
         budget: &mut WhisperBudget,
         data: String,
         now: Instant,
     ) -> Result<Publication, WhisperRefused> {
-        let stream = istate.get(WHISPER_STREAM_STATE).filter(|s| !s.is_empty()).ok_or(WhisperRefused::NotAllowed)?;
+        let stream = whisper_stream.filter(|s| !s.is_empty()).ok_or(WhisperRefused::NotAllowed)?;
         if !budget.take(self.rules.whisper_rate, now) {
             return Err(WhisperRefused::OverRate);
         }
-        Ok(Publication { stream: stream.clone(), data, exclude_socket: Some(sid.to_owned()) })
+        Ok(Publication { stream: stream.to_owned(), data, exclude_socket: Some(sid.to_owned()) })
     }
 
     fn standalone_command(
@@ -529,10 +529,10 @@ mod tests {
     #[test]
     fn whispers_go_to_the_whisper_stream_without_the_sender_within_the_rate() {
         let c = controller(StandaloneRules { whisper_rate: 2, ..Default::default() });
-        let istate = HashMap::from([("$w".to_owned(), "room".to_owned())]);
+        let istate = Some("room");
         let mut budget = WhisperBudget::new();
         let now = Instant::now();
-        let p = c.whisper("abc", &istate, &mut budget, r#"{"typing":true}"#.into(), now).unwrap();
+        let p = c.whisper("abc", istate, &mut budget, r#"{"typing":true}"#.into(), now).unwrap();
         assert_eq!(
             p,
             Publication {
@@ -541,8 +541,8 @@ mod tests {
                 exclude_socket: Some("abc".into())
             }
         );
-        assert!(c.whisper("abc", &istate, &mut budget, "1".into(), now).is_ok());
-        assert_eq!(c.whisper("abc", &istate, &mut budget, "1".into(), now), Err(WhisperRefused::OverRate));
-        assert_eq!(c.whisper("abc", &HashMap::new(), &mut budget, "1".into(), now), Err(WhisperRefused::NotAllowed));
+        assert!(c.whisper("abc", istate, &mut budget, "1".into(), now).is_ok());
+        assert_eq!(c.whisper("abc", istate, &mut budget, "1".into(), now), Err(WhisperRefused::OverRate));
+        assert_eq!(c.whisper("abc", None, &mut budget, "1".into(), now), Err(WhisperRefused::NotAllowed));
     }
 }

@@ -1,0 +1,237 @@
+//! A connection's subscriptions and their channel state (istate), sized for what idle connections hold.
+//!
+//! Nearly every connection holds a few subscriptions, and nearly every subscription a state of zero or one
+//! entry (in standalone mode, `$w`, the stream it may whisper to). Hash tables cost too much for that: the
+//! smallest one hashbrown makes has four buckets, 372 bytes for one subscription and 212 bytes for one state
+//! entry. Both are therefore lists searched in place, allocated to the exact size while they are small
+//! (64 bytes for one subscription, 48 for one state entry). Past [`FEW`] subscriptions the list becomes a hash
+//! table, so a client holding thousands (without `max_subscriptions`) still finds each in constant time. A
+//! channel state is written only by the application's handlers, whose states are small, so it stays a list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+/// Subscriptions held in a list before they move to a hash table.
+const FEW: usize = 8;
+
+/// Pushes one item, allocating exactly for it while the list is small (a first push would otherwise
+/// reserve room for four).
+fn push_small<T>(list: &mut Vec<T>, item: T) {
+    if list.len() < FEW {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
+/// One subscription's channel state: key-value pairs, each key once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChannelState(Vec<(String, String)>);
+
+impl ChannelState {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Applies returned changes: a non-empty value sets the key, an empty value deletes it.
+    pub(crate) fn merge(&mut self, changes: HashMap<String, String>) {
+        for (key, value) in changes {
+            let at = self.0.iter().position(|(k, _)| *k == key);
+            match (at, value.is_empty()) {
+                (Some(at), true) => {
+                    self.0.remove(at);
+                }
+                (Some(at), false) => self.0[at].1 = value,
+                (None, true) => {}
+                (None, false) => push_small(&mut self.0, (key, value)),
+            }
+        }
+    }
+
+    /// The state as the map a handler request carries.
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+/// Serialized as a JSON object, as Disconnect requests carry each subscription's state.
+impl Serialize for ChannelState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Subscription {
+    pub(crate) istate: ChannelState,
+    /// The streams it receives, each once.
+    pub(crate) streams: Vec<Arc<str>>,
+}
+
+impl Subscription {
+    pub(crate) fn add_stream(&mut self, stream: Arc<str>) {
+        push_small(&mut self.streams, stream);
+    }
+}
+
+/// A connection's subscriptions by identifier.
+#[derive(Debug)]
+pub(crate) enum Subscriptions {
+    Few(Vec<(Arc<str>, Subscription)>),
+    Many(HashMap<Arc<str>, Subscription>),
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl Subscriptions {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Few(list) => list.len(),
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    pub(crate) fn get_key_value(&self, identifier: &str) -> Option<(&Arc<str>, &Subscription)> {
+        match self {
+            Self::Few(list) => list.iter().find(|(k, _)| **k == *identifier).map(|(k, s)| (k, s)),
+            Self::Many(map) => map.get_key_value(identifier),
+        }
+    }
+
+    pub(crate) fn get(&self, identifier: &str) -> Option<&Subscription> {
+        self.get_key_value(identifier).map(|(_, s)| s)
+    }
+
+    pub(crate) fn get_mut(&mut self, identifier: &str) -> Option<&mut Subscription> {
+        match self {
+            Self::Few(list) => list.iter_mut().find(|(k, _)| **k == *identifier).map(|(_, s)| s),
+            Self::Many(map) => map.get_mut(identifier),
+        }
+    }
+
+    /// Adds a subscription, replacing one held under the same identifier.
+    pub(crate) fn insert(&mut self, identifier: Arc<str>, subscription: Subscription) {
+        match self {
+            Self::Few(list) => {
+                if let Some(entry) = list.iter_mut().find(|(k, _)| *k == identifier) {
+                    entry.1 = subscription;
+                } else if list.len() < FEW {
+                    push_small(list, (identifier, subscription));
+                } else {
+                    let mut map: HashMap<_, _> = list.drain(..).collect();
+                    map.insert(identifier, subscription);
+                    *self = Self::Many(map);
+                }
+            }
+            Self::Many(map) => {
+                map.insert(identifier, subscription);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, identifier: &str) -> Option<Subscription> {
+        match self {
+            Self::Few(list) => {
+                let at = list.iter().position(|(k, _)| **k == *identifier)?;
+                Some(list.remove(at).1)
+            }
+            Self::Many(map) => map.remove(identifier),
+        }
+    }
+
+    /// Every subscription, in the order they were made while there are few.
+    pub(crate) fn into_vec(self) -> Vec<(Arc<str>, Subscription)> {
+        match self {
+            Self::Few(list) => list,
+            Self::Many(map) => map.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn channel_state_merges_sets_replaces_and_deletes() {
+        let mut state = ChannelState::default();
+        state.merge(changes(&[("a", "1"), ("b", "2"), ("c", "3"), ("gone", "")]));
+        state.merge(changes(&[("a", "10"), ("b", ""), ("d", "4"), ("zz", "")]));
+        let mut got: Vec<_> = state.to_map().into_iter().collect();
+        got.sort();
+        assert_eq!(got, vec![("a".into(), "10".into()), ("c".into(), "3".into()), ("d".into(), "4".into())]);
+        assert_eq!(state.get("a"), Some("10"));
+        assert_eq!(state.get("b"), None);
+        let json: HashMap<String, String> = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(json, state.to_map());
+    }
+
+    #[test]
+    fn one_entry_is_allocated_for_exactly() {
+        let mut state = ChannelState::default();
+        state.merge(changes(&[("$w", "room")]));
+        assert_eq!(state.0.capacity(), 1);
+        let mut sub = Subscription::default();
+        sub.add_stream("room".into());
+        assert_eq!(sub.streams.capacity(), 1);
+        let mut subs = Subscriptions::default();
+        subs.insert("a".into(), sub);
+        let Subscriptions::Few(list) = &subs else { panic!("one subscription is a list") };
+        assert_eq!(list.capacity(), 1);
+    }
+
+    #[test]
+    fn subscriptions_are_found_replaced_and_removed_before_and_after_moving_to_a_table() {
+        let mut subs = Subscriptions::default();
+        let n = FEW * 3;
+        for i in 0..n {
+            let mut sub = Subscription::default();
+            sub.add_stream(format!("s{i}").into());
+            subs.insert(format!("id{i}").into(), sub);
+            assert_eq!(subs.len(), i + 1);
+            assert_eq!(matches!(subs, Subscriptions::Many(_)), i >= FEW, "after {} subscriptions", i + 1);
+        }
+        for i in 0..n {
+            let (key, sub) = subs.get_key_value(&format!("id{i}")).expect("held");
+            assert_eq!(&**key, format!("id{i}"));
+            assert_eq!(&*sub.streams[0], format!("s{i}"));
+        }
+        assert!(subs.get("id-none").is_none());
+        subs.get_mut("id3").unwrap().istate.merge(changes(&[("k", "v")]));
+        assert_eq!(subs.get("id3").unwrap().istate.get("k"), Some("v"));
+        subs.insert("id3".into(), Subscription::default());
+        assert_eq!(subs.len(), n, "the same identifier is replaced, not added");
+        assert_eq!(subs.get("id3").unwrap().istate.get("k"), None);
+        assert!(subs.remove("id5").is_some());
+        assert!(subs.remove("id5").is_none());
+        assert_eq!(subs.len(), n - 1);
+        let mut ids: Vec<String> = subs.into_vec().into_iter().map(|(k, _)| k.to_string()).collect();
+        ids.sort();
+        assert_eq!(ids.len(), n - 1);
+        assert!(!ids.contains(&"id5".to_string()));
+    }
+
+    #[test]
+    fn a_few_subscriptions_keep_their_order_and_removal_keeps_it() {
+        let mut subs = Subscriptions::default();
+        for id in ["c", "a", "b"] {
+            subs.insert(id.into(), Subscription::default());
+        }
+        subs.remove("a");
+        let ids: Vec<String> = subs.into_vec().into_iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(ids, ["c", "b"]);
+    }
+}
