@@ -59,10 +59,8 @@ const INHERITED_FROM_LISTENER: bool = cfg!(target_os = "linux");
 /// What is set on each accepted client socket beyond what it inherits from its listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientSocketOptions {
-    /// `TCP_NODELAY`, where sockets do not inherit it from the listener.
-    pub(crate) nodelay: bool,
-    /// The dead-peer timers, where sockets do not inherit them from the listener.
-    pub(crate) dead_peers: Option<DeadPeerDetection>,
+    /// Where sockets do not inherit them from the listener: the dead-peer timers, set with `TCP_NODELAY`.
+    pub(crate) not_inherited: Option<DeadPeerDetection>,
     /// `client_send_buffer_size`, when set. Left to itself, Linux grows a socket's send buffer with its
     /// congestion window, to megabytes over loopback: bytes a client that stopped reading holds in kernel
     /// memory, and that the server spends time copying, before the writes block and the client's queue can
@@ -77,18 +75,15 @@ impl ClientSocketOptions {
         set_nodelay(SockRef::from(listener));
         let timers = DeadPeerDetection::from_config(config);
         timers.apply_to_listener(listener);
-        let nodelay = !INHERITED_FROM_LISTENER;
-        let dead_peers = (!INHERITED_FROM_LISTENER).then_some(timers);
+        let not_inherited = (!INHERITED_FROM_LISTENER).then_some(timers);
         let send_buffer = (config.client_send_buffer_size > 0).then_some(config.client_send_buffer_size);
-        (nodelay || dead_peers.is_some() || send_buffer.is_some()).then_some(Self { nodelay, dead_peers, send_buffer })
+        (not_inherited.is_some() || send_buffer.is_some()).then_some(Self { not_inherited, send_buffer })
     }
 
     /// Sets the options on one accepted socket.
     pub(crate) fn apply(&self, stream: &TcpStream) {
-        if self.nodelay {
+        if let Some(timers) = &self.not_inherited {
             set_nodelay(SockRef::from(stream));
-        }
-        if let Some(timers) = &self.dead_peers {
             timers.apply(stream);
         }
         let Some(bytes) = self.send_buffer else { return };
