@@ -47,4 +47,4 @@ pub use config::{Config, ConfigError, OPTIONS, OptionSpec};
 pub use handler::{CallContext, Handler, HandlerError};
 pub use metrics::StatsSnapshot;
 pub use server::{Server, StartError};
-pub use session::{RequestEnv, merge_state};
+pub use session::RequestEnv;

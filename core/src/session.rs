@@ -25,7 +25,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientCommand};
 use crate::rate_limit::{CommandBudget, CommandRate, CommandVerdict};
-use crate::subscriptions::{Subscription, Subscriptions};
+use crate::subscriptions::{StateMap, Subscription, Subscriptions};
 
 /// What every session shares.
 pub(crate) struct SessionDeps {
@@ -91,7 +91,7 @@ pub(crate) struct Session {
     deps: Arc<SessionDeps>,
     env: RequestEnv,
     identifiers: Option<Arc<str>>,
-    cstate: HashMap<String, String>,
+    cstate: StateMap,
     subscriptions: Subscriptions,
     used_backend: bool,
     /// Set once the connection was told about `max_subscriptions`, so a client that keeps trying is logged once.
@@ -109,7 +109,7 @@ impl Session {
             deps,
             env,
             identifiers: None,
-            cstate: HashMap::new(),
+            cstate: StateMap::default(),
             subscriptions: Subscriptions::default(),
             used_backend: false,
             warned_subscription_limit: false,
@@ -123,7 +123,7 @@ impl Session {
     }
 
     fn request_env(&self, istate: HashMap<String, String>) -> Env {
-        Env { url: self.env.url.clone(), headers: self.env.headers_map(), cstate: self.cstate.clone(), istate }
+        Env { url: self.env.url.clone(), headers: self.env.headers_map(), cstate: self.cstate.to_map(), istate }
     }
 
     /// Runs Connect: at once when the standalone rules answer it (`None`), otherwise by starting the backend
@@ -308,7 +308,7 @@ impl Session {
             }
         };
         if let Some(env) = response.env.take() {
-            merge_owned_state(&mut self.cstate, env.cstate);
+            self.cstate.merge(env.cstate);
         }
         self.transmit(std::mem::take(&mut response.transmissions));
         match Status::try_from(response.status) {
@@ -364,7 +364,7 @@ impl Session {
         }
         self.apply_streams_and_istate(&identifier, &mut response);
         if let Some(env) = response.env.take() {
-            merge_owned_state(&mut self.cstate, env.cstate);
+            self.cstate.merge(env.cstate);
         }
         self.transmit(std::mem::take(&mut response.transmissions));
         if response.disconnect {
@@ -446,38 +446,5 @@ impl Session {
             env: Some(self.request_env(istate)),
         };
         self.deps.disconnects.push(self.client.sid.clone(), request).await;
-    }
-}
-
-/// Merges returned state changes: a non-empty value sets the key, an empty value deletes it.
-pub fn merge_state(state: &mut HashMap<String, String>, changes: &HashMap<String, String>) {
-    merge_owned_state(state, changes.iter().map(|(k, v)| (k.clone(), v.clone())));
-}
-
-/// [`merge_state`] for changes the caller owns: keys and values move into the state.
-fn merge_owned_state(state: &mut HashMap<String, String>, changes: impl IntoIterator<Item = (String, String)>) {
-    for (key, value) in changes {
-        if value.is_empty() {
-            state.remove(&key);
-        } else {
-            state.insert(key, value);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_sets_replaces_and_deletes_keys() {
-        let mut state: HashMap<String, String> =
-            [("a", "1"), ("b", "2"), ("c", "3")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        let changes: HashMap<String, String> =
-            [("a", "10"), ("b", ""), ("d", "4"), ("zz", "")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        merge_state(&mut state, &changes);
-        let mut got: Vec<_> = state.into_iter().collect();
-        got.sort();
-        assert_eq!(got, vec![("a".into(), "10".into()), ("c".into(), "3".into()), ("d".into(), "4".into())]);
     }
 }

@@ -1,12 +1,13 @@
-//! A connection's subscriptions and their channel state (istate), sized for what idle connections hold.
+//! A connection's subscriptions and its states (cstate, and each subscription's istate), sized for what idle
+//! connections hold, with the one rule that merges a handler's state changes.
 //!
-//! Nearly every connection holds a few subscriptions, and nearly every subscription a state of zero or one
-//! entry (in standalone mode, `$w`, the stream it may whisper to). Hash tables cost too much for that: the
+//! Nearly every connection holds a few subscriptions, and nearly every state zero or one entry (a
+//! subscription's in standalone mode: `$w`, the stream it may whisper to). Hash tables cost too much for that: the
 //! smallest one hashbrown makes has four buckets, 372 bytes for one subscription and 212 bytes for one state
 //! entry. Both are therefore lists searched in place, allocated to the exact size while they are small
 //! (64 bytes for one subscription, 48 for one state entry). Past [`FEW`] subscriptions the list becomes a hash
 //! table, so a client holding thousands (without `max_subscriptions`) still finds each in constant time. A
-//! channel state is written only by the application's handlers, whose states are small, so it stays a list.
+//! state is written only by the application's handlers, whose states are small, so it stays a list.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,11 +26,11 @@ fn push_small<T>(list: &mut Vec<T>, item: T) {
     list.push(item);
 }
 
-/// One subscription's channel state: key-value pairs, each key once.
+/// A connection state or a subscription's channel state: key-value pairs, each key once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ChannelState(Vec<(String, String)>);
+pub(crate) struct StateMap(Vec<(String, String)>);
 
-impl ChannelState {
+impl StateMap {
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -56,7 +57,7 @@ impl ChannelState {
 }
 
 /// Serialized as a JSON object, as Disconnect requests carry each subscription's state.
-impl Serialize for ChannelState {
+impl Serialize for StateMap {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
@@ -68,7 +69,7 @@ impl Serialize for ChannelState {
 
 #[derive(Debug, Default)]
 pub(crate) struct Subscription {
-    pub(crate) istate: ChannelState,
+    pub(crate) istate: StateMap,
     /// The streams it receives, each once.
     pub(crate) streams: Vec<Arc<str>>,
 }
@@ -166,8 +167,8 @@ mod tests {
     }
 
     #[test]
-    fn channel_state_merges_sets_replaces_and_deletes() {
-        let mut state = ChannelState::default();
+    fn state_merges_sets_replaces_and_deletes() {
+        let mut state = StateMap::default();
         state.merge(changes(&[("a", "1"), ("b", "2"), ("c", "3"), ("gone", "")]));
         state.merge(changes(&[("a", "10"), ("b", ""), ("d", "4"), ("zz", "")]));
         let mut got: Vec<_> = state.to_map().into_iter().collect();
@@ -181,7 +182,7 @@ mod tests {
 
     #[test]
     fn one_entry_is_allocated_for_exactly() {
-        let mut state = ChannelState::default();
+        let mut state = StateMap::default();
         state.merge(changes(&[("$w", "room")]));
         assert_eq!(state.0.capacity(), 1);
         let mut sub = Subscription::default();
