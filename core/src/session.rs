@@ -44,18 +44,48 @@ pub(crate) struct SessionDeps {
 
 /// The request a connection was opened with, forwarded to every handler call.
 ///
-/// Headers are kept as a compact list (usually one or two entries) and turned into the request map per call:
-/// this is held by every idle connection, a call is rare in comparison.
-#[derive(Debug, Clone, Default)]
+/// Every idle connection holds one and a call is rare in comparison, so it is one allocation: the URL, then
+/// each header's name and value, each ended by a newline, which none of them can contain (parsed HTTP
+/// header values and request targets have no control characters). Calls turn it into the request map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestEnv {
-    pub url: String,
-    pub headers: Vec<(String, String)>,
+    text: Box<str>,
 }
 
 impl RequestEnv {
+    /// The env of a request to `url` with the given forwarded headers. Newlines (not possible in parsed HTTP)
+    /// are dropped rather than allowed to shift the entries after them.
+    pub fn new(url: &str, headers: &[(impl AsRef<str>, impl AsRef<str>)]) -> Self {
+        let parts = || {
+            let headers = headers.iter().flat_map(|(name, value)| [name.as_ref(), value.as_ref()]);
+            std::iter::once(url).chain(headers)
+        };
+        let mut text = String::with_capacity(parts().map(|part| part.len() + 1).sum());
+        for part in parts() {
+            if part.contains('\n') {
+                text.extend(part.chars().filter(|c| *c != '\n'));
+            } else {
+                text.push_str(part);
+            }
+            text.push('\n');
+        }
+        Self { text: text.into_boxed_str() }
+    }
+
+    /// The URL as the client used it.
+    pub fn url(&self) -> &str {
+        self.text.split('\n').next().unwrap_or("")
+    }
+
+    /// The forwarded headers (lower-case names) in the order they were given.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.text.split_terminator('\n').skip(1);
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+
     /// The headers as the map handler requests carry.
     pub fn headers_map(&self) -> HashMap<String, String> {
-        self.headers.iter().cloned().collect()
+        self.headers().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()
     }
 }
 
@@ -123,7 +153,7 @@ impl Session {
     }
 
     fn request_env(&self, istate: HashMap<String, String>) -> Env {
-        Env { url: self.env.url.clone(), headers: self.env.headers_map(), cstate: self.cstate.to_map(), istate }
+        Env { url: self.env.url().to_owned(), headers: self.env.headers_map(), cstate: self.cstate.to_map(), istate }
     }
 
     /// Runs Connect: at once when the standalone rules answer it (`None`), otherwise by starting the backend
@@ -137,7 +167,7 @@ impl Session {
         }
         let controller = self.deps.controller.clone();
         let request = ConnectionRequest {
-            env: Some(Env { url: self.env.url.clone(), headers: self.env.headers_map(), ..Default::default() }),
+            env: Some(Env { url: self.env.url().to_owned(), headers: self.env.headers_map(), ..Default::default() }),
         };
         Some(Box::pin(async move { CallOutcome::Connect(controller.connect_via_backend(&ctx, request).await) }))
     }
@@ -446,5 +476,29 @@ impl Session {
             env: Some(self.request_env(istate)),
         };
         self.deps.disconnects.push(self.client.sid.clone(), request).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestEnv;
+
+    #[test]
+    fn request_env_keeps_the_url_and_headers_in_order_including_empty_values() {
+        let headers = [("cookie", "a=1; b=2"), ("x-empty", ""), ("REMOTE_ADDR", "::1")];
+        let env = RequestEnv::new("http://x/cable?a=1", &headers);
+        assert_eq!(env.url(), "http://x/cable?a=1");
+        assert_eq!(env.headers().collect::<Vec<_>>(), headers);
+        assert_eq!(env.headers_map().len(), 3);
+        let bare = RequestEnv::new("", &[] as &[(&str, &str)]);
+        assert_eq!((bare.url(), bare.headers().count()), ("", 0));
+        assert_eq!(RequestEnv::default().url(), "");
+    }
+
+    #[test]
+    fn a_newline_cannot_shift_the_entries_after_it() {
+        let env = RequestEnv::new("http://x/\nevil", &[("a\nb", "1\n2"), ("c", "3")]);
+        assert_eq!(env.url(), "http://x/evil");
+        assert_eq!(env.headers().collect::<Vec<_>>(), [("ab", "12"), ("c", "3")]);
     }
 }

@@ -84,7 +84,9 @@ impl Subscription {
 #[derive(Debug)]
 pub(crate) enum Subscriptions {
     Few(Vec<(Arc<str>, Subscription)>),
-    Many(HashMap<Arc<str>, Subscription>),
+    /// Boxed: the table is rare, and unboxed it would make every connection's session 24 bytes larger.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Arc<str>, Subscription>>),
 }
 
 impl Default for Subscriptions {
@@ -130,7 +132,7 @@ impl Subscriptions {
                 } else {
                     let mut map: HashMap<_, _> = list.drain(..).collect();
                     map.insert(identifier, subscription);
-                    *self = Self::Many(map);
+                    *self = Self::Many(Box::new(map));
                 }
             }
             Self::Many(map) => {
@@ -153,7 +155,7 @@ impl Subscriptions {
     pub(crate) fn into_vec(self) -> Vec<(Arc<str>, Subscription)> {
         match self {
             Self::Few(list) => list,
-            Self::Many(map) => map.into_iter().collect(),
+            Self::Many(map) => (*map).into_iter().collect(),
         }
     }
 }
