@@ -39,6 +39,8 @@ def rows_for(result):
             "failed": result["failed"],
             "connects/s": result["connects_per_second"],
             "RSS/conn (bytes)": result["rss_per_connection_bytes"],
+            **({"RSS/added conn (bytes)": result["rss_per_added_connection_bytes"]}
+               if "rss_per_added_connection_bytes" in result else {}),
             "RSS after (MiB)": (result["server_rss_after_kib"] or 0) / 1024,
         }
     if kind == "broadcast":

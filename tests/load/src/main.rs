@@ -65,6 +65,10 @@ enum Command {
         /// Seconds to hold the connections before reading RSS
         #[arg(long, default_value_t = 5)]
         hold: u64,
+        /// Connect in two halves, reading RSS after each is held: also reports what an added connection
+        /// costs once the server holds the first half (one-off growth, such as pools warming up, excluded)
+        #[arg(long)]
+        marginal: bool,
     },
     /// N subscribers over S streams; publish at a rate and time every delivery
     Broadcast {
@@ -363,7 +367,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let limit = raise_fd_limit();
     match cli.command {
-        Command::Idle { common, connections, identifier, hold } => {
+        Command::Idle { common, connections, identifier, hold, marginal } => {
             if limit > 0 && connections as u64 + 64 > limit {
                 anyhow::bail!("{connections} connections need more than the open files limit ({limit}) allows");
             }
@@ -374,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
                 common.concurrency,
                 identifier,
                 Duration::from_secs(hold),
+                marginal,
                 common.server_pid.as_deref(),
             )
             .await?;

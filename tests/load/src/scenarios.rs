@@ -91,46 +91,74 @@ pub struct IdleReport {
     pub connect_latency: Percentiles,
     pub server_rss_before_kib: Option<u64>,
     pub server_rss_after_kib: Option<u64>,
+    /// The RSS growth over every connection held.
     pub rss_per_connection_bytes: Option<f64>,
+    /// With `--marginal`: the RSS once the first half has been held for `--hold` seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_half_kib: Option<u64>,
+    /// With `--marginal`: the RSS growth over the second half only, that is what one more connection costs
+    /// once the server holds the first half (its pools, heaps and threads warmed up by them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_added_connection_bytes: Option<f64>,
     pub cpu: CpuReport,
 }
 
+/// Connects `connections` clients (optionally subscribed), holds them `hold` seconds and reads the server's
+/// RSS before and after. With `marginal`, the clients connect in two halves and the RSS is read after each
+/// half has been held: the second half's growth is the cost of an added connection.
 pub async fn idle(
     target: &Target,
     connections: usize,
     concurrency: usize,
     identifier: Option<String>,
     hold: Duration,
+    marginal: bool,
     server_pid: Option<&str>,
 ) -> anyhow::Result<IdleReport> {
     let progress = Arc::new(Progress::default());
     let ticker = stats::progress_line("idle", progress.clone());
-    let before = server_pid.and_then(stats::rss_kib);
+    let rss = || server_pid.and_then(stats::rss_kib);
+    let before = rss();
     let cpu = CpuWatch::start(server_pid);
-    let started = Instant::now();
     let id_of: Option<Arc<dyn Fn(usize) -> String + Send + Sync>> = identifier.map(|id| {
         let f: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(move |_| id.clone());
         f
     });
-    let (mut sockets, latencies, errors) = open_many(target, 0, connections, concurrency, id_of, &progress).await;
-    let connect_seconds = started.elapsed().as_secs_f64();
+    let waves = if marginal {
+        vec![(0, connections / 2), (connections / 2, connections - connections / 2)]
+    } else {
+        vec![(0, connections)]
+    };
     // Keep the sockets read so pings do not pile up, while the server settles.
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = JoinSet::new();
-    for (_, mut ws) in sockets.drain(..) {
-        let stop = stop.clone();
-        readers.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-                    Ok(Some(Ok(_))) | Err(_) => {}
-                    _ => return None,
+    let (mut latencies, mut errors, mut connect_seconds) = (Vec::new(), Vec::new(), 0.0);
+    // Per wave: the connections it opened and the RSS once they had been held.
+    let mut readings: Vec<(usize, Option<u64>)> = Vec::new();
+    for (first, count) in waves {
+        let started = Instant::now();
+        let (mut sockets, wave_latencies, wave_errors) =
+            open_many(target, first, count, concurrency, id_of.clone(), &progress).await;
+        connect_seconds += started.elapsed().as_secs_f64();
+        let opened = wave_latencies.len();
+        latencies.extend(wave_latencies);
+        errors.extend(wave_errors);
+        for (_, mut ws) in sockets.drain(..) {
+            let stop = stop.clone();
+            readers.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+                        Ok(Some(Ok(_))) | Err(_) => {}
+                        _ => return None,
+                    }
                 }
-            }
-            Some(ws)
-        });
+                Some(ws)
+            });
+        }
+        tokio::time::sleep(hold).await;
+        readings.push((opened, rss()));
     }
-    tokio::time::sleep(hold).await;
-    let after = server_pid.and_then(stats::rss_kib);
+    let after = readings.last().and_then(|(_, kib)| *kib);
     let cpu = cpu.finish();
     stop.store(true, Ordering::Relaxed);
     while let Some(joined) = readers.join_next().await {
@@ -140,6 +168,14 @@ pub async fn idle(
     }
     ticker.abort();
     let ok = latencies.len();
+    let per_connection = |from: Option<u64>, to: Option<u64>, count: usize| match (from, to) {
+        (Some(b), Some(a)) if count > 0 => Some(stats::round1((a as f64 - b as f64) * 1024.0 / count as f64)),
+        _ => None,
+    };
+    let (half, added) = match readings.as_slice() {
+        [(_, half), (added, _)] => (*half, *added),
+        _ => (None, 0),
+    };
     Ok(IdleReport {
         scenario: "idle",
         connections: ok,
@@ -150,10 +186,9 @@ pub async fn idle(
         connect_latency: stats::percentiles(latencies),
         server_rss_before_kib: before,
         server_rss_after_kib: after,
-        rss_per_connection_bytes: match (before, after) {
-            (Some(b), Some(a)) if ok > 0 => Some(stats::round1((a as f64 - b as f64) * 1024.0 / ok as f64)),
-            _ => None,
-        },
+        rss_per_connection_bytes: per_connection(before, after, ok),
+        server_rss_half_kib: half,
+        rss_per_added_connection_bytes: per_connection(half, after, added),
         cpu,
     })
 }
