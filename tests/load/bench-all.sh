@@ -53,7 +53,7 @@ if want perform; then run perform-rpc perform rpc --clients 100 --duration 10; f
 unset PEER_NODE_INPROCESS_CMD PEER_NODE_GRPC_CMD PEER_NODE_APP_CMD
 if want rails; then
   ( rails_peers; unset ANYCABLE_GO_BIN; export SKIP_FERROCABLE=1
-    run rails-idle-5k idle public --connections 5000 --hold 5 --concurrency 100 --timeout 30
+    run rails-idle-5k idle public --connections 5000 --hold 5 --concurrency 100 --timeout 30 --marginal
     run rails-connect connect public --clients 1000 --concurrency 20 --timeout 30
     for n in 1000 5000; do
       run "rails-broadcast-$n" broadcast public --subscribers "$n" --identifier '{"channel":"BenchmarkChannel"}' \
