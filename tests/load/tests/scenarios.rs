@@ -133,11 +133,34 @@ async fn idle_reports_connections_and_server_memory() {
     assert_eq!(report["failed"], 0);
     assert!(report["server_rss_after_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_per_connection_bytes"].is_number());
+    assert!(report.get("rss_per_added_connection_bytes").is_none(), "only with --marginal");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while server.stats().clients_num != 0 {
         assert!(std::time::Instant::now() < deadline, "the tool closes what it opened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_marginal_connects_in_two_halves_and_reports_the_second_ones_cost() {
+    let server = server(&[("public", "true"), ("norpc", "true")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let pid = std::process::id().to_string();
+    let args = ["idle", "--url", &url, "--connections", "201", "--hold", "1", "--server-pid", &pid, "--marginal"];
+    let report = bench(s(&args)).await;
+    assert_eq!(report["connections"], 201, "both halves of an odd count");
+    assert_eq!(report["failed"], 0);
+    let (before, half, after) = (
+        report["server_rss_before_kib"].as_u64().unwrap(),
+        report["server_rss_half_kib"].as_u64().unwrap(),
+        report["server_rss_after_kib"].as_u64().unwrap(),
+    );
+    assert!(before > 0 && half > 0 && after > 0);
+    // The second half is 101 connections: its figure is the growth from the half reading over 101.
+    let added = report["rss_per_added_connection_bytes"].as_f64().unwrap();
+    let expected = (after as f64 - half as f64) * 1024.0 / 101.0;
+    assert!((added - expected).abs() < 1.0, "{added} vs {expected}");
     server.shutdown().await;
 }
 
