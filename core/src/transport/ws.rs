@@ -505,11 +505,7 @@ fn forwarded_headers<'a>(
                 Cow::Owned(joined)
             }
         };
-        let value = if *name == header::COOKIE && !proxy_cookies.is_empty() {
-            Cow::Owned(filter_cookies(&all, proxy_cookies))
-        } else {
-            all
-        };
+        let value = if *name == header::COOKIE { filter_cookies(all, proxy_cookies) } else { all };
         if !value.is_empty() {
             out.push((name.as_str(), value));
         }
@@ -537,16 +533,18 @@ fn ip_text(ip: IpAddr) -> String {
     text
 }
 
-fn filter_cookies(cookie: &str, allowed: &[String]) -> String {
+/// The cookies named in `allowed` (`proxy_cookies`); all of them, as they are, when it is empty.
+fn filter_cookies<'a>(cookie: Cow<'a, str>, allowed: &[String]) -> Cow<'a, str> {
     if allowed.is_empty() {
-        return cookie.to_owned();
+        return cookie;
     }
-    cookie
+    let kept = cookie
         .split(';')
         .map(str::trim)
         .filter(|pair| pair.split_once('=').is_some_and(|(name, _)| allowed.iter().any(|a| a == name.trim())))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    Cow::Owned(kept)
 }
 
 /// The sub-protocol prefix a client may carry its JWT token in (browsers cannot set headers).
@@ -657,9 +655,9 @@ mod tests {
 
     #[test]
     fn cookies_are_filtered_by_name() {
-        assert_eq!(filter_cookies("a=1; b=2; c=3", &["a".into(), "c".into()]), "a=1; c=3");
-        assert_eq!(filter_cookies("a=1; b=2", &[]), "a=1; b=2");
-        assert_eq!(filter_cookies("b=2", &["a".into()]), "");
+        assert_eq!(filter_cookies("a=1; b=2; c=3".into(), &["a".into(), "c".into()]), "a=1; c=3");
+        assert_eq!(filter_cookies("a=1; b=2".into(), &[]), "a=1; b=2");
+        assert_eq!(filter_cookies("b=2".into(), &["a".into()]), "");
     }
 
     fn forwarded_by(headers: &HeaderMap, names: &str, proxy_cookies: &str, peer: &str) -> HashMap<String, String> {
