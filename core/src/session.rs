@@ -166,9 +166,8 @@ impl Session {
             return None;
         }
         let controller = self.deps.controller.clone();
-        let request = ConnectionRequest {
-            env: Some(Env { url: self.env.url().to_owned(), headers: self.env.headers_map(), ..Default::default() }),
-        };
+        // No state exists before Connect: the env carries the URL and headers only.
+        let request = ConnectionRequest { env: Some(self.request_env(HashMap::new())) };
         Some(Box::pin(async move { CallOutcome::Connect(controller.connect_via_backend(&ctx, request).await) }))
     }
 
