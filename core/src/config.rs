@@ -76,6 +76,19 @@ pub enum PubSubAdapter {
     Nats,
 }
 
+/// Where stream history and the session cache live (`broker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerAdapter {
+    /// No history, no session recovery: extended-protocol clients get plain broadcasts.
+    None,
+    /// In this process; one node only.
+    Memory,
+    /// In Redis, shared by every node.
+    Redis,
+    /// In NATS JetStream, shared by every node.
+    Nats,
+}
+
 /// What a node subscribes to in the pub/sub engine (`pubsub_subscribe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PubSubSubscribe {
@@ -203,6 +216,27 @@ impl OptionValue for PubSubAdapter {
     fn render(&self) -> String {
         match self {
             Self::None => "none",
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+        }
+        .into()
+    }
+}
+
+impl OptionValue for BrokerAdapter {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        match raw {
+            "" | "none" => Ok(Self::None),
+            "memory" => Ok(Self::Memory),
+            "redis" => Ok(Self::Redis),
+            "nats" => Ok(Self::Nats),
+            _ => Err("expected memory, redis, nats or none".into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            Self::None => "none",
+            Self::Memory => "memory",
             Self::Redis => "redis",
             Self::Nats => "nats",
         }
@@ -378,6 +412,16 @@ options! {
     pubsub: PubSubAdapter = "none", false;
     /// Pub/sub subscriptions of a node: all (every publication) or stream (one per stream with local subscribers)
     pubsub_subscribe: PubSubSubscribe = "all", false;
+    /// Stream history and session cache: memory (one node), redis, nats or none
+    broker: BrokerAdapter = "none", false;
+    /// Messages kept in each stream's history
+    history_limit: usize = "100", false;
+    /// Seconds a message is kept in a stream's history
+    history_ttl: u64 = "300", false;
+    /// Seconds a disconnected session is kept for recovery; 0 disables session recovery
+    sessions_ttl: u64 = "300", false;
+    /// Configuration presets, comma-separated: broker (history and session recovery with the engines configured)
+    presets: Vec<String> = "", false;
     /// Redis URL (also REDIS_URL) for the redis and redisx broadcasters and the redis pub/sub
     redis_url: String = "redis://localhost:6379/5", false;
     /// Redis broadcast channel and stream name; also the prefix of the pub/sub channels
@@ -508,6 +552,19 @@ impl Config {
         if self.debug {
             self.log_level = "debug".into();
         }
+        for preset in std::mem::take(&mut self.presets) {
+            match preset.as_str() {
+                "broker" => self.apply_broker_preset(),
+                "none" => {}
+                other => {
+                    return Err(ConfigError::Inconsistent {
+                        name: "presets",
+                        reason: format!("preset {other:?} is not supported (supported: broker, none)"),
+                    });
+                }
+            }
+            self.presets.push(preset);
+        }
         if !self.metrics_http.is_empty() && !self.metrics_http.starts_with('/') {
             return Err(ConfigError::Inconsistent { name: "metrics_http", reason: "must start with '/'".into() });
         }
@@ -540,6 +597,8 @@ impl Config {
             ("stats_refresh_interval", self.stats_refresh_interval),
             ("dead_peer_timeout", self.dead_peer_timeout),
             ("rpc_request_timeout", self.rpc_request_timeout / 1000),
+            ("history_ttl", self.history_ttl),
+            ("sessions_ttl", self.sessions_ttl),
         ] {
             if seconds > MAX_SECONDS {
                 return Err(ConfigError::Inconsistent {
@@ -553,6 +612,7 @@ impl Config {
             ("disconnect_backlog_size", self.disconnect_backlog_size),
             ("client_queue_size", self.client_queue_size),
             ("client_send_buffer_size", self.client_send_buffer_size),
+            ("history_limit", self.history_limit),
         ] {
             if count > MAX_COUNT {
                 return Err(ConfigError::Inconsistent { name, reason: format!("must be at most {MAX_COUNT}") });
@@ -628,6 +688,37 @@ impl Config {
         Ok(self)
     }
 
+    /// The `broker` preset, as AnyCable applies it: options left at their defaults are set for history and
+    /// session recovery with the engines that are configured (an embedded NATS server, else Redis when
+    /// `redis_url` was given, else memory on one node); options given explicitly are kept.
+    fn apply_broker_preset(&mut self) {
+        let defaults = Config::default();
+        let redis = self.redis_url != defaults.redis_url;
+        if self.broker == defaults.broker {
+            self.broker = if self.embed_nats {
+                BrokerAdapter::Nats
+            } else if redis {
+                BrokerAdapter::Redis
+            } else {
+                BrokerAdapter::Memory
+            };
+        }
+        if self.broadcast_adapter == defaults.broadcast_adapter {
+            self.broadcast_adapter = match (self.embed_nats, redis) {
+                (true, _) => vec!["http".into(), "nats".into()],
+                (false, true) => vec!["http".into(), "redisx".into(), "redis".into()],
+                (false, false) => vec!["http".into()],
+            };
+        }
+        if self.pubsub == defaults.pubsub {
+            self.pubsub = match (self.embed_nats, redis) {
+                (true, _) => PubSubAdapter::Nats,
+                (false, true) => PubSubAdapter::Redis,
+                (false, false) => PubSubAdapter::None,
+            };
+        }
+    }
+
     /// Whether the HTTP broadcaster is enabled.
     pub fn http_broadcast_enabled(&self) -> bool {
         self.broadcast_adapter_enabled("http")
@@ -642,6 +733,7 @@ impl Config {
     /// NATS server when it was left at its default (as AnyCable does).
     fn finalize_engines(&mut self) -> Result<(), ConfigError> {
         let uses_redis = self.pubsub == PubSubAdapter::Redis
+            || self.broker == BrokerAdapter::Redis
             || self.broadcast_adapter_enabled("redis")
             || self.broadcast_adapter_enabled("redisx");
         if uses_redis {
@@ -670,7 +762,9 @@ impl Config {
                 self.nats_servers = vec![self.enats_addr.clone()];
             }
         }
-        let uses_nats = self.pubsub == PubSubAdapter::Nats || self.broadcast_adapter_enabled("nats");
+        let uses_nats = self.pubsub == PubSubAdapter::Nats
+            || self.broker == BrokerAdapter::Nats
+            || self.broadcast_adapter_enabled("nats");
         if uses_nats {
             if self.nats_servers.is_empty() {
                 return Err(ConfigError::Inconsistent {
@@ -937,6 +1031,54 @@ mod tests {
         let err = Config::default().set("pubsub", "kafka").unwrap_err().to_string();
         assert!(err.contains("`pubsub`"), "{err}");
         assert_eq!(Config::default().pubsub, PubSubAdapter::None);
+    }
+
+    #[test]
+    fn broker_options_take_anycable_names_and_defaults() {
+        let c = Config::default().finalize().unwrap();
+        assert_eq!(c.broker, BrokerAdapter::None);
+        assert_eq!((c.history_limit, c.history_ttl, c.sessions_ttl), (100, 300, 300));
+        let mut c = Config::default();
+        c.set("broker", "memory").unwrap();
+        c.set("history_limit", "5").unwrap();
+        c.set("sessions_ttl", "0").unwrap();
+        let c = c.finalize().unwrap();
+        assert_eq!((c.broker, c.history_limit, c.sessions_ttl), (BrokerAdapter::Memory, 5, 0));
+        let err = Config::default().set("broker", "kafka").unwrap_err().to_string();
+        assert!(err.contains("`broker`") && err.contains("memory"), "{err}");
+        let mut c = Config::default();
+        c.set("broker", "redis").unwrap();
+        c.set("redis_url", "rediss://x").unwrap();
+        assert!(c.finalize().unwrap_err().to_string().contains("redis_url"), "the redis broker checks redis_url");
+    }
+
+    #[test]
+    fn the_broker_preset_fills_what_was_left_at_its_default() {
+        let mut c = Config::default();
+        c.set("presets", "broker").unwrap();
+        let c = c.finalize().unwrap();
+        assert_eq!((c.broker, c.pubsub), (BrokerAdapter::Memory, PubSubAdapter::None));
+        assert_eq!(c.broadcast_adapter, ["http"]);
+
+        let mut c = Config::default();
+        c.set("presets", "broker").unwrap();
+        c.set("redis_url", "redis://cache:6379/0").unwrap();
+        let c = c.finalize().unwrap();
+        assert_eq!((c.broker, c.pubsub), (BrokerAdapter::Redis, PubSubAdapter::Redis));
+        assert_eq!(c.broadcast_adapter, ["http", "redisx", "redis"]);
+
+        let mut c = Config::default();
+        c.set("presets", "broker").unwrap();
+        c.set("embed_nats", "true").unwrap();
+        c.set("broker", "memory").unwrap();
+        let c = c.finalize().unwrap();
+        assert_eq!((c.broker, c.pubsub), (BrokerAdapter::Memory, PubSubAdapter::Nats), "explicit broker kept");
+        assert_eq!(c.broadcast_adapter, ["http", "nats"]);
+
+        let mut c = Config::default();
+        c.set("presets", "fly").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("presets") && err.contains("\"fly\""), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod broadcast;
+pub mod broker;
 pub mod client;
 pub mod config;
 mod disconnect;
