@@ -16,7 +16,7 @@ pub struct JsPublication {
 
 impl From<JsPublication> for Publication {
     fn from(p: JsPublication) -> Self {
-        Self { stream: p.stream, data: p.data, exclude_socket: p.exclude_socket.filter(|s| !s.is_empty()) }
+        Self { exclude_socket: p.exclude_socket.filter(|s| !s.is_empty()), ..Publication::new(p.stream, p.data) }
     }
 }
 

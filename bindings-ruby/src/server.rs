@@ -126,7 +126,10 @@ impl RbServer {
             if stream.is_empty() {
                 return Err(ruby_arg_error(ruby, "stream must be a non-empty String"));
             }
-            batch.push(Publication { stream, data, exclude_socket: exclude_socket.filter(|s| !s.is_empty()) });
+            batch.push(Publication {
+                exclude_socket: exclude_socket.filter(|s| !s.is_empty()),
+                ..Publication::new(stream, data)
+            });
         }
         let count = batch.len();
         // A saturated fan-out worker makes `publish` wait; that wait must not hold the GVL.

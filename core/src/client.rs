@@ -14,7 +14,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use crate::config::PingPrecision;
-use crate::protocol;
+use crate::protocol::{self, Protocol};
 
 /// WebSocket close codes the server uses.
 pub mod close_code {
@@ -74,6 +74,8 @@ pub struct ClientHandle {
     /// `Some` when the client asked for its own ping interval (`pi`), so the shared ticker skips it.
     pub(crate) own_ping_interval: Option<std::time::Duration>,
     pub(crate) ping_precision: PingPrecision,
+    /// The protocol negotiated at the upgrade: what broadcast frames this client gets.
+    pub(crate) protocol: Protocol,
 }
 
 impl ClientHandle {
@@ -83,6 +85,7 @@ impl ClientHandle {
         capacity: usize,
         own_ping_interval: Option<std::time::Duration>,
         ping_precision: PingPrecision,
+        protocol: Protocol,
     ) -> Self {
         Self {
             id,
@@ -94,12 +97,18 @@ impl ClientHandle {
             welcomed: AtomicBool::new(false),
             own_ping_interval,
             ping_precision,
+            protocol,
         }
     }
 
     /// The session id.
     pub fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// Frames the queue holds before the client counts as too slow (`client_queue_size`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Queues a frame. Returns `false` when the client is closing or was just found too slow.
@@ -124,6 +133,35 @@ impl ClientHandle {
             self.notify();
         }
         true
+    }
+
+    /// Queues frames as one run: nothing another task sends comes in between. Too many for the queue make the
+    /// client too slow, as for [`ClientHandle::send`].
+    pub(crate) fn send_batch(&self, frames: Vec<Bytes>) -> bool {
+        let mut q = self.queue.lock();
+        if q.close.is_some() {
+            return false;
+        }
+        if q.frames.len() + frames.len() > self.capacity {
+            q.frames = VecDeque::new();
+            q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
+            drop(q);
+            tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
+            self.notify();
+            return false;
+        }
+        let first = q.frames.is_empty();
+        q.frames.extend(frames);
+        drop(q);
+        if first {
+            self.notify();
+        }
+        true
+    }
+
+    /// The close requested so far, if any.
+    pub(crate) fn close_request(&self) -> Option<CloseRequest> {
+        self.queue.lock().close.clone()
     }
 
     /// Asks the connection to close; the first request wins. Frames already queued are still written.
@@ -194,7 +232,7 @@ mod tests {
     use super::*;
 
     fn client(capacity: usize) -> ClientHandle {
-        ClientHandle::new(1, "sid".into(), capacity, None, PingPrecision::Seconds)
+        ClientHandle::new(1, "sid".into(), capacity, None, PingPrecision::Seconds, Protocol::Json)
     }
 
     #[test]
@@ -209,6 +247,16 @@ mod tests {
         assert_eq!(close.reason, "too_slow");
         assert_eq!(&close.frame.unwrap()[..], br#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#);
         assert!(!c.send(Bytes::from_static(b"4")), "a closing client accepts nothing");
+    }
+
+    #[test]
+    fn a_batch_is_queued_whole_or_makes_the_client_too_slow() {
+        let c = client(4);
+        assert!(c.send(Bytes::from_static(b"1")));
+        assert!(c.send_batch(vec![Bytes::from_static(b"2"), Bytes::from_static(b"3")]));
+        assert_eq!(c.drain().frames.len(), 3);
+        assert!(!c.send_batch((0..5).map(|_| Bytes::from_static(b"x")).collect()));
+        assert_eq!(c.close_request().unwrap().reason, "too_slow");
     }
 
     #[test]

@@ -207,15 +207,36 @@ impl Hub {
             };
         let snapshot = entry.state.lock().snapshot();
         let payload = protocol::broadcast_payload(&publication.data);
+        // Extended-protocol clients get the stream position too; escaped once per publication.
+        let position = publication
+            .position
+            .as_ref()
+            .map(|p| (protocol::json_string(&publication.stream), protocol::json_string(&p.epoch), p.offset));
         let exclude = publication.exclude_socket.as_deref();
         let mut delivered = 0;
         let mut refused = 0u64;
         for group in snapshot.iter() {
-            let frame = protocol::message_frame(&group.escaped_identifier, &payload);
+            // Each encoded once per group, when a member needs it.
+            let mut plain: Option<Bytes> = None;
+            let mut positioned: Option<Bytes> = None;
             for client in group.members.iter() {
                 if exclude.is_some_and(|sid| *client.sid == *sid) {
                     continue;
                 }
+                let frame = match &position {
+                    Some((stream, epoch, offset)) if client.protocol.is_extended() => {
+                        positioned.get_or_insert_with(|| {
+                            protocol::positioned_message_frame(
+                                &group.escaped_identifier,
+                                &payload,
+                                stream.as_bytes(),
+                                epoch.as_bytes(),
+                                *offset,
+                            )
+                        })
+                    }
+                    _ => plain.get_or_insert_with(|| protocol::message_frame(&group.escaped_identifier, &payload)),
+                };
                 if client.send(frame.clone()) {
                     delivered += 1;
                 } else {
@@ -292,9 +313,54 @@ impl Hub {
     }
 }
 
+/// Registers publications with the broker before they are delivered, and hands them, with their
+/// position, to the cluster pub/sub. Runs inside the stream's worker, so offsets follow delivery order.
+pub(crate) struct Registrar {
+    pub broker: Arc<dyn crate::broker::Broker>,
+    pub pubsub: Option<Arc<crate::pubsub::PubSub>>,
+    /// Set while registering fails, so an outage is logged when it starts and when it ends.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Registrar {
+    pub(crate) fn new(broker: Arc<dyn crate::broker::Broker>, pubsub: Option<Arc<crate::pubsub::PubSub>>) -> Self {
+        Self { broker, pubsub, failing: Default::default() }
+    }
+
+    async fn register(&self, publication: Publication) -> Publication {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut publication = publication;
+        match self.broker.register(&publication.stream, &publication.data).await {
+            Ok(position) => {
+                if self.failing.swap(false, Relaxed) {
+                    tracing::info!("broker is back: broadcasts are registered again");
+                }
+                publication.position = Some(position);
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Relaxed) {
+                    tracing::warn!(%error, "broker cannot register broadcasts: they are delivered without a position and not kept in history");
+                }
+            }
+        }
+        match &self.pubsub {
+            Some(pubsub) => {
+                let message = crate::broadcast::IngressMessage::Broadcast(publication);
+                pubsub.publish(&message).await;
+                match message {
+                    crate::broadcast::IngressMessage::Broadcast(publication) => publication,
+                    crate::broadcast::IngressMessage::Disconnect(_) => unreachable!("built as a broadcast above"),
+                }
+            }
+            None => publication,
+        }
+    }
+}
+
 /// Per-stream ordered delivery: publications are routed to a fixed worker by stream name.
 pub(crate) struct BroadcastQueue {
-    workers: Box<[mpsc::Sender<Publication>]>,
+    /// Each publication with whether it is to be registered first.
+    workers: Box<[mpsc::Sender<(Publication, bool)>]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -302,25 +368,32 @@ pub(crate) struct BroadcastQueue {
 const WORKER_QUEUE: usize = 4096;
 
 impl BroadcastQueue {
-    /// Starts `count` fan-out workers on the current runtime, tracked by `tracker`.
-    /// Workers stop when `stop` is cancelled or every sender is gone.
+    /// Starts `count` fan-out workers on the current runtime, tracked by `tracker`, registering through
+    /// `registrar` what is published to be registered. Workers stop when `stop` is cancelled or every sender
+    /// is gone.
     pub(crate) fn start(
         hub: Arc<Hub>,
         count: usize,
+        registrar: Option<Arc<Registrar>>,
         tracker: &tokio_util::task::TaskTracker,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let workers = (0..count.max(1))
             .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<Publication>(WORKER_QUEUE);
+                let (tx, mut rx) = mpsc::channel::<(Publication, bool)>(WORKER_QUEUE);
                 let hub = hub.clone();
                 let stop = stop.clone();
+                let registrar = registrar.clone();
                 tracker.spawn(async move {
                     loop {
-                        let publication = tokio::select! {
+                        let (publication, register) = tokio::select! {
                             biased;
                             p = rx.recv() => match p { Some(p) => p, None => break },
                             () = stop.cancelled() => break,
+                        };
+                        let publication = match (&registrar, register) {
+                            (Some(registrar), true) => registrar.register(publication).await,
+                            _ => publication,
                         };
                         Metrics::inc(&hub.metrics.broadcast_msg_total);
                         let delivered = hub.deliver(&publication);
@@ -333,13 +406,14 @@ impl BroadcastQueue {
         Self { workers, hasher: Default::default() }
     }
 
-    /// Queues a publication, waiting only if its worker is saturated.
-    pub(crate) async fn publish(&self, publication: Publication) {
+    /// Queues a publication, waiting only if its worker is saturated. With `register`, the worker registers it
+    /// with the broker (and publishes it to the cluster) before delivering it.
+    pub(crate) async fn publish(&self, publication: Publication, register: bool) {
         let mut h = self.hasher.build_hasher();
         publication.stream.hash(&mut h);
         let worker = &self.workers[(h.finish() as usize) % self.workers.len()];
         // A send error means the server is shutting down; the publication has nowhere to go.
-        let _ = worker.send(publication).await;
+        let _ = worker.send((publication, register)).await;
     }
 }
 
@@ -347,6 +421,7 @@ impl BroadcastQueue {
 mod tests {
     use super::*;
     use crate::config::PingPrecision;
+    use crate::protocol::Protocol;
 
     #[test]
     fn client_ids_of_one_shard_spread_over_the_buckets_of_its_map() {
@@ -361,7 +436,7 @@ mod tests {
     }
 
     fn client(id: u64) -> Arc<ClientHandle> {
-        Arc::new(ClientHandle::new(id, format!("sid{id}").into(), 64, None, PingPrecision::Seconds))
+        Arc::new(ClientHandle::new(id, format!("sid{id}").into(), 64, None, PingPrecision::Seconds, Protocol::Json))
     }
 
     fn frames(c: &ClientHandle) -> Vec<String> {
@@ -384,6 +459,28 @@ mod tests {
         assert_eq!(frames(&a), vec![r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#]);
         assert!(frames(&b).is_empty());
         assert_eq!(frames(&c), vec![r#"{"identifier":"{\"channel\":\"B\"}","message":{"n":1}}"#]);
+    }
+
+    #[test]
+    fn extended_clients_get_the_stream_position_and_plain_clients_the_same_frame_as_always() {
+        let hub = Hub::new(Arc::default());
+        let plain = client(1);
+        let ext = Arc::new(ClientHandle::new(2, "sid2".into(), 64, None, PingPrecision::Seconds, Protocol::ExtJson));
+        let stream: Arc<str> = "chat".into();
+        let id: Arc<str> = "i".into();
+        hub.subscribe(&stream, &id, &plain);
+        hub.subscribe(&stream, &id, &ext);
+        let mut p = Publication::new("chat", r#"{"n":1}"#);
+        p.position = Some(crate::broker::StreamPosition { offset: 12, epoch: "ep".into() });
+        assert_eq!(hub.deliver(&p), 2);
+        assert_eq!(frames(&plain), vec![r#"{"identifier":"i","message":{"n":1}}"#]);
+        assert_eq!(
+            frames(&ext),
+            vec![r#"{"identifier":"i","message":{"n":1},"stream_id":"chat","epoch":"ep","offset":12}"#]
+        );
+        // Not registered (no broker, or transient): both get the plain frame.
+        assert_eq!(hub.deliver(&Publication::new("chat", "2")), 2);
+        assert_eq!(frames(&plain), frames(&ext));
     }
 
     #[test]
@@ -418,12 +515,12 @@ mod tests {
     #[tokio::test]
     async fn publications_of_one_stream_arrive_in_order() {
         let hub = Arc::new(Hub::new(Arc::default()));
-        let a = Arc::new(ClientHandle::new(1, "s".into(), 10_000, None, PingPrecision::Seconds));
+        let a = Arc::new(ClientHandle::new(1, "s".into(), 10_000, None, PingPrecision::Seconds, Protocol::Json));
         hub.subscribe(&Arc::from("s"), &Arc::from("i"), &a);
         let tracker = tokio_util::task::TaskTracker::new();
-        let queue = BroadcastQueue::start(hub.clone(), 4, &tracker, Default::default());
+        let queue = BroadcastQueue::start(hub.clone(), 4, None, &tracker, Default::default());
         for n in 0..1000 {
-            queue.publish(Publication::new("s", n.to_string())).await;
+            queue.publish(Publication::new("s", n.to_string()), false).await;
         }
         drop(queue);
         tracker.close();
@@ -431,5 +528,35 @@ mod tests {
         let got: Vec<String> = frames(&a);
         let expected: Vec<String> = (0..1000).map(|n| format!(r#"{{"identifier":"i","message":{n}}}"#)).collect();
         assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn registered_publications_get_offsets_in_delivery_order() {
+        let hub = Arc::new(Hub::new(Arc::default()));
+        let a = Arc::new(ClientHandle::new(1, "s".into(), 10_000, None, PingPrecision::Seconds, Protocol::ExtJson));
+        hub.subscribe(&Arc::from("s"), &Arc::from("i"), &a);
+        let broker = Arc::new(crate::broker::memory::MemoryBroker::new(crate::broker::Limits {
+            history_limit: 10,
+            history_ttl: 60,
+            sessions_ttl: 60,
+        }));
+        let registrar = Arc::new(Registrar::new(broker.clone(), None));
+        let tracker = tokio_util::task::TaskTracker::new();
+        let queue = BroadcastQueue::start(hub.clone(), 4, Some(registrar), &tracker, Default::default());
+        for n in 0..100 {
+            queue.publish(Publication::new("s", n.to_string()), true).await;
+        }
+        queue.publish(Publication { transient: true, ..Publication::new("s", "t") }, false).await;
+        drop(queue);
+        tracker.close();
+        tracker.wait().await;
+        let got: Vec<serde_json::Value> = frames(&a).iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+        for (n, frame) in got.iter().take(100).enumerate() {
+            assert_eq!(frame["message"], n);
+            assert_eq!(frame["offset"], n + 1);
+            assert_eq!(frame["epoch"], broker.epoch());
+        }
+        assert_eq!(got[100], serde_json::json!({"identifier": "i", "message": "t"}), "not registered: no position");
+        assert_eq!(broker.counts(), (1, 10), "history_limit kept");
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod broadcast;
 pub mod broker;
+mod catchup;
 pub mod client;
 pub mod config;
 mod disconnect;

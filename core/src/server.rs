@@ -30,7 +30,7 @@ use crate::handler::Handler;
 use crate::handler::controller::{Controller, StandaloneRules};
 use crate::handler::grpc::{GrpcHandler, GrpcOptions};
 use crate::handler::in_process::Metered;
-use crate::hub::{BroadcastQueue, Hub};
+use crate::hub::{BroadcastQueue, Hub, Registrar};
 use crate::metrics::{Metrics, StatsSnapshot};
 use crate::protocol;
 use crate::pubsub::PubSub;
@@ -73,7 +73,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     broadcasts: BroadcastQueue,
     /// The cluster pub/sub, when `pubsub` is set.
-    pubsub: Option<PubSub>,
+    pubsub: Option<Arc<PubSub>>,
+    /// Whether broadcasts that reached this node only are registered with the broker.
+    registers: bool,
 }
 
 impl Shared {
@@ -96,11 +98,21 @@ impl IngressSink for Shared {
         // Local delivery and publishing both follow acceptance order, which keeps per-stream order on every node.
         let pubsub = self.pubsub.as_ref().filter(|_| reach == Reach::ThisNode);
         for message in messages {
+            // A broadcast to be registered goes to its stream's worker, which registers it and publishes it
+            // to the cluster with its position, in the stream's order.
+            if let IngressMessage::Broadcast(publication) = &message {
+                if self.registers && reach == Reach::ThisNode && !publication.transient {
+                    if let IngressMessage::Broadcast(publication) = message {
+                        self.broadcasts.publish(publication, true).await;
+                    }
+                    continue;
+                }
+            }
             if let Some(pubsub) = pubsub {
                 pubsub.publish(&message).await;
             }
             match message {
-                IngressMessage::Broadcast(publication) => self.broadcasts.publish(publication).await,
+                IngressMessage::Broadcast(publication) => self.broadcasts.publish(publication, false).await,
                 IngressMessage::Disconnect(remote) => {
                     let closed = self.disconnect(&remote.identifiers, remote.reconnect);
                     tracing::debug!(identifiers = %remote.identifiers, closed, "remote disconnect");
@@ -186,15 +198,29 @@ impl Server {
         );
         tasks.spawn(disconnect_worker);
 
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
-        let broadcasts = BroadcastQueue::start(hub.clone(), workers, &tasks, stop_tasks.clone());
         let (pubsub, pubsub_receiver) =
             match PubSub::new(&config, metrics.clone(), &tasks, &stop_tasks).await.map_err(StartError::Engine)? {
-                Some((pubsub, receiver)) => (Some(pubsub), Some(receiver)),
+                Some((pubsub, receiver)) => (Some(Arc::new(pubsub)), Some(receiver)),
                 None => (None, None),
             };
-        let shared =
-            Arc::new(Shared { config: config.clone(), hub: hub.clone(), metrics: metrics.clone(), broadcasts, pubsub });
+        let broker = crate::broker::start(&config, &tasks, stop_tasks.clone())
+            .await
+            .map_err(|e| StartError::Engine(e.to_string()))?;
+        let registrar = broker.clone().map(|broker| Arc::new(Registrar::new(broker, pubsub.clone())));
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
+        let broadcasts = BroadcastQueue::start(hub.clone(), workers, registrar, &tasks, stop_tasks.clone());
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            broadcasts,
+            pubsub,
+            registers: broker.is_some(),
+        });
+        if let Some(broker) = broker.clone().filter(|_| config.sessions_ttl > 0) {
+            let every = Duration::from_secs((config.sessions_ttl / 2).max(1));
+            tasks.spawn(touch_sessions(hub.clone(), broker, every, stop_tasks.clone()));
+        }
 
         // Whispers enter the broadcast path like HTTP broadcasts do (this node's workers, then the cluster
         // pub/sub), through a bounded queue sessions never wait on.
@@ -209,6 +235,8 @@ impl Server {
             max_subscriptions: config.max_subscriptions,
             whispers,
             command_rate: CommandRate::from_options(config.command_rate_limit, config.command_rate_burst),
+            sessions_cache: broker.is_some() && config.sessions_ttl > 0,
+            broker,
         });
         let ws_state = Arc::new(WsState::new(deps, config.clone(), sessions.clone(), stop_accepting.clone()));
 
@@ -539,6 +567,36 @@ async fn log_stats(shared: Arc<Shared>, every: Duration, stop: CancellationToken
 }
 
 /// The shared ping ticker: one timer for every client on the default interval.
+/// Keeps the cached sessions of connected extended-protocol clients alive (their `sessions_ttl` restarts), so a
+/// session outlives its connection by `sessions_ttl` even when this node goes away without ending it.
+async fn touch_sessions(
+    hub: Arc<Hub>,
+    broker: Arc<dyn crate::broker::Broker>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut sids = Vec::new();
+        hub.for_each_client(|client| {
+            if client.protocol.is_extended() && client.is_welcomed() {
+                sids.push(client.sid.clone());
+            }
+        });
+        for sid in sids {
+            if let Err(error) = broker.touch_session(&sid).await {
+                tracing::debug!(%error, "cached sessions not touched this round");
+                break;
+            }
+        }
+    }
+}
+
 async fn ping_clients(hub: Arc<Hub>, every: Duration, stop: CancellationToken) {
     let mut timer = tokio::time::interval_at(Instant::now() + every, every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

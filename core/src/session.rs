@@ -5,13 +5,21 @@
 //! no lock on session state. It builds each handler request with exactly the state that call needs, and
 //! merges what comes back: a returned key with a non-empty value sets it, an empty value deletes it.
 //! It never reads or writes the socket: frames go out through the client's queue.
+//!
+//! With a broker, extended-protocol sessions are also kept in the broker's session cache (committed after
+//! every change, kept `sessions_ttl` after the connection ends) and restored from it by a reconnecting
+//! client's previous sid, without any handler call; their history requests are replayed through the
+//! connection's catch-up (`catchup.rs`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
+use crate::broker::{Broker, History, HistoryError};
+use crate::catchup::{self, Catchup};
 use crate::client::{ClientHandle, CloseRequest, close_code};
 use crate::config::DisconnectMode;
 use crate::disconnect::DisconnectQueue;
@@ -23,7 +31,7 @@ use crate::handler::{
 };
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::{self, ClientCommand};
+use crate::protocol::{self, ClientCommand, HistoryRequest};
 use crate::rate_limit::{CommandBudget, CommandRate, CommandVerdict};
 use crate::subscriptions::{StateMap, Subscription, Subscriptions};
 
@@ -40,7 +48,15 @@ pub(crate) struct SessionDeps {
     pub whispers: tokio::sync::mpsc::Sender<crate::broadcast::Publication>,
     /// `command_rate_limit` / `command_rate_burst`; `None` when commands are not limited.
     pub command_rate: Option<CommandRate>,
+    /// Stream history and the session cache (`broker`); `None` without one.
+    pub broker: Option<Arc<dyn Broker>>,
+    /// Whether sessions are cached for recovery (a broker, and `sessions_ttl` > 0).
+    pub sessions_cache: bool,
 }
+
+/// How long the streams of a restored session are held for the client's history request before their live
+/// broadcasts are released as they are. The extended client asks at once, right after the welcome.
+const RESTORE_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The request a connection was opened with, forwarded to every handler call.
 ///
@@ -92,10 +108,61 @@ impl RequestEnv {
 /// A handler call in flight, resolved by the connection task.
 pub(crate) type PendingCall = Pin<Box<dyn Future<Output = CallOutcome> + Send>>;
 
-/// A finished handler call.
+/// A finished handler call or broker request.
 pub(crate) enum CallOutcome {
     Connect(Routed<ConnectionResponse>),
-    Command { kind: CommandKind, identifier: Arc<str>, routed: Routed<CommandResponse> },
+    Command {
+        kind: CommandKind,
+        identifier: Arc<str>,
+        routed: Routed<CommandResponse>,
+        /// A subscribe's history request, replayed once it is confirmed.
+        history: Option<Box<HistoryRequest>>,
+    },
+    /// The session cache's answer for the previous sid a client brought.
+    Restore {
+        /// The sid the client brought.
+        previous: String,
+        snapshot: Option<Vec<u8>>,
+        token: Option<String>,
+    },
+    /// The history of a subscription's streams.
+    History {
+        identifier: Arc<str>,
+        results: Vec<(Arc<str>, Result<History, HistoryError>)>,
+    },
+    /// The session was written to the cache.
+    Committed,
+}
+
+/// What the session cache keeps of a session: everything a restore needs, nothing else.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    identifiers: &'a str,
+    cstate: &'a StateMap,
+    subscriptions: Vec<SubscriptionRef<'a>>,
+    used_backend: bool,
+}
+
+#[derive(Serialize)]
+struct SubscriptionRef<'a> {
+    identifier: &'a str,
+    streams: Vec<&'a str>,
+    istate: &'a StateMap,
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    identifiers: String,
+    cstate: HashMap<String, String>,
+    subscriptions: Vec<CachedSubscription>,
+    used_backend: bool,
+}
+
+#[derive(Deserialize)]
+struct CachedSubscription {
+    identifier: String,
+    streams: Vec<String>,
+    istate: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +197,8 @@ pub(crate) struct Session {
     whisper_budget: Option<Box<WhisperBudget>>,
     /// Allocated on the first command when commands are limited, so idle connections do not pay for it.
     command_budget: Option<Box<CommandBudget>>,
+    /// Streams whose history is being replayed (or awaited after a restore); only while there are any.
+    catchup: Option<Box<Catchup>>,
 }
 
 impl Session {
@@ -145,6 +214,7 @@ impl Session {
             warned_subscription_limit: false,
             whisper_budget: None,
             command_budget: None,
+            catchup: None,
         }
     }
 
@@ -154,6 +224,30 @@ impl Session {
 
     fn request_env(&self, istate: HashMap<String, String>) -> Env {
         Env { url: self.env.url().to_owned(), headers: self.env.headers_map(), cstate: self.cstate.to_map(), istate }
+    }
+
+    /// Whether this session is kept in the session cache.
+    fn cached(&self) -> bool {
+        self.deps.sessions_cache && self.client.protocol.is_extended()
+    }
+
+    /// Starts a connection: by restoring the session `previous_sid` from the cache when the client brought one
+    /// (extended protocol, with a session cache), else by [`Session::start_connect`].
+    pub(crate) fn start(&mut self, token: Option<String>, previous_sid: Option<String>) -> Option<PendingCall> {
+        let broker = self.deps.broker.clone().filter(|_| self.cached());
+        match (broker, previous_sid) {
+            (Some(broker), Some(previous)) => Some(Box::pin(async move {
+                let snapshot = match broker.restore_session(&previous).await {
+                    Ok(snapshot) => snapshot,
+                    Err(error) => {
+                        tracing::warn!(%error, "session cache unavailable: connecting without restoring");
+                        None
+                    }
+                };
+                CallOutcome::Restore { previous, snapshot, token }
+            })),
+            _ => self.start_connect(token),
+        }
     }
 
     /// Runs Connect: at once when the standalone rules answer it (`None`), otherwise by starting the backend
@@ -174,8 +268,13 @@ impl Session {
     /// Runs a client command: at once when the server answers it itself or refuses it (logged), otherwise by
     /// starting the handler call, returned for the connection task to drive.
     pub(crate) fn start_command(&mut self, command: ClientCommand) -> Option<PendingCall> {
+        let mut history = None;
         let (kind, identifier, data) = match command {
-            ClientCommand::Subscribe { identifier } => (CommandKind::Subscribe, identifier, String::new()),
+            ClientCommand::Subscribe { identifier, history: requested } => {
+                history = requested.map(Box::new);
+                (CommandKind::Subscribe, identifier, String::new())
+            }
+            ClientCommand::History { identifier, history } => return self.start_history(&identifier, history),
             ClientCommand::Unsubscribe { identifier } => (CommandKind::Unsubscribe, identifier, String::new()),
             ClientCommand::Message { identifier, data } => (CommandKind::Message, identifier, data),
             ClientCommand::Pong => return None,
@@ -209,8 +308,7 @@ impl Session {
         // Share the identifier with the subscription map when we already hold it.
         let identifier: Arc<str> = existing.map(|(k, _)| k.clone()).unwrap_or_else(|| identifier.into());
         if let Some(response) = self.deps.controller.command_locally(kind.as_str(), &identifier) {
-            self.finish_command(kind, identifier, Routed { result: Ok(response), via_backend: false });
-            return None;
+            return self.finish_command(kind, identifier, Routed { result: Ok(response), via_backend: false }, history);
         }
         let request = CommandMessage {
             command: kind.as_str().into(),
@@ -223,7 +321,53 @@ impl Session {
         let ctx = self.call_context();
         Some(Box::pin(async move {
             let routed = controller.command_via_backend(&ctx, request).await;
-            CallOutcome::Command { kind, identifier, routed }
+            CallOutcome::Command { kind, identifier, routed, history }
+        }))
+    }
+
+    /// Runs a `history` command: replays what the client missed on a subscription's streams, holding their
+    /// live broadcasts meanwhile.
+    fn start_history(&mut self, identifier: &str, request: HistoryRequest) -> Option<PendingCall> {
+        let Some((identifier, sub)) = self.subscriptions.get_key_value(identifier) else {
+            self.refuse("history", identifier, "unknown subscription");
+            return None;
+        };
+        let (identifier, streams) = (identifier.clone(), sub.streams.clone());
+        if streams.iter().any(|s| self.catchup.as_ref().is_some_and(|c| c.is_held(s) && !c.awaits_replay(s))) {
+            self.refuse("history", &identifier, "a replay of this subscription is under way");
+            return None;
+        }
+        self.fetch_history(identifier, streams, request)
+    }
+
+    /// Holds `streams` and starts fetching their history; answers `reject_history` at once without a broker.
+    fn fetch_history(
+        &mut self,
+        identifier: Arc<str>,
+        streams: Vec<Arc<str>>,
+        request: HistoryRequest,
+    ) -> Option<PendingCall> {
+        let Some(broker) = self.deps.broker.clone() else {
+            tracing::debug!(sid = %self.client.sid, %identifier, "history asked for without a broker");
+            self.client.send(protocol::reject_history_frame(&identifier));
+            return None;
+        };
+        let catchup = self.catchup.get_or_insert_with(Default::default);
+        for stream in &streams {
+            catchup.hold(stream, None);
+        }
+        Some(Box::pin(async move {
+            let mut results = Vec::with_capacity(streams.len());
+            for stream in streams {
+                let result = match (request.cursor(&stream), request.since) {
+                    (Some(cursor), _) => broker.history_from(&stream, &cursor.epoch, cursor.offset).await,
+                    (None, Some(since)) => broker.history_since(&stream, since).await,
+                    // No position and no time: nothing to replay for this stream.
+                    (None, None) => Ok(History::default()),
+                };
+                results.push((stream, result));
+            }
+            CallOutcome::History { identifier, results }
         }))
     }
 
@@ -318,22 +462,200 @@ impl Session {
         }
     }
 
-    /// Applies a finished call to the session and queues its transmissions.
-    pub(crate) fn finish(&mut self, outcome: CallOutcome) {
+    /// Applies a finished call to the session and queues its transmissions; returns the call that follows
+    /// from it, if any (a history replay, a write to the session cache, a Connect after a missed restore).
+    pub(crate) fn finish(&mut self, outcome: CallOutcome) -> Option<PendingCall> {
         match outcome {
             CallOutcome::Connect(routed) => self.finish_connect(routed),
-            CallOutcome::Command { kind, identifier, routed } => self.finish_command(kind, identifier, routed),
+            CallOutcome::Command { kind, identifier, routed, history } => {
+                self.finish_command(kind, identifier, routed, history)
+            }
+            CallOutcome::Restore { previous, snapshot, token } => self.finish_restore(previous, snapshot, token),
+            CallOutcome::History { identifier, results } => {
+                self.finish_history(&identifier, results);
+                None
+            }
+            CallOutcome::Committed => None,
         }
     }
 
-    fn finish_connect(&mut self, routed: Routed<ConnectionResponse>) {
+    /// Restores the cached session when it was found and the connection may have it, else connects as usual.
+    fn finish_restore(
+        &mut self,
+        previous: String,
+        bytes: Option<Vec<u8>>,
+        token: Option<String>,
+    ) -> Option<PendingCall> {
+        let Some((snapshot, bytes)) = bytes.and_then(|bytes| match serde_json::from_slice::<Snapshot>(&bytes) {
+            Ok(snapshot) => Some((snapshot, bytes)),
+            Err(error) => {
+                tracing::warn!(sid = %self.client.sid, %error, "cached session unreadable; connecting without it");
+                None
+            }
+        }) else {
+            return self.start_connect(token);
+        };
+        // A connection that authenticates itself must be the one the session belonged to.
+        if self.deps.controller.reads_tokens() {
+            let ctx = self.call_context();
+            match self.deps.controller.connect_locally(&ctx, token.as_deref()) {
+                Some(response)
+                    if Status::try_from(response.status) == Ok(Status::Success)
+                        && response.identifiers == snapshot.identifiers => {}
+                Some(response) => {
+                    tracing::info!(sid = %self.client.sid, "session not restored: the connection's token does not identify it");
+                    // The session stays in the cache for the connection it belongs to.
+                    let broker = self.deps.broker.clone()?;
+                    let put_back: PendingCall = Box::pin(async move {
+                        if let Err(error) = broker.commit_session(&previous, &bytes).await {
+                            tracing::warn!(%error, "a cached session could not be put back");
+                        }
+                        CallOutcome::Committed
+                    });
+                    let connected = self.finish_connect(Routed { result: Ok(response), via_backend: false });
+                    return Some(match connected {
+                        Some(commit) => Box::pin(async move {
+                            put_back.await;
+                            commit.await
+                        }),
+                        None => put_back,
+                    });
+                }
+                None => {}
+            }
+        }
+        self.restore(snapshot);
+        self.commit()
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) {
+        let identifiers: Arc<str> = snapshot.identifiers.into();
+        self.deps.hub.identify(&self.client, &identifiers);
+        self.identifiers = Some(identifiers);
+        self.cstate.merge(snapshot.cstate);
+        self.used_backend = snapshot.used_backend;
+        let deadline = std::time::Instant::now() + RESTORE_HOLD;
+        let mut restored_ids = Vec::with_capacity(snapshot.subscriptions.len());
+        for cached in snapshot.subscriptions {
+            if self.subscriptions.get(&cached.identifier).is_some() {
+                continue;
+            }
+            let identifier: Arc<str> = cached.identifier.into();
+            let mut sub = Subscription::default();
+            sub.istate.merge(cached.istate);
+            for stream in cached.streams {
+                let stream: Arc<str> = stream.into();
+                if sub.streams.contains(&stream) {
+                    continue;
+                }
+                // Held until the client asks for what it missed, so nothing live overtakes the replay.
+                self.catchup.get_or_insert_with(Default::default).hold(&stream, Some(deadline));
+                self.deps.hub.subscribe(&stream, &identifier, &self.client);
+                sub.add_stream(stream);
+            }
+            Metrics::up(&self.deps.metrics.subscriptions_num);
+            restored_ids.push(identifier.clone());
+            self.subscriptions.insert(identifier, sub);
+        }
+        let ids: Vec<&str> = restored_ids.iter().map(|id| &**id).collect();
+        self.client.send(protocol::restored_welcome_frame(&self.client.sid, &ids));
+        self.client.mark_welcomed();
+        tracing::debug!(sid = %self.client.sid, subscriptions = ids.len(), "session restored");
+    }
+
+    /// The session as the cache keeps it.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        let identifiers = self.identifiers.as_deref()?;
+        let subscriptions = self
+            .subscriptions
+            .iter()
+            .map(|(id, sub)| SubscriptionRef {
+                identifier: id,
+                streams: sub.streams.iter().map(|s| &**s).collect(),
+                istate: &sub.istate,
+            })
+            .collect();
+        let snapshot =
+            SnapshotRef { identifiers, cstate: &self.cstate, subscriptions, used_backend: self.used_backend };
+        serde_json::to_vec(&snapshot).ok()
+    }
+
+    /// Writes the session to the cache, as the call that follows the change; `None` when it is not cached.
+    fn commit(&self) -> Option<PendingCall> {
+        if !self.cached() {
+            return None;
+        }
+        let broker = self.deps.broker.clone()?;
+        let snapshot = self.snapshot()?;
+        let sid = self.client.sid.clone();
+        Some(Box::pin(async move {
+            if let Err(error) = broker.commit_session(&sid, &snapshot).await {
+                tracing::warn!(%sid, %error, "session not cached: it cannot be restored after a reconnect");
+            }
+            CallOutcome::Committed
+        }))
+    }
+
+    /// Queues the replay of a subscription's history (or `reject_history`), each stream's frames between its
+    /// markers, as one run the catch-up applies in order.
+    fn finish_history(&mut self, identifier: &str, results: Vec<(Arc<str>, Result<History, HistoryError>)>) {
+        let Some(catchup) = self.catchup.as_mut() else { return };
+        let escaped_identifier = protocol::json_string(identifier);
+        let refused = results.iter().find_map(|(stream, result)| result.as_ref().err().map(|e| (stream, e)));
+        let mut batch = Vec::new();
+        if let Some((stream, error)) = refused {
+            tracing::debug!(sid = %self.client.sid, identifier, %stream, %error, "history refused");
+            for (stream, _) in &results {
+                catchup.replay_queued(stream, None);
+                batch.extend([catchup::begin_marker(stream), catchup::end_marker(stream)]);
+            }
+            batch.push(protocol::reject_history_frame(identifier));
+        } else {
+            for (stream, result) in results {
+                let Ok(history) = result else { continue };
+                let escaped_stream = protocol::json_string(&stream);
+                let escaped_epoch = protocol::json_string(&history.epoch);
+                batch.push(catchup::begin_marker(&stream));
+                for entry in &history.entries {
+                    batch.push(protocol::positioned_message_frame(
+                        escaped_identifier.as_bytes(),
+                        &protocol::broadcast_payload(&entry.data),
+                        escaped_stream.as_bytes(),
+                        escaped_epoch.as_bytes(),
+                        entry.offset,
+                    ));
+                }
+                batch.push(catchup::end_marker(&stream));
+                let last = history.entries.last().map(|e| (history.epoch.to_string(), e.offset));
+                catchup.replay_queued(&stream, last);
+            }
+            batch.push(protocol::confirm_history_frame(identifier));
+        }
+        self.client.send_batch(batch);
+    }
+
+    /// Filters frames taken from the client queue through the catch-up, while there is one.
+    pub(crate) fn outbound(&mut self, frames: std::collections::VecDeque<Bytes>) -> std::collections::VecDeque<Bytes> {
+        let Some(catchup) = self.catchup.as_mut() else { return frames };
+        let filtered = catchup.filter(frames, std::time::Instant::now(), self.client.capacity());
+        if catchup.is_empty() {
+            self.catchup = None;
+        }
+        if filtered.overflow {
+            tracing::info!(sid = %self.client.sid, "client too slow for its catch-up; disconnecting");
+            self.client.close(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
+        }
+        filtered.frames
+    }
+
+    fn finish_connect(&mut self, routed: Routed<ConnectionResponse>) -> Option<PendingCall> {
         self.used_backend |= routed.via_backend;
         let mut response = match routed.result {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(sid = %self.client.sid, %error, "Connect failed");
                 self.client.close(CloseRequest { frame: None, code: close_code::INTERNAL_ERROR, reason: "Auth Error" });
-                return;
+                return None;
             }
         };
         if let Some(env) = response.env.take() {
@@ -346,6 +668,7 @@ impl Session {
                 self.deps.hub.identify(&self.client, &identifiers);
                 self.identifiers = Some(identifiers);
                 self.client.mark_welcomed();
+                return self.commit();
             }
             Ok(Status::Failure) => {
                 Metrics::inc(&self.deps.metrics.failed_auths_total);
@@ -357,16 +680,23 @@ impl Session {
                 self.client.close(CloseRequest { frame: None, code: close_code::INTERNAL_ERROR, reason: "Auth Error" });
             }
         }
+        None
     }
 
-    fn finish_command(&mut self, kind: CommandKind, identifier: Arc<str>, routed: Routed<CommandResponse>) {
+    fn finish_command(
+        &mut self,
+        kind: CommandKind,
+        identifier: Arc<str>,
+        routed: Routed<CommandResponse>,
+        history: Option<Box<HistoryRequest>>,
+    ) -> Option<PendingCall> {
         self.used_backend |= routed.via_backend;
         let mut response = match routed.result {
             Ok(response) => response,
             Err(error) => {
                 Metrics::inc(&self.deps.metrics.failed_client_msg_total);
                 tracing::warn!(sid = %self.client.sid, command = kind.as_str(), %identifier, %error, "command failed");
-                return;
+                return None;
             }
         };
         let status = Status::try_from(response.status).unwrap_or(Status::Error);
@@ -381,6 +711,14 @@ impl Session {
                 status_name(response.status)
             );
         }
+        // A confirmed subscribe that asked for history holds its new streams before they are subscribed, so no
+        // live broadcast can overtake the replay.
+        let replay = match (kind, status, history) {
+            (CommandKind::Subscribe, Status::Success, Some(history)) => Some(*history),
+            _ => None,
+        };
+        let mut changed = matches!((kind, status), (CommandKind::Subscribe, Status::Success))
+            || matches!((kind, status), (CommandKind::Unsubscribe, Status::Success | Status::Failure));
         match (kind, status) {
             (CommandKind::Subscribe, Status::Success) => {
                 self.subscriptions.insert(identifier.clone(), Subscription::default());
@@ -391,51 +729,104 @@ impl Session {
             }
             _ => {}
         }
-        self.apply_streams_and_istate(&identifier, &mut response);
+        changed |= self.apply_streams_and_istate(&identifier, &mut response, replay.is_some());
         if let Some(env) = response.env.take() {
+            changed |= !env.cstate.is_empty();
             self.cstate.merge(env.cstate);
         }
         self.transmit(std::mem::take(&mut response.transmissions));
         if response.disconnect {
             self.client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "Command Failed" });
+            return None;
         }
+        if let Some(history) = replay {
+            let streams = self.subscriptions.get(&identifier).map(|s| s.streams.clone()).unwrap_or_default();
+            // The replay's call is what follows; the session is cached again once it is done (below, on the next
+            // change) or when the connection ends. Committing first keeps a reconnect during the replay safe.
+            let commit = self.commit();
+            let fetch = self.fetch_history(identifier, streams, history);
+            return match (commit, fetch) {
+                (Some(commit), Some(fetch)) => Some(Box::pin(async move {
+                    commit.await;
+                    fetch.await
+                })),
+                (commit, fetch) => fetch.or(commit),
+            };
+        }
+        if changed { self.commit() } else { None }
     }
 
-    /// `stop_streams` first, then `stopped_streams`, then new `streams`; then the istate changes (taken out of
-    /// the response).
-    fn apply_streams_and_istate(&mut self, identifier: &Arc<str>, response: &mut CommandResponse) {
-        let Some(sub) = self.subscriptions.get_mut(identifier) else { return };
+    /// `stop_streams` first, then `stopped_streams`, then new `streams` (held first when `hold`: their history is
+    /// replayed next); then the istate changes (taken out of the response). Returns whether anything changed.
+    fn apply_streams_and_istate(&mut self, identifier: &Arc<str>, response: &mut CommandResponse, hold: bool) -> bool {
+        let Some(sub) = self.subscriptions.get_mut(identifier) else { return false };
         let hub = &self.deps.hub;
         let client_id = self.client.id;
+        let mut changed = false;
         if response.stop_streams {
             for stream in sub.streams.drain(..) {
                 hub.unsubscribe(&stream, identifier, client_id);
+                if let Some(catchup) = self.catchup.as_mut() {
+                    catchup.forget(&stream);
+                }
+                changed = true;
             }
         }
         for stopped in &response.stopped_streams {
             if let Some(pos) = sub.streams.iter().position(|s| **s == **stopped) {
                 let stream = sub.streams.swap_remove(pos);
                 hub.unsubscribe(&stream, identifier, client_id);
+                if let Some(catchup) = self.catchup.as_mut() {
+                    catchup.forget(&stream);
+                }
+                changed = true;
             }
         }
         for stream in &response.streams {
             if !sub.streams.iter().any(|s| **s == **stream) {
                 let stream: Arc<str> = stream.as_str().into();
+                if hold {
+                    self.catchup.get_or_insert_with(Default::default).hold(&stream, None);
+                }
                 hub.subscribe(&stream, identifier, &self.client);
                 sub.add_stream(stream);
+                changed = true;
             }
         }
         if let Some(env) = &mut response.env {
+            changed |= !env.istate.is_empty();
             sub.istate.merge(std::mem::take(&mut env.istate));
         }
+        changed
     }
 
     fn remove_subscription(&mut self, identifier: &str) {
         if let Some(sub) = self.subscriptions.remove(identifier) {
             for stream in &sub.streams {
                 self.deps.hub.unsubscribe(stream, identifier, self.client.id);
+                if let Some(catchup) = self.catchup.as_mut() {
+                    catchup.forget(stream);
+                }
             }
             Metrics::down(&self.deps.metrics.subscriptions_num);
+        }
+    }
+
+    /// Caches the session for `sessions_ttl` from now when the client may come back for it: it went away, or
+    /// the server asked it to reconnect (a restart, too slow). A session the server ended on purpose (remote
+    /// disconnect, rejected, rate limited, the application's `disconnect`) is taken out of the cache instead.
+    async fn keep_for_recovery(&self) {
+        let Some(broker) = self.deps.broker.as_ref().filter(|_| self.cached()) else { return };
+        let restorable = self
+            .client
+            .close_request()
+            .is_none_or(|close| matches!(close.reason, "closed" | "server_restart" | "too_slow"));
+        let result = match self.snapshot().filter(|_| restorable) {
+            Some(snapshot) => broker.commit_session(&self.client.sid, &snapshot).await,
+            None => broker.restore_session(&self.client.sid).await.map(drop),
+        };
+        if let Err(error) = result {
+            tracing::warn!(sid = %self.client.sid, %error, "session cache unavailable when the connection ended");
         }
     }
 
@@ -447,6 +838,7 @@ impl Session {
 
     /// Cleans up after the connection closed and queues the Disconnect call when one is owed.
     pub(crate) async fn end(mut self) {
+        self.keep_for_recovery().await;
         let identifiers = self.identifiers.take();
         let subscriptions = std::mem::take(&mut self.subscriptions).into_vec();
         for (identifier, sub) in &subscriptions {

@@ -152,6 +152,14 @@ impl Subscriptions {
     }
 
     /// Every subscription, in the order they were made while there are few.
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = (&Arc<str>, &Subscription)> + '_> {
+        match self {
+            Self::Few(list) => Box::new(list.iter().map(|(k, s)| (k, s))),
+            Self::Many(map) => Box::new(map.iter()),
+        }
+    }
+
+    /// Every subscription, in the order they were made while there are few.
     pub(crate) fn into_vec(self) -> Vec<(Arc<str>, Subscription)> {
         match self {
             Self::Few(list) => list,

@@ -15,6 +15,8 @@ use std::future::Future;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::broker::StreamPosition;
+
 /// One publication: deliver `data` to every subscription streaming from `stream`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
@@ -23,12 +25,16 @@ pub struct Publication {
     pub data: String,
     /// Session id that must not receive this publication.
     pub exclude_socket: Option<String>,
+    /// Not kept in stream history (`meta.transient`; whispers): delivered to whoever is subscribed now.
+    pub transient: bool,
+    /// Where the broker registered it: set once registered, or as the registering node published it.
+    pub position: Option<StreamPosition>,
 }
 
 impl Publication {
     /// A publication with no meta.
     pub fn new(stream: impl Into<String>, data: impl Into<String>) -> Self {
-        Self { stream: stream.into(), data: data.into(), exclude_socket: None }
+        Self { stream: stream.into(), data: data.into(), exclude_socket: None, transient: false, position: None }
     }
 }
 
@@ -104,11 +110,16 @@ struct RawEntry<'a> {
     payload: Option<RawDisconnectPayload>,
     /// The node that published it to the cluster pub/sub (not part of the ingress format).
     node: Option<String>,
+    /// The stream position the publishing node's broker gave it (cluster pub/sub only).
+    offset: Option<u64>,
+    epoch: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct RawMeta {
     exclude_socket: Option<String>,
+    #[serde(default)]
+    transient: bool,
 }
 
 #[derive(Deserialize)]
@@ -136,7 +147,15 @@ pub fn parse_ingress(body: &[u8]) -> Result<Vec<IngressMessage>, PublicationErro
 pub fn parse_node_message(body: &[u8]) -> Result<(Option<String>, IngressMessage), PublicationError> {
     let mut entry: RawEntry<'_> = serde_json::from_slice(body).map_err(|e| PublicationError::Json(e.to_string()))?;
     let node = entry.node.take();
-    Ok((node, entry_to_message(0, entry)?))
+    let position = match (entry.offset.take(), entry.epoch.take()) {
+        (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch: epoch.into() }),
+        _ => None,
+    };
+    let mut message = entry_to_message(0, entry)?;
+    if let IngressMessage::Broadcast(publication) = &mut message {
+        publication.position = position;
+    }
+    Ok((node, message))
 }
 
 /// Encodes one message for the cluster pub/sub: the ingress format plus `node`, the publishing node's id.
@@ -144,7 +163,10 @@ pub fn parse_node_message(body: &[u8]) -> Result<(Option<String>, IngressMessage
 pub fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Meta<'a> {
-        exclude_socket: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exclude_socket: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        transient: bool,
     }
     #[derive(serde::Serialize)]
     struct Payload<'a> {
@@ -160,6 +182,10 @@ pub fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
             #[serde(skip_serializing_if = "Option::is_none")]
             meta: Option<Meta<'a>>,
             node: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            offset: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            epoch: Option<&'a str>,
         },
         Command {
             command: &'static str,
@@ -171,8 +197,11 @@ pub fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
         IngressMessage::Broadcast(p) => Wire::Broadcast {
             stream: &p.stream,
             data: &p.data,
-            meta: p.exclude_socket.as_deref().map(|sid| Meta { exclude_socket: sid }),
+            meta: (p.exclude_socket.is_some() || p.transient)
+                .then(|| Meta { exclude_socket: p.exclude_socket.as_deref(), transient: p.transient }),
             node,
+            offset: p.position.as_ref().map(|pos| pos.offset),
+            epoch: p.position.as_ref().map(|pos| &*pos.epoch),
         },
         IngressMessage::Disconnect(d) => Wire::Command {
             command: "disconnect",
@@ -202,11 +231,11 @@ fn entry_to_message(index: usize, entry: RawEntry<'_>) -> Result<IngressMessage,
     let raw = entry.data.ok_or(PublicationError::Data(index))?;
     // `data` is normally a string; an object or array is taken as its JSON text.
     let data = serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned());
-    Ok(IngressMessage::Broadcast(Publication {
-        stream,
-        data,
-        exclude_socket: entry.meta.and_then(|m| m.exclude_socket).filter(|s| !s.is_empty()),
-    }))
+    let (exclude_socket, transient) = match entry.meta {
+        Some(meta) => (meta.exclude_socket.filter(|s| !s.is_empty()), meta.transient),
+        None => (None, false),
+    };
+    Ok(IngressMessage::Broadcast(Publication { exclude_socket, transient, ..Publication::new(stream, data) }))
 }
 
 #[cfg(test)]
@@ -219,10 +248,14 @@ mod tests {
         assert_eq!(
             parse_ingress(body).unwrap(),
             vec![IngressMessage::Broadcast(Publication {
-                stream: "chat".into(),
-                data: r#"{"a":1}"#.into(),
-                exclude_socket: Some("s1".into())
+                exclude_socket: Some("s1".into()),
+                ..Publication::new("chat", r#"{"a":1}"#)
             })]
+        );
+        let body = br#"{"stream":"typing","data":"{}","meta":{"transient":true}}"#;
+        assert_eq!(
+            parse_ingress(body).unwrap(),
+            vec![IngressMessage::Broadcast(Publication { transient: true, ..Publication::new("typing", "{}") })]
         );
     }
 
@@ -261,17 +294,27 @@ mod tests {
     #[test]
     fn node_messages_round_trip_with_their_origin() {
         let publication = IngressMessage::Broadcast(Publication {
-            stream: "chat \"1\"".into(),
-            data: r#"{"text":"hi"}"#.into(),
             exclude_socket: Some("sid-1".into()),
+            ..Publication::new("chat \"1\"", r#"{"text":"hi"}"#)
         });
         let disconnect =
             IngressMessage::Disconnect(RemoteDisconnect { identifiers: r#"{"user":1}"#.into(), reconnect: false });
-        for message in [publication, disconnect, IngressMessage::Broadcast(Publication::new("s", "plain text"))] {
+        let transient = IngressMessage::Broadcast(Publication { transient: true, ..Publication::new("t", "x") });
+        for message in
+            [publication, disconnect, transient, IngressMessage::Broadcast(Publication::new("s", "plain text"))]
+        {
             let body = encode_node_message("n1", &message);
             assert_eq!(parse_node_message(&body).unwrap(), (Some("n1".into()), message.clone()));
             assert_eq!(parse_ingress(&body).unwrap(), vec![message], "the wire format is the ingress format");
         }
+        // A registered publication carries its position to the other nodes; the ingress format ignores it.
+        let registered = Publication {
+            position: Some(StreamPosition { offset: 7, epoch: "ep".into() }),
+            ..Publication::new("s", "x")
+        };
+        let body = encode_node_message("n1", &IngressMessage::Broadcast(registered.clone()));
+        assert_eq!(parse_node_message(&body).unwrap(), (Some("n1".into()), IngressMessage::Broadcast(registered)));
+        assert_eq!(parse_ingress(&body).unwrap(), vec![IngressMessage::Broadcast(Publication::new("s", "x"))]);
         let (node, _) = parse_node_message(br#"{"stream":"s","data":"x"}"#).unwrap();
         assert_eq!(node, None, "messages from other publishers carry no node id");
     }
@@ -302,11 +345,8 @@ mod properties {
     use serde_json::json;
 
     fn publication() -> impl Strategy<Value = Publication> {
-        (".+", any::<String>(), prop::option::of(".+")).prop_map(|(stream, data, exclude_socket)| Publication {
-            stream,
-            data,
-            exclude_socket,
-        })
+        (".+", any::<String>(), prop::option::of(".+"))
+            .prop_map(|(stream, data, exclude_socket)| Publication { exclude_socket, ..Publication::new(stream, data) })
     }
 
     fn ingress_message() -> impl Strategy<Value = IngressMessage> {

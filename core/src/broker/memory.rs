@@ -302,7 +302,10 @@ mod tests {
         assert_eq!(offsets(&b.history_from_at("s", "ep", 2, 100).unwrap()), [3, 4, 5]);
         assert_eq!(b.history_from_at("s", "ep", 1, 100), Err(HistoryError::Trimmed { requested: 1, oldest: 3 }));
         assert_eq!(b.history_from_at("s", "ep", 6, 100), Err(HistoryError::Ahead { requested: 6, latest: 5 }));
-        assert_eq!(b.history_from_at("s", "ep", u64::MAX, 100), Err(HistoryError::Ahead { requested: u64::MAX, latest: 5 }));
+        assert_eq!(
+            b.history_from_at("s", "ep", u64::MAX, 100),
+            Err(HistoryError::Ahead { requested: u64::MAX, latest: 5 })
+        );
         assert!(matches!(b.history_from_at("s", "other", 2, 100), Err(HistoryError::UnknownEpoch { .. })));
         assert!(b.history_from_at("unknown", "ep", 0, 100).unwrap().entries.is_empty());
         assert!(b.history_from_at("unknown", "ep", 3, 100).is_err());

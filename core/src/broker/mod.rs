@@ -105,11 +105,7 @@ pub struct Limits {
 
 impl Limits {
     pub fn from_config(config: &crate::Config) -> Self {
-        Self {
-            history_limit: config.history_limit,
-            history_ttl: config.history_ttl,
-            sessions_ttl: config.sessions_ttl,
-        }
+        Self { history_limit: config.history_limit, history_ttl: config.history_ttl, sessions_ttl: config.sessions_ttl }
     }
 }
 
@@ -122,4 +118,36 @@ pub(crate) fn unix_now() -> u64 {
 pub(crate) fn generate_epoch() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     (0..4).map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())])).collect()
+}
+
+/// Starts the broker named by `broker`, with its background work on `tasks` until `stop`; `None` for `none`.
+pub(crate) async fn start(
+    config: &crate::Config,
+    tasks: &tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<Arc<dyn Broker>>, BrokerError> {
+    use crate::config::BrokerAdapter;
+    let limits = Limits::from_config(config);
+    let broker: Arc<dyn Broker> = match config.broker {
+        BrokerAdapter::None => return Ok(None),
+        BrokerAdapter::Memory => {
+            let memory = Arc::new(memory::MemoryBroker::new(limits));
+            memory.start_sweeper(tasks, stop);
+            memory
+        }
+        BrokerAdapter::Redis | BrokerAdapter::Nats => {
+            return Err(BrokerError::Unavailable(format!("broker {:?} is not available in this build", config.broker)));
+        }
+    };
+    tracing::info!("Using {}", broker.describe());
+    let legacy: Vec<&str> =
+        config.broadcast_adapter.iter().map(String::as_str).filter(|a| matches!(*a, "redis" | "nats")).collect();
+    if !legacy.is_empty() {
+        tracing::warn!(
+            adapters = %legacy.join(","),
+            "broadcasts from these adapters reach every node by themselves, so they are not registered: they carry no \
+             stream position and are not kept in history (use http or redisx for reliable streams)"
+        );
+    }
+    Ok(Some(broker))
 }

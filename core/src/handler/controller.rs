@@ -228,7 +228,8 @@ impl Controller {
         if !budget.take(self.rules.whisper_rate, now) {
             return Err(WhisperRefused::OverRate);
         }
-        Ok(Publication { stream: stream.to_owned(), data, exclude_socket: Some(sid.to_owned()) })
+        // Whispers are transient: they reach who is subscribed now and are never kept in history.
+        Ok(Publication { exclude_socket: Some(sid.to_owned()), transient: true, ..Publication::new(stream, data) })
     }
 
     fn standalone_command(
@@ -536,9 +537,9 @@ mod tests {
         assert_eq!(
             p,
             Publication {
-                stream: "room".into(),
-                data: r#"{"typing":true}"#.into(),
-                exclude_socket: Some("abc".into())
+                exclude_socket: Some("abc".into()),
+                transient: true,
+                ..Publication::new("room", r#"{"typing":true}"#)
             }
         );
         assert!(c.whisper("abc", istate, &mut budget, "1".into(), now).is_ok());

@@ -1,5 +1,6 @@
-//! The Action Cable v1 JSON protocol (with AnyCable's `whisper`): decoding client commands and encoding
-//! server frames.
+//! The Action Cable v1 JSON protocol (with AnyCable's `whisper`) and AnyCable's extended protocol
+//! (`actioncable-v1-ext-json`: stream positions, history, session recovery): decoding client commands and
+//! encoding server frames.
 //!
 //! Pure functions over bytes and strings; this module never touches sockets, sessions or the hub.
 //! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
@@ -14,14 +15,82 @@ use serde_json::value::RawValue;
 /// The sub-protocol every Action Cable client speaks.
 pub const ACTIONCABLE_V1_JSON: &str = "actioncable-v1-json";
 
-/// Sub-protocols this server can speak, in preference order.
-pub const SUPPORTED_PROTOCOLS: &[&str] = &[ACTIONCABLE_V1_JSON];
+/// AnyCable's extended protocol: broadcasts carry their stream position, clients ask for history and
+/// restore their session.
+pub const ACTIONCABLE_V1_EXT_JSON: &str = "actioncable-v1-ext-json";
+
+/// Sub-protocols this server can speak.
+pub const SUPPORTED_PROTOCOLS: &[&str] = &[ACTIONCABLE_V1_JSON, ACTIONCABLE_V1_EXT_JSON];
+
+/// Which protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Action Cable JSON (also what a client that offered nothing known gets).
+    #[default]
+    Json,
+    /// The extended protocol.
+    ExtJson,
+}
+
+impl Protocol {
+    /// The protocol a negotiated sub-protocol name stands for.
+    pub fn from_name(name: Option<&str>) -> Self {
+        match name {
+            Some(ACTIONCABLE_V1_EXT_JSON) => Self::ExtJson,
+            _ => Self::Json,
+        }
+    }
+
+    /// Whether broadcasts carry stream positions and the client may restore its session.
+    pub fn is_extended(self) -> bool {
+        self == Self::ExtJson
+    }
+}
+
+/// What a client asks to be replayed: everything since a time, and/or what follows known positions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryRequest {
+    /// Unix seconds; messages registered at or after it (for streams without a position below).
+    pub since: Option<u64>,
+    /// Positions the client has, per stream.
+    pub streams: Vec<StreamCursor>,
+}
+
+/// The last position a client received on one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCursor {
+    pub stream: String,
+    pub epoch: String,
+    pub offset: u64,
+}
+
+impl HistoryRequest {
+    /// The position the client gave for `stream`, if any.
+    pub fn cursor(&self, stream: &str) -> Option<&StreamCursor> {
+        self.streams.iter().find(|c| c.stream == stream)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let streams: serde_json::Map<String, serde_json::Value> = self
+            .streams
+            .iter()
+            .map(|c| (c.stream.clone(), serde_json::json!({"epoch": c.epoch, "offset": c.offset})))
+            .collect();
+        let mut value = serde_json::json!({ "streams": streams });
+        if let Some(since) = self.since {
+            value["since"] = since.into();
+        }
+        value
+    }
+}
 
 /// One command from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
     Subscribe {
         identifier: String,
+        /// Extended protocol: replay history once subscribed.
+        history: Option<HistoryRequest>,
     },
     Unsubscribe {
         identifier: String,
@@ -39,6 +108,11 @@ pub enum ClientCommand {
         identifier: String,
         data: String,
     },
+    /// Extended protocol: replay what the client missed on a subscription's streams.
+    History {
+        identifier: String,
+        history: HistoryRequest,
+    },
 }
 
 impl ClientCommand {
@@ -47,9 +121,19 @@ impl ClientCommand {
     /// as decoded: the decoder takes `"data":null` for no data.
     pub fn encode(&self) -> String {
         match self {
-            Self::Subscribe { identifier } => {
+            Self::Subscribe { identifier, history: None } => {
                 format!(r#"{{"command":"subscribe","identifier":{}}}"#, json_string(identifier))
             }
+            Self::Subscribe { identifier, history: Some(history) } => format!(
+                r#"{{"command":"subscribe","identifier":{},"history":{}}}"#,
+                json_string(identifier),
+                history.to_json()
+            ),
+            Self::History { identifier, history } => format!(
+                r#"{{"command":"history","identifier":{},"history":{}}}"#,
+                json_string(identifier),
+                history.to_json()
+            ),
             Self::Unsubscribe { identifier } => {
                 format!(r#"{{"command":"unsubscribe","identifier":{}}}"#, json_string(identifier))
             }
@@ -81,6 +165,8 @@ pub enum DecodeError {
     BadData,
     #[error("whisper requires `data`")]
     MissingWhisperData,
+    #[error("malformed history request: {0}")]
+    BadHistory(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -91,6 +177,56 @@ struct RawCommand<'a> {
     identifier: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    history: Option<&'a RawValue>,
+}
+
+/// Positions a client may name in one history request; more is not a client of ours.
+const MAX_HISTORY_STREAMS: usize = 1024;
+
+/// Reads `{"since": <unix seconds>, "streams": {"<stream>": {"epoch": "<epoch>", "offset": <n>}}}`; both
+/// parts are optional, but one must be there. `null` is no request.
+fn decode_history(raw: Option<&RawValue>) -> Result<Option<HistoryRequest>, DecodeError> {
+    #[derive(Deserialize)]
+    struct RawHistory {
+        since: Option<serde_json::Value>,
+        streams: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+    let Some(raw) = raw.filter(|r| r.get() != "null") else { return Ok(None) };
+    let history: RawHistory =
+        serde_json::from_str(raw.get()).map_err(|_| DecodeError::BadHistory("expected an object"))?;
+    let since = match history.since {
+        None | Some(serde_json::Value::Null) => None,
+        // Seconds; a client may send a float, and 0 means "no time given" (as AnyCable reads it).
+        Some(serde_json::Value::Number(n)) => {
+            match n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)) {
+                Some(0) => None,
+                Some(since) => Some(since),
+                None => return Err(DecodeError::BadHistory("since must be a non-negative number of seconds")),
+            }
+        }
+        Some(_) => return Err(DecodeError::BadHistory("since must be a number")),
+    };
+    let mut streams = Vec::new();
+    for (stream, position) in history.streams.unwrap_or_default() {
+        if streams.len() == MAX_HISTORY_STREAMS {
+            return Err(DecodeError::BadHistory("too many streams"));
+        }
+        let epoch = position.get("epoch").and_then(|e| e.as_str());
+        let offset = position.get("offset").and_then(|o| o.as_u64());
+        match (epoch, offset) {
+            (Some(epoch), Some(offset)) => streams.push(StreamCursor { stream, epoch: epoch.to_owned(), offset }),
+            _ => {
+                return Err(DecodeError::BadHistory(
+                    "each stream needs a string epoch and a non-negative integer offset",
+                ));
+            }
+        }
+    }
+    if since.is_none() && streams.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(HistoryRequest { since, streams }))
 }
 
 /// A JSON string value as text (`None` for any other value); borrowed when the string has no escapes.
@@ -115,7 +251,14 @@ pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
     let command = as_text(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
     let identifier = |name| as_string(raw.identifier).ok_or(DecodeError::MissingIdentifier(name));
     match &*command {
-        "subscribe" => Ok(ClientCommand::Subscribe { identifier: identifier("subscribe")? }),
+        "subscribe" => {
+            Ok(ClientCommand::Subscribe { identifier: identifier("subscribe")?, history: decode_history(raw.history)? })
+        }
+        "history" => {
+            let identifier = identifier("history")?;
+            let history = decode_history(raw.history)?.ok_or(DecodeError::BadHistory("nothing requested"))?;
+            Ok(ClientCommand::History { identifier, history })
+        }
         "unsubscribe" => Ok(ClientCommand::Unsubscribe { identifier: identifier("unsubscribe")? }),
         "message" => {
             let identifier = identifier("message")?;
@@ -161,6 +304,79 @@ pub fn message_frame(escaped_identifier: &[u8], payload: &[u8]) -> Bytes {
     buf.put_slice(payload);
     buf.put_u8(b'}');
     buf.freeze()
+}
+
+/// `{"identifier":...,"message":...,"stream_id":...,"epoch":...,"offset":...}`: a broadcast with its stream
+/// position, for extended-protocol clients. `escaped_stream` and `escaped_epoch` are JSON strings.
+pub fn positioned_message_frame(
+    escaped_identifier: &[u8],
+    payload: &[u8],
+    escaped_stream: &[u8],
+    escaped_epoch: &[u8],
+    offset: u64,
+) -> Bytes {
+    const HEAD: &[u8] = b"{\"identifier\":";
+    const MID: &[u8] = b",\"message\":";
+    const STREAM: &[u8] = b",\"stream_id\":";
+    const EPOCH: &[u8] = b",\"epoch\":";
+    const OFFSET: &[u8] = b",\"offset\":";
+    let digits = offset.to_string();
+    let len = HEAD.len()
+        + escaped_identifier.len()
+        + MID.len()
+        + payload.len()
+        + STREAM.len()
+        + escaped_stream.len()
+        + EPOCH.len()
+        + escaped_epoch.len()
+        + OFFSET.len()
+        + digits.len()
+        + 1;
+    let mut buf = BytesMut::with_capacity(len);
+    buf.put_slice(HEAD);
+    buf.put_slice(escaped_identifier);
+    buf.put_slice(MID);
+    buf.put_slice(payload);
+    buf.put_slice(STREAM);
+    buf.put_slice(escaped_stream);
+    buf.put_slice(EPOCH);
+    buf.put_slice(escaped_epoch);
+    buf.put_slice(OFFSET);
+    buf.put_slice(digits.as_bytes());
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// The stream position of a frame written by [`positioned_message_frame`], read back; `None` for any other
+/// frame. Only the catch-up of one connection reads frames back, and only while it lasts.
+pub fn frame_position(frame: &[u8]) -> Option<(String, String, u64)> {
+    #[derive(Deserialize)]
+    struct Positioned {
+        stream_id: String,
+        epoch: String,
+        offset: u64,
+    }
+    if !frame.starts_with(b"{\"identifier\":") {
+        return None;
+    }
+    let p: Positioned = serde_json::from_slice(frame).ok()?;
+    Some((p.stream_id, p.epoch, p.offset))
+}
+
+/// `{"type":"welcome","sid":...,"restored":true,"restored_ids":[...]}`: a session restored from the cache.
+pub fn restored_welcome_frame(sid: &str, restored_ids: &[&str]) -> Bytes {
+    let value = serde_json::json!({"type": "welcome", "sid": sid, "restored": true, "restored_ids": restored_ids});
+    Bytes::from(value.to_string())
+}
+
+/// `{"type":"confirm_history","identifier":...}`: the history asked for was replayed.
+pub fn confirm_history_frame(identifier: &str) -> Bytes {
+    Bytes::from(subscription_text(identifier, "confirm_history"))
+}
+
+/// `{"type":"reject_history","identifier":...}`: the history asked for cannot be replayed.
+pub fn reject_history_frame(identifier: &str) -> Bytes {
+    Bytes::from(subscription_text(identifier, "reject_history"))
 }
 
 /// `{"type":"welcome","sid":...}`, written by the server itself when it authenticates on its own.
@@ -232,7 +448,7 @@ mod tests {
     fn decodes_subscribe_keeping_the_identifier_bytes() {
         let id = r#"{"channel":"ChatChannel","id":1,"b":  "x"}"#;
         let frame = format!(r#"{{"command":"subscribe","identifier":{}}}"#, json_string(id));
-        assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier: id.to_owned() }));
+        assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier: id.to_owned(), history: None }));
     }
 
     #[test]
@@ -281,7 +497,7 @@ mod tests {
     fn escaped_commands_decode_like_plain_ones() {
         let plain = decode_command(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#);
         let escaped = decode_command(r#"{"command":"sub\u0073cribe","identifier":"{\"chan\u006eel\":\"A\"}"}"#);
-        assert_eq!(plain, Ok(ClientCommand::Subscribe { identifier: r#"{"channel":"A"}"#.into() }));
+        assert_eq!(plain, Ok(ClientCommand::Subscribe { identifier: r#"{"channel":"A"}"#.into(), history: None }));
         assert_eq!(escaped, plain);
         assert_eq!(decode_command(r#"{"command":""}"#), Err(DecodeError::UnknownCommand(String::new())));
         assert_eq!(decode_command(r#"{"command":"da\"nce"}"#), Err(DecodeError::UnknownCommand("da\"nce".into())));
@@ -303,6 +519,90 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(decode_command(&deep), Err(DecodeError::NotJson(_))));
+    }
+
+    #[test]
+    fn decodes_history_in_subscribe_and_in_the_history_command() {
+        let frame = r#"{"command":"subscribe","identifier":"x","history":{"since":1700000000,"streams":{}}}"#;
+        assert_eq!(
+            decode_command(frame),
+            Ok(ClientCommand::Subscribe {
+                identifier: "x".into(),
+                history: Some(HistoryRequest { since: Some(1_700_000_000), streams: vec![] })
+            })
+        );
+        let frame = r#"{"command":"history","identifier":"x","history":{"since":1.5e9,"streams":{"chat":{"epoch":"ab","offset":42}}}}"#;
+        assert_eq!(
+            decode_command(frame),
+            Ok(ClientCommand::History {
+                identifier: "x".into(),
+                history: HistoryRequest {
+                    since: Some(1_500_000_000),
+                    streams: vec![StreamCursor { stream: "chat".into(), epoch: "ab".into(), offset: 42 }]
+                }
+            })
+        );
+        // No history asked for: a plain subscribe.
+        for history in ["null", "{}", r#"{"since":0}"#, r#"{"streams":{}}"#] {
+            let frame = format!(r#"{{"command":"subscribe","identifier":"x","history":{history}}}"#);
+            assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier: "x".into(), history: None }));
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_history_requests() {
+        for history in [
+            r#""yesterday""#,
+            "[]",
+            r#"{"since":"x"}"#,
+            r#"{"since":-5}"#,
+            r#"{"streams":[]}"#,
+            r#"{"streams":{"s":{"epoch":"e"}}}"#,
+            r#"{"streams":{"s":{"epoch":"e","offset":-1}}}"#,
+            r#"{"streams":{"s":{"epoch":1,"offset":1}}}"#,
+            r#"{"streams":{"s":{"epoch":"e","offset":1e30}}}"#,
+            r#"{"streams":{"s":42}}"#,
+        ] {
+            for command in ["subscribe", "history"] {
+                let frame = format!(r#"{{"command":"{command}","identifier":"x","history":{history}}}"#);
+                assert!(matches!(decode_command(&frame), Err(DecodeError::BadHistory(_))), "{frame}");
+            }
+        }
+        assert_eq!(
+            decode_command(r#"{"command":"history","identifier":"x"}"#),
+            Err(DecodeError::BadHistory("nothing requested"))
+        );
+        let many: Vec<String> =
+            (0..=MAX_HISTORY_STREAMS).map(|n| format!(r#""s{n}":{{"epoch":"e","offset":1}}"#)).collect();
+        let frame =
+            format!(r#"{{"command":"history","identifier":"x","history":{{"streams":{{{}}}}}}}"#, many.join(","));
+        assert_eq!(decode_command(&frame), Err(DecodeError::BadHistory("too many streams")));
+    }
+
+    #[test]
+    fn extended_frames_carry_positions_and_read_back() {
+        let id = r#"{"channel":"Chat"}"#;
+        let frame = positioned_message_frame(
+            json_string(id).as_bytes(),
+            &broadcast_payload(r#"{"text":"hi"}"#),
+            json_string("chat_1").as_bytes(),
+            json_string("ep").as_bytes(),
+            44,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"identifier": id, "message": {"text":"hi"}, "stream_id": "chat_1", "epoch": "ep", "offset": 44})
+        );
+        assert_eq!(frame_position(&frame), Some(("chat_1".into(), "ep".into(), 44)));
+        assert_eq!(frame_position(&message_frame(json_string(id).as_bytes(), b"1")), None);
+        assert_eq!(frame_position(br#"{"type":"ping","message":1}"#), None);
+        let v: serde_json::Value = serde_json::from_slice(&restored_welcome_frame("new", &["a", "b"])).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"welcome","sid":"new","restored":true,"restored_ids":["a","b"]}));
+        let v: serde_json::Value = serde_json::from_slice(&confirm_history_frame(id)).unwrap();
+        assert_eq!(v, serde_json::json!({"identifier": id, "type": "confirm_history"}));
+        let v: serde_json::Value = serde_json::from_slice(&reject_history_frame(id)).unwrap();
+        assert_eq!(v, serde_json::json!({"identifier": id, "type": "reject_history"}));
     }
 
     #[test]
@@ -373,9 +673,26 @@ mod properties {
         })
     }
 
+    fn history_request() -> impl Strategy<Value = HistoryRequest> {
+        let cursor = (any::<String>(), any::<String>(), any::<u64>())
+            .prop_map(|(stream, epoch, offset)| StreamCursor { stream, epoch, offset });
+        (prop::option::of(1..u64::MAX / 2), prop::collection::vec(cursor, 0..4))
+            .prop_map(|(since, mut streams)| {
+                // Stream names are keys of an object: one position per stream.
+                let mut seen = std::collections::HashSet::new();
+                streams.retain(|c| seen.insert(c.stream.clone()));
+                streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+                HistoryRequest { since, streams }
+            })
+            .prop_filter("an empty request is no request", |h| h.since.is_some() || !h.streams.is_empty())
+    }
+
     fn client_command() -> impl Strategy<Value = ClientCommand> {
         prop_oneof![
-            any::<String>().prop_map(|identifier| ClientCommand::Subscribe { identifier }),
+            (any::<String>(), prop::option::of(history_request()))
+                .prop_map(|(identifier, history)| ClientCommand::Subscribe { identifier, history }),
+            (any::<String>(), history_request())
+                .prop_map(|(identifier, history)| ClientCommand::History { identifier, history }),
             any::<String>().prop_map(|identifier| ClientCommand::Unsubscribe { identifier }),
             (any::<String>(), any::<String>())
                 .prop_map(|(identifier, data)| ClientCommand::Message { identifier, data }),
@@ -421,7 +738,7 @@ mod properties {
             // Key order, spacing and escapes are the client's: the identifier is never re-serialized.
             let identifier = format!("{{{spaces}\"id\":{},\"channel\" :{spaces}{}}}", json_string(&extra), json_string(&channel));
             let frame = format!("{{\"identifier\":{},\"command\":\"subscribe\"}}", json_string(&identifier));
-            prop_assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier }));
+            prop_assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier, history: None }));
         }
 
         #[test]

@@ -25,7 +25,7 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
 use crate::metrics::Metrics;
-use crate::protocol::{self, SUPPORTED_PROTOCOLS};
+use crate::protocol::{self, Protocol, SUPPORTED_PROTOCOLS};
 use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
 
 /// What the upgrade handler needs; shared by all connections.
@@ -127,8 +127,29 @@ pub(crate) async fn upgrade(
         _ => None,
     };
 
+    // The sub-protocol axum will answer with: the first one the client offered that we speak.
+    let protocol = Protocol::from_name(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find(|p| SUPPORTED_PROTOCOLS.contains(p)),
+    );
+    // The session a reconnecting extended-protocol client asks to have back, as AnyCable's clients send it.
+    let previous_sid = protocol
+        .is_extended()
+        .then(|| {
+            let from_header = headers.get("x-anycable-restore-sid").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            from_header.or_else(|| query_param(query, "sid").and_then(percent_decode))
+        })
+        .flatten()
+        .filter(|sid| !sid.is_empty() && sid.len() <= 128);
+
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let client = Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision));
+    let client =
+        Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision, protocol));
     let max = config.max_message_size;
     ws.protocols(SUPPORTED_PROTOCOLS.iter().copied())
         // Client frames are small; a bigger one is read in several chunks. The buffer is kept for the whole life
@@ -143,8 +164,15 @@ pub(crate) async fn upgrade(
             // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
             // Spawned as it is (not wrapped in another `async` block, which would hold a second copy of the
             // socket and the request until the first poll).
-            let connection =
-                run_connection(socket, client, env, token, state.deps.clone(), state.shutdown.clone(), slot);
+            let connection = run_connection(
+                socket,
+                client,
+                env,
+                (token, previous_sid),
+                state.deps.clone(),
+                state.shutdown.clone(),
+                slot,
+            );
             state.tracker.spawn(connection);
             std::future::ready(())
         })
@@ -180,7 +208,7 @@ fn run_connection(
     mut socket: WebSocket,
     client: Arc<ClientHandle>,
     env: RequestEnv,
-    token: Option<String>,
+    (token, previous_sid): (Option<String>, Option<String>),
     deps: Arc<SessionDeps>,
     shutdown: tokio_util::sync::CancellationToken,
     slot: Option<ConnectionSlot>,
@@ -195,7 +223,7 @@ fn run_connection(
         client.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
     }
     let mut session = Session::new(client.clone(), deps, env);
-    let mut pending: Option<PendingCall> = session.start_connect(token);
+    let mut pending: Option<PendingCall> = session.start(token, previous_sid);
     // Boxed: a timer is large and only clients that asked for their own ping interval have one.
     let mut own_ping = client.own_ping_interval.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -249,11 +277,10 @@ fn run_connection(
                 match event {
                     Event::Outbox => {
                         let drained = client.drain();
-                        (Some(drained.frames), drained.close)
+                        (Some(session.outbound(drained.frames)), drained.close)
                     }
                     Event::CallDone(outcome) => {
-                        pending = None;
-                        session.finish(outcome);
+                        pending = session.finish(outcome);
                         continue;
                     }
                     Event::OwnPing => {
@@ -314,8 +341,10 @@ async fn end_connection(
 ) {
     // A call that was in flight when the client went away still changes backend-side state; apply it so the
     // Disconnect call sees it.
+    // What would follow it (a replay, a cache write) is for a client that is still there; the session is
+    // cached when it ends anyway.
     if let Some(call) = pending {
-        session.finish(call.await);
+        let _ = session.finish(call.await);
     }
     client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
     Metrics::down(&metrics.clients_num);
