@@ -8,7 +8,7 @@ NODE_TEST_CONCURRENCY ?= 2
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
 SOAK_SECONDS ?= 60
 
-.PHONY: setup build test test-rust test-node node-addon demo ruby-ext test-ruby rails-chat fuzz soak
+.PHONY: setup build test test-rust test-node node-addon demo ruby-ext ruby-bundle test-ruby rails-chat fuzz soak
 
 setup:
 	scripts/setup.sh
@@ -38,7 +38,7 @@ fuzz:
 
 # tests/node: the black-box suite against the debug binary (FERROCABLE_BIN may point at another build)
 # and the in-process suite (test/inprocess-*.test.js) against the npm package with its debug addon.
-test-node: node-addon
+test-node: node-addon ruby-bundle
 	cargo build -p ferrocable
 	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) test/*.test.js
 
@@ -62,11 +62,15 @@ demo: setup
 ruby-ext:
 	cd gems/ferrocable && rake compile
 
+# The Ruby suite's bundle, resolved from Debian's gems offline, and the gem's extension: the Rails app of
+# tests/ruby/dummy runs in both suites (tests/node runs it as one of its deployments).
+ruby-bundle: ruby-ext
+	cd tests/ruby && { bundle check >/dev/null 2>&1 || bundle lock --local >/dev/null; }
+
 # tests/ruby: the gem's API in-process, and the dummy Rails app in Puma driven by websocket-driver and
 # @rails/actioncable clients (minitest). The Gemfile is resolved from Debian's gems, offline.
-test-ruby: ruby-ext
-	cd tests/ruby && { bundle check >/dev/null 2>&1 || bundle lock --local >/dev/null; } && \
-	  bundle exec ruby -Itest -e 'Dir.glob("test/**/*_test.rb").sort.each { |f| require File.expand_path(f) }'
+test-ruby: ruby-bundle
+	cd tests/ruby && bundle exec ruby -Itest -e 'Dir.glob("test/**/*_test.rb").sort.each { |f| require File.expand_path(f) }'
 
 # The Rails chat example (examples/rails-chat): Puma on :3000 with Ferrocable in-process on :8080.
 # CABLE_ADAPTER=async serves the same app with plain Action Cable on Puma instead (for comparisons).

@@ -50,6 +50,19 @@ export interface ServerOptions {
   pubsub?: 'redis' | 'nats' | 'none'
   /** 'all' (default): receive every publication; 'stream': subscribe per stream with local subscribers. */
   pubsubSubscribe?: 'all' | 'stream'
+  /**
+   * Stream history and session recovery for `actioncable-v1-ext-json` clients: 'memory' (one server), 'redis' or
+   * 'nats' (shared by every server), or 'none' (default).
+   */
+  broker?: 'memory' | 'redis' | 'nats' | 'none'
+  /** Messages kept in each stream's history (default 100). */
+  historyLimit?: number
+  /** Seconds a message is kept in history (default 300). */
+  historyTtl?: number
+  /** Seconds a disconnected client's session can be restored (default 300); 0 turns session recovery off. */
+  sessionsTtl?: number
+  /** Configuration presets: 'broker' turns on history and session recovery with the engines configured. */
+  presets?: string | string[]
   redisUrl?: string
   redisChannel?: string
   natsServers?: string | string[]

@@ -661,6 +661,13 @@ impl Session {
         if let Some(env) = response.env.take() {
             self.cstate.merge(env.cstate);
         }
+        if self.client.protocol.is_extended() {
+            for transmission in &mut response.transmissions {
+                if let Some(welcome) = protocol::welcome_with_sid(transmission, &self.client.sid) {
+                    *transmission = welcome;
+                }
+            }
+        }
         self.transmit(std::mem::take(&mut response.transmissions));
         match Status::try_from(response.status) {
             Ok(Status::Success) => {

@@ -363,6 +363,21 @@ pub fn frame_position(frame: &[u8]) -> Option<(String, String, u64)> {
     Some((p.stream_id, p.epoch, p.offset))
 }
 
+/// A welcome frame written without a session id (Action Cable's own, as a Rails app writes it) with `sid` added:
+/// extended-protocol clients need it to restore their session. `None` for any other frame, or a welcome that
+/// has a sid already.
+pub fn welcome_with_sid(frame: &str, sid: &str) -> Option<String> {
+    if !frame.contains("welcome") {
+        return None;
+    }
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(frame).ok()?;
+    if value.get("type").and_then(|t| t.as_str()) != Some("welcome") || value.contains_key("sid") {
+        return None;
+    }
+    value.insert("sid".into(), sid.into());
+    Some(serde_json::Value::Object(value).to_string())
+}
+
 /// `{"type":"welcome","sid":...,"restored":true,"restored_ids":[...]}`: a session restored from the cache.
 pub fn restored_welcome_frame(sid: &str, restored_ids: &[&str]) -> Bytes {
     let value = serde_json::json!({"type": "welcome", "sid": sid, "restored": true, "restored_ids": restored_ids});
@@ -577,6 +592,18 @@ mod tests {
         let frame =
             format!(r#"{{"command":"history","identifier":"x","history":{{"streams":{{{}}}}}}}"#, many.join(","));
         assert_eq!(decode_command(&frame), Err(DecodeError::BadHistory("too many streams")));
+    }
+
+    #[test]
+    fn a_welcome_without_a_sid_gets_one_and_other_frames_are_left_alone() {
+        let with = welcome_with_sid(r#"{"type":"welcome"}"#, "abc").unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&with).unwrap(),
+            serde_json::json!({"type":"welcome","sid":"abc"})
+        );
+        assert_eq!(welcome_with_sid(r#"{"type":"welcome","sid":"x"}"#, "abc"), None);
+        assert_eq!(welcome_with_sid(r#"{"type":"disconnect","reason":"welcome"}"#, "abc"), None);
+        assert_eq!(welcome_with_sid("welcome", "abc"), None);
     }
 
     #[test]

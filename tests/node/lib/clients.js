@@ -16,6 +16,36 @@ export function anycableClient (url, { user }) {
   return cable
 }
 
+/**
+ * An @anycable/core cable speaking the extended protocol (actioncable-v1-ext-json), sending `cookie`, reconnecting
+ * 250 ms after a lost connection. `kill()` destroys the current TCP connection without a close frame, as a network
+ * failure would.
+ */
+export function extClient (url, { cookie, ...options } = {}) {
+  const sockets = []
+  class TrackedWebSocket extends WebSocket {
+    constructor (address, protocols, wsOptions) {
+      super(address, protocols, wsOptions)
+      sockets.push(this)
+    }
+  }
+  const cable = createCable(url, {
+    protocol: 'actioncable-v1-ext-json',
+    websocketImplementation: TrackedWebSocket,
+    websocketOptions: { headers: cookie ? { cookie } : {} },
+    reconnectStrategy: () => 250,
+    logLevel: 'error',
+    ...options
+  })
+  onScenarioEnd(() => cable.disconnect())
+  return {
+    cable,
+    kill () {
+      sockets.at(-1)?._socket?.destroy()
+    }
+  }
+}
+
 // @rails/actioncable is written for browsers. In Node it needs: a WebSocket implementation (set on
 // its `adapters`), and the window-level addEventListener/removeEventListener its connection monitor
 // uses for `visibilitychange` (no visibility changes happen in Node, so no-ops suffice). An absolute

@@ -13,6 +13,7 @@ class ChatChannel < ApplicationCable::Channel
     self.room = Room.find_or_create_by!(name: params[:room])
     self.joined_at = params[:at] || "now"
     stream_for room
+    Event.create!(kind: "subscribed", user: current_user.name, detail: room.name) if ENV["DUMMY_RECORD_CALLS"]
     transmit({type: "joined", room: room.name, user: current_user.name})
   end
 

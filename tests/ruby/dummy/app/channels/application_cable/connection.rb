@@ -12,6 +12,7 @@ module ApplicationCable
       self.client_kind = request.params[:client] || "unknown"
       self.user_agent = request.headers["User-Agent"]
       logger.add_tags current_user.name
+      Event.create!(kind: "connect", user: current_user.name, detail: client_kind) if ENV["DUMMY_RECORD_CALLS"]
     end
 
     def disconnect
