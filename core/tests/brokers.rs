@@ -427,3 +427,21 @@ async fn redis_broker_cluster() {
 async fn nats_broker_cluster() {
     cluster(Adapter::Nats).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_nats_server_runs_jetstream_for_the_nats_broker() {
+    let port = common::engines::free_port();
+    let store = std::env::temp_dir().join(format!("ferrocable-test-enats-store-{}-{port}", std::process::id()));
+    let (addr, store_dir) = (format!("nats://127.0.0.1:{port}"), store.display().to_string());
+    let options = [("embed_nats", "true"), ("broker", "nats"), ("enats_addr", &addr), ("enats_store_dir", &store_dir)];
+    let node = common::Fixture::start(common::Mode::InProcess, &options).await;
+    let stop = CancellationToken::new();
+    let b = NatsBroker::connect(node.server.config(), limits(10, 60, 60), stop.clone()).await.unwrap();
+    let position = b.register("s", "m").await.unwrap();
+    assert_eq!(position.offset, 1);
+    assert_eq!(data(&b.history_from("s", &position.epoch, 0).await.unwrap()), ["m"]);
+    assert!(store.join("jetstream").is_dir(), "JetStream stores in enats_store_dir");
+    stop.cancel();
+    node.server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&store);
+}
