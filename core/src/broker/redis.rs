@@ -23,6 +23,10 @@
 //! client never receives a message older than that. History reads are one script too (epoch, last offset,
 //! entries), so they see one consistent state.
 //!
+//! Memory on Redis 7.0 (`MEMORY USAGE`, docs/cluster.md "Broker costs"): a cached message of 100 bytes
+//! takes 145 bytes in its stream's history key, a stream's offset key 72 bytes, a cached session with a
+//! 200-byte snapshot 312 bytes.
+//!
 //! Redis being down never blocks a node: every call fails at once with `BrokerError::Unavailable` while
 //! the connection is being re-established with backoff (a call waits at most for one connection attempt),
 //! and the outage is logged once when it starts and once when it ends. Keys must not be evicted: run the
