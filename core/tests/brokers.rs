@@ -182,6 +182,16 @@ async fn history_limit_bounds_every_stream(setup: Setup) {
     }
 }
 
+async fn history_limit_zero_keeps_offsets_but_no_messages(setup: Setup) {
+    let b = setup.broker(limits(0, 60, 60)).await;
+    b.register("s", "1").await.unwrap();
+    let epoch = b.register("s", "2").await.unwrap().epoch;
+    assert!(b.history_since("s", 0).await.unwrap().entries.is_empty());
+    assert_eq!(b.history_from("s", &epoch, 0).await, Err(HistoryError::Trimmed { requested: 0, oldest: 3 }));
+    assert!(b.history_from("s", &epoch, 2).await.unwrap().entries.is_empty(), "up to date");
+    assert_eq!(b.register("s", "3").await.unwrap().offset, 3);
+}
+
 async fn entries_expire_after_the_history_ttl_and_offsets_continue(setup: Setup) {
     let b = setup.broker(limits(10, 1, 60)).await;
     let epoch = b.register("s", "1").await.unwrap().epoch;
@@ -249,6 +259,7 @@ async fn conformance(adapter: Adapter) {
         history_from_refuses_other_epochs_trimmed_and_future_positions(Setup::new(adapter)),
         history_since_filters_by_registration_time(Setup::new(adapter)),
         history_limit_bounds_every_stream(Setup::new(adapter)),
+        history_limit_zero_keeps_offsets_but_no_messages(Setup::new(adapter)),
         entries_expire_after_the_history_ttl_and_offsets_continue(Setup::new(adapter)),
         a_session_is_restored_once_and_only_before_it_expires(Setup::new(adapter)),
         sessions_ttl_zero_disables_the_cache(Setup::new(adapter)),
@@ -390,6 +401,44 @@ async fn an_engine_outage_gives_errors_not_hangs_and_the_broker_recovers(adapter
     }
 }
 
+async fn an_engine_that_lost_its_data_gives_a_new_epoch_to_every_node(adapter: Adapter) {
+    let mut setup = Setup::new(adapter);
+    let (a, b) = (setup.broker(limits(100, 60, 60)).await, setup.broker(limits(100, 60, 60)).await);
+    a.register("s", "1").await.unwrap();
+    let old = b.register("s", "2").await.unwrap();
+    assert_eq!(old.offset, 2);
+    match adapter {
+        Adapter::Redis => {
+            let mut conn = redis::Client::open(setup.engine().url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await.unwrap();
+        }
+        _ => {
+            setup.engine_mut().kill();
+            setup.engine().wipe_store();
+            setup.engine_mut().start();
+        }
+    }
+    let new = eventually(Duration::from_secs(15), || a.register("s", "3")).await;
+    assert_ne!(new.epoch, old.epoch);
+    assert_eq!(new.offset, 1, "offsets start over in the new epoch");
+    // The other node follows: old positions are refused, new ones served.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match b.history_from("s", &old.epoch, 1).await {
+            Err(HistoryError::UnknownEpoch { .. }) => break,
+            // A node may need one failed call to notice that the engine's storage is gone.
+            Err(HistoryError::Broker(error)) if Instant::now() < deadline => {
+                eprintln!("{adapter:?}: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("the old epoch must be refused: {other:?}"),
+        }
+    }
+    assert_eq!(data(&b.history_from("s", &new.epoch, 0).await.unwrap()), ["3"]);
+    let next = b.register("s", "4").await.unwrap();
+    assert_eq!((next.offset, &next.epoch), (2, &new.epoch));
+}
+
 async fn an_engine_down_at_start_delays_the_broker_only(adapter: Adapter) {
     let kind = if adapter == Adapter::Redis { Kind::Redis } else { Kind::Nats };
     let mut engine = Engine::not_started(kind);
@@ -414,6 +463,7 @@ async fn cluster(adapter: Adapter) {
         concurrent_registrations_on_two_brokers_get_unique_contiguous_offsets(adapter),
         an_engine_outage_gives_errors_not_hangs_and_the_broker_recovers(adapter),
         an_engine_down_at_start_delays_the_broker_only(adapter),
+        an_engine_that_lost_its_data_gives_a_new_epoch_to_every_node(adapter),
     );
     eprintln!("{adapter:?} cluster: {:.1}s", started.elapsed().as_secs_f64());
 }

@@ -26,7 +26,8 @@
 //!
 //! NATS being down never blocks a node: the client reconnects by itself (with backoff, logged once per
 //! outage), and meanwhile every call fails at once with `BrokerError::Unavailable`; requests that reach a
-//! server which does not answer fail after two seconds. One registration made in the instant NATS dies,
+//! server which does not answer fail within three seconds (the first calls after JetStream lost its storage
+//! do, until the node has set up its buckets again). One registration made in the instant NATS dies,
 //! before the client notices, fails for the caller but may still be stored when NATS is back (the client
 //! sends what it had queued on reconnect): a restored client can then receive that one message again.
 
@@ -129,7 +130,10 @@ impl NatsBroker {
         if let Some(ready) = self.ready.read().clone() {
             return Ok(ready);
         }
-        let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(self.client.clone());
+        let js = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .ack_timeout(REQUEST_TIMEOUT)
+            .build(self.client.clone());
         let epochs = bucket(&js, EPOCH_BUCKET, Duration::ZERO).await?;
         let sessions = match self.limits.sessions_ttl {
             0 => None,

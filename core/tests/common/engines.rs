@@ -109,6 +109,14 @@ impl Engine {
         }
     }
 
+    /// Deletes what a stopped JetStream engine stored: it comes back empty, as after losing its disk.
+    pub fn wipe_store(&self) {
+        assert!(self.child.is_none(), "stop the engine first");
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
+        }
+    }
+
     /// Kills the process (SIGKILL: no goodbye to its clients) and waits until the port is closed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
