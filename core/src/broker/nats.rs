@@ -154,17 +154,27 @@ impl NatsBroker {
 
     /// Reads the epoch, creating it when there is none.
     async fn load_epoch(&self, ready: &Ready) -> Result<Arc<str>, BrokerError> {
-        let candidate = super::generate_epoch();
-        let epoch = match ready.epochs.create(EPOCH_KEY, candidate.clone().into()).await {
-            Ok(_) => candidate,
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
-                match ready.epochs.get(EPOCH_KEY).await {
-                    Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
-                    Ok(None) => return Err(self.reset("the epoch key was deleted")),
+        let stored = match ready.epochs.get(EPOCH_KEY).await {
+            Ok(stored) => stored,
+            Err(error) => return Err(self.reset(error)),
+        };
+        let epoch = match stored {
+            Some(value) => String::from_utf8_lossy(&value).into_owned(),
+            None => {
+                let candidate = super::generate_epoch();
+                match ready.epochs.create(EPOCH_KEY, candidate.clone().into()).await {
+                    Ok(_) => candidate,
+                    // Another node created it meanwhile.
+                    Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                        match ready.epochs.get(EPOCH_KEY).await {
+                            Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
+                            Ok(None) => return Err(self.reset("the epoch key was deleted")),
+                            Err(error) => return Err(self.reset(error)),
+                        }
+                    }
                     Err(error) => return Err(self.reset(error)),
                 }
             }
-            Err(error) => return Err(self.reset(error)),
         };
         let mut current = self.epoch.write();
         if *current.0 != *epoch {
