@@ -448,6 +448,8 @@ options! {
     enats_gateway_advertise: String = "", false;
     /// Server name of the embedded NATS server; generated when empty
     enats_server_name: String = "", false;
+    /// JetStream store folder of the embedded NATS server (used with broker=nats); <temp>/nats-data/<server name> when empty
+    enats_store_dir: String = "", false;
     /// Forward the embedded NATS server's debug log
     enats_debug: bool = "false", true;
     /// Forward the embedded NATS server's protocol trace

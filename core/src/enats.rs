@@ -75,6 +75,10 @@ pub(crate) fn server_config(config: &Config, server_name: &str) -> Result<String
     let mut out = String::new();
     out.push_str(&format!("server_name: {}\n", quote(server_name)));
     out.push_str(&format!("listen: {}\n", listen(&config.enats_addr)?));
+    if config.broker == crate::config::BrokerAdapter::Nats {
+        // The nats broker keeps history and sessions in JetStream, as AnyCable-Go's embedded server does.
+        out.push_str(&format!("jetstream {{\n  store_dir: {}\n}}\n", quote(&store_dir(config, server_name))));
+    }
     if config.enats_debug {
         out.push_str("debug: true\n");
     }
@@ -110,6 +114,16 @@ pub(crate) fn server_config(config: &Config, server_name: &str) -> Result<String
         out.push_str(&format!("  gateways: [\n{}\n  ]\n}}\n", gateways.join(",\n")));
     }
     Ok(out)
+}
+
+/// Where JetStream stores (with `broker=nats`): `enats_store_dir`, else `<temp>/nats-data/<server name>`,
+/// so a restarted node with the same server name finds its history and sessions again.
+pub(crate) fn store_dir(config: &Config, server_name: &str) -> String {
+    if config.enats_store_dir.is_empty() {
+        std::env::temp_dir().join("nats-data").join(server_name).display().to_string()
+    } else {
+        config.enats_store_dir.clone()
+    }
 }
 
 /// A running embedded NATS server.
@@ -357,5 +371,18 @@ mod tests {
         assert!(text.contains("name: \"anycable-cluster\"\n  listen: \"127.0.0.1:4248\"\n  routes: [\"nats://127.0.0.1:4249\", \"nats://127.0.0.1:4250\"]"), "{text}");
         assert!(text.contains("{ name: \"east\", urls: [\"nats://e1:7222\", \"nats://e2:7222\"] }"), "{text}");
         assert!(text.contains("{ name: \"west\", urls: [\"nats://w1:7222\"] }"), "{text}");
+        assert!(!text.contains("jetstream"), "JetStream only for the nats broker: {text}");
+    }
+
+    #[test]
+    fn the_nats_broker_turns_jetstream_on_with_a_store_folder() {
+        let mut c = Config::default();
+        c.set("broker", "nats").unwrap();
+        let default_store = std::env::temp_dir().join("nats-data").join("n1").display().to_string();
+        let text = server_config(&c, "n1").unwrap();
+        assert!(text.contains(&format!("jetstream {{\n  store_dir: {:?}\n}}\n", default_store)), "{text}");
+        c.set("enats_store_dir", "/var/lib/ferrocable/nats").unwrap();
+        let text = server_config(&c, "n1").unwrap();
+        assert!(text.contains("store_dir: \"/var/lib/ferrocable/nats\""), "{text}");
     }
 }

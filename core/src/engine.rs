@@ -146,6 +146,8 @@ pub(crate) mod nats {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(CONNECT_TIMEOUT)
+            // Requests (the broker's JetStream calls) that nothing answers fail in this time, not 10 s.
+            .request_timeout(Some(CONNECT_TIMEOUT))
             .reconnect_delay_callback(|attempt| {
                 let mut backoff = Backoff { attempt: attempt.min(16) as u32 };
                 if attempt == 0 { Duration::ZERO } else { backoff.next_delay() }

@@ -163,14 +163,9 @@ impl MemoryBroker {
             };
         };
         history.expire(now, self.limits.history_ttl);
-        if offset > history.last_offset {
-            return Err(HistoryError::Ahead { requested: offset, latest: history.last_offset });
-        }
         // The client has everything up to `offset`: what follows must all still be here.
         let oldest = history.entries.front().map_or(history.last_offset + 1, |e| e.offset);
-        if offset + 1 < oldest {
-            return Err(HistoryError::Trimmed { requested: offset, oldest });
-        }
+        super::check_position(offset, oldest, history.last_offset)?;
         let skip = (offset + 1 - oldest) as usize;
         let entries = history.entries.iter().skip(skip).cloned().collect();
         Ok(History { epoch: self.epoch.clone(), entries })
@@ -225,10 +220,7 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     fn describe(&self) -> String {
-        format!(
-            "in-memory broker (epoch: {}, history limit: {}, history ttl: {}s, sessions ttl: {}s); one node only",
-            self.epoch, self.limits.history_limit, self.limits.history_ttl, self.limits.sessions_ttl
-        )
+        format!("in-memory broker (epoch: {}, {}); one node only", self.epoch, self.limits)
     }
 
     async fn register(&self, stream: &str, data: &str) -> Result<StreamPosition, BrokerError> {

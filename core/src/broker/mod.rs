@@ -13,6 +13,8 @@
 //! through it and the session consults it.
 
 pub mod memory;
+pub mod nats;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -120,6 +122,30 @@ pub(crate) fn generate_epoch() -> String {
     (0..4).map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())])).collect()
 }
 
+/// Whether a client that received everything up to `offset` can be caught up from a history that holds
+/// `oldest..=latest` (`oldest` is `latest + 1` when nothing is held): not when the position is past the
+/// stream, nor when what follows it was trimmed.
+pub(crate) fn check_position(offset: u64, oldest: u64, latest: u64) -> Result<(), HistoryError> {
+    if offset > latest {
+        return Err(HistoryError::Ahead { requested: offset, latest });
+    }
+    if offset + 1 < oldest {
+        return Err(HistoryError::Trimmed { requested: offset, oldest });
+    }
+    Ok(())
+}
+
+/// `history limit: 100, history ttl: 300s, sessions ttl: 300s`, for the startup line.
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "history limit: {}, history ttl: {}s, sessions ttl: {}s",
+            self.history_limit, self.history_ttl, self.sessions_ttl
+        )
+    }
+}
+
 /// Starts the broker named by `broker`, with its background work on `tasks` until `stop`; `None` for `none`.
 pub(crate) async fn start(
     config: &crate::Config,
@@ -135,9 +161,8 @@ pub(crate) async fn start(
             memory.start_sweeper(tasks, stop);
             memory
         }
-        BrokerAdapter::Redis | BrokerAdapter::Nats => {
-            return Err(BrokerError::Unavailable(format!("broker {:?} is not available in this build", config.broker)));
-        }
+        BrokerAdapter::Redis => redis::RedisBroker::connect(config, limits).await?,
+        BrokerAdapter::Nats => nats::NatsBroker::connect(config, limits, stop).await?,
     };
     tracing::info!("Using {}", broker.describe());
     let legacy: Vec<&str> =

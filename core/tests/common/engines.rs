@@ -33,6 +33,9 @@ pub struct Engine {
     kind: Kind,
     pub port: u16,
     child: Option<Child>,
+    /// For a NATS engine with JetStream: its store folder, which outlives restarts and is removed when the
+    /// engine is dropped.
+    store: Option<PathBuf>,
 }
 
 impl Engine {
@@ -46,9 +49,18 @@ impl Engine {
         Self::start_new(Kind::Nats)
     }
 
+    /// Starts nats-server with JetStream (`-js`) on a free port.
+    pub fn nats_jetstream() -> Self {
+        let mut engine = Self::not_started(Kind::Nats);
+        let store = format!("ferrocable-test-jetstream-{}-{}", std::process::id(), engine.port);
+        engine.store = Some(std::env::temp_dir().join(store));
+        engine.start();
+        engine
+    }
+
     /// An engine that is not running yet (for "down at start" scenarios); call [`Engine::start`].
     pub fn not_started(kind: Kind) -> Self {
-        Self { kind, port: free_port(), child: None }
+        Self { kind, port: free_port(), child: None, store: None }
     }
 
     fn start_new(kind: Kind) -> Self {
@@ -79,6 +91,9 @@ impl Engine {
             Kind::Nats => {
                 let mut c = Command::new(program("nats-server"));
                 c.args(["-a", "127.0.0.1", "-p", &port]);
+                if let Some(store) = &self.store {
+                    c.arg("-js").arg("-sd").arg(store);
+                }
                 c
             }
         };
@@ -91,6 +106,14 @@ impl Engine {
             }
             assert!(Instant::now() < deadline, "{:?} did not start on port {}", self.kind, self.port);
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Deletes what a stopped JetStream engine stored: it comes back empty, as after losing its disk.
+    pub fn wipe_store(&self) {
+        assert!(self.child.is_none(), "stop the engine first");
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
         }
     }
 
@@ -113,6 +136,9 @@ impl Drop for Engine {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
         }
     }
 }
