@@ -228,6 +228,16 @@ export declare class HandlerError extends FerrocableError {
   action?: string
 }
 
+/** What `server.handle()` uses of an `@anycable/serverless-js` Application (its HTTP handlers use the same). */
+export interface ServerlessApplication {
+  buildHandle(id: string, env: object): any
+  handleOpen(handle: any): Promise<void>
+  handleCommand(handle: any, command: string, identifier: string, data: string): Promise<void>
+  handleClose(handle: any, subscriptions: string[] | undefined): Promise<void>
+  encodeIdentifiers(identifiers: any): string
+  decodeIdentifiers(identifiers: string): any
+}
+
 export interface ServerEvents {
   error: [error: HandlerError]
   listening: []
@@ -236,9 +246,14 @@ export interface ServerEvents {
 
 export declare class Server extends EventEmitter<ServerEvents> {
   constructor(options?: ServerOptions)
-  /** In-process handlers (or an Application); without them the server uses gRPC at `rpcHost`. */
+  /**
+   * In-process handlers, an Application, or an `@anycable/serverless-js` Application (run unchanged, as its HTTP
+   * handlers would run it); without them the server uses the backend at `rpcHost` (gRPC, or HTTP RPC for an
+   * http:// or https:// URL).
+   */
   handle(handlers: Handlers): this
   handle(application: Application<any>): this
+  handle(serverlessApplication: ServerlessApplication): this
   start(): Promise<this>
   stop(): Promise<void>
   readonly address: ServerAddress | null
