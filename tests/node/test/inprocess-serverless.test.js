@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { Server } from 'ferrocable'
 import { startInProcess } from '../lib/inprocess-app.js'
-import { BROADCAST_KEY, onScenarioEnd, scenario, unique } from '../lib/harness.js'
+import { BROADCAST_KEY, onScenarioEnd, scenario, startServer, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
 import { createApp } from '../lib/serverless-app.js'
 import { HTTP_RPC_SECRET, startServerlessBackend } from '../lib/serverless-backend.js'
@@ -18,20 +18,55 @@ async function startServerless () {
 
 serverlessScenarios('in-process', startServerless)
 
-scenario('in-process serverless-js: the app sees the env its HTTP handlers would parse, the session id it would read from x-anycable-meta-sid', async () => {
-  const app = createApp()
+// Records what the app's connect and channel actions get: the handle's id, env and identifiers.
+function spyOn (app) {
   const seen = []
+  const record = (call, handle) => seen.push({ call, id: handle.id, env: structuredClone(handle.env), identifiers: handle.identifiers })
   const connect = app.connect.bind(app)
   app.connect = async (handle) => {
-    seen.push({ id: handle.id, env: structuredClone(handle.env) })
+    record('connect', handle)
     return connect(handle)
   }
+  const handleCommand = app.handleCommand.bind(app)
+  app.handleCommand = async (handle, command, identifier, data) => {
+    record(command, handle)
+    return handleCommand(handle, command, identifier, data)
+  }
+  return seen
+}
+
+// One connection that subscribes, sets state and performs; returns what the app saw, with the server's port,
+// the session id and the connect time replaced so two servers compare equal.
+async function drive (url, port) {
+  const user = 'same-user'
+  const client = await RawClient.connect(`${url}?q=1`, { user })
+  const id = await client.subscribeConfirmed({ channel: 'ChatChannel', room: 'r1' })
+  client.perform(id, 'remember', { key: 'k', value: 'v' })
+  await client.nextMessage(id)
+  client.perform(id, 'touch')
+  await client.nextMessage(id)
+  client.close()
+  return (seen) => JSON.parse(JSON.stringify(seen).replaceAll(String(port), 'PORT').replaceAll(client.sid, 'SID')
+    .replace(/"connected_at":"[^"]+"/g, '"connected_at":"TIME"'))
+}
+
+scenario('in-process serverless-js: the app gets exactly what its HTTP handlers get over HTTP RPC (env, identifiers, session id)', async () => {
+  const backend = await startServerlessBackend()
+  onScenarioEnd(() => backend.stop())
+  const overHttp = spyOn(backend.app)
+  const binary = await startServer({ args: backend.serverArgs })
+  onScenarioEnd(() => binary.stop())
+  const httpView = (await drive(binary.url(), binary.port))(overHttp)
+
+  const app = createApp()
+  const inProcess = spyOn(app)
   const server = await startInProcess({ handlers: app, record: false })
-  const user = unique('env')
-  const client = await RawClient.connect(server.url({ q: '1' }), { user })
-  assert.equal(seen.length, 1)
-  assert.equal(seen[0].id, client.sid)
-  assert.deepEqual(seen[0].env, { url: `http://127.0.0.1:${server.port}/cable?q=1`, headers: { cookie: `user=${user}` } }, 'empty cstate and istate are left out, as on the wire')
+  const inProcessView = (await drive(server.url(), server.port))(inProcess)
+
+  assert.deepEqual(httpView.map((s) => s.call), ['connect', 'subscribe', 'message', 'message'])
+  assert.equal(httpView[0].id, 'SID', 'the handle id is the session id')
+  assert.equal(httpView[0].env.cstate, undefined, 'empty maps are left out on the wire')
+  assert.deepEqual(inProcessView, httpView)
 })
 
 scenario('in-process serverless-js: handle() takes the app object itself and refuses what is neither shape', async () => {
