@@ -7,8 +7,11 @@
 // payload and the sid from `x-anycable-meta-sid`, with the fields proto3 leaves out of the JSON filled in
 // (so one scenario can compare them across both), and `disruption` makes it misbehave:
 // `{ httpStatus, body }` answers that status/body, `{ delayMs }` answers late, `{ hugeBytes }` answers a body
-// of that size, `{ body }` answers that raw body with status 200.
+// of that size, `{ body }` answers that raw body with status 200. With `tls: { key, cert, http2 }` it serves
+// https:// instead: HTTP/2 or HTTP/1.1 as the client's ALPN chooses (`http2: true`), else HTTP/1.1 only.
 import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
 import { RecordingBackend } from './backend.js'
 import { freePort } from './harness.js'
 import { createApp, UNAUTHORIZED_FRAME } from './serverless-app.js'
@@ -34,10 +37,12 @@ export class ServerlessBackend extends RecordingBackend {
   kind = 'http'
   unauthorizedFrame = UNAUTHORIZED_FRAME
 
-  constructor (port, { app = createApp(), secret = HTTP_RPC_SECRET } = {}) {
+  constructor (port, { app = createApp(), secret = HTTP_RPC_SECRET, tls = null } = {}) {
     super(port)
     this.app = app
     this.secret = secret
+    this.tls = tls
+    this.sessions = new Set()
     this.requests = []
     this.disruption = null
     this.server = null
@@ -45,7 +50,7 @@ export class ServerlessBackend extends RecordingBackend {
 
   /** The `rpc_host` that reaches this backend. */
   get rpcHost () {
-    return `http://127.0.0.1:${this.port}/_anycable`
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}/_anycable`
   }
 
   /** Server flags that point the binary at this backend. */
@@ -54,7 +59,16 @@ export class ServerlessBackend extends RecordingBackend {
   }
 
   async start () {
-    this.server = http.createServer((req, res) => this.#serve(req, res))
+    const serve = (req, res) => this.#serve(req, res)
+    if (!this.tls) this.server = http.createServer(serve)
+    else if (!this.tls.http2) this.server = https.createServer(this.tls, serve)
+    else {
+      this.server = http2.createSecureServer({ ...this.tls, allowHTTP1: true }, serve)
+      this.server.on('session', (session) => {
+        this.sessions.add(session)
+        session.once('close', () => this.sessions.delete(session))
+      })
+    }
     await new Promise((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(this.port, '127.0.0.1', resolve)
@@ -66,7 +80,8 @@ export class ServerlessBackend extends RecordingBackend {
     if (!this.server) return
     const server = this.server
     this.server = null
-    server.closeAllConnections()
+    server.closeAllConnections?.()
+    for (const session of this.sessions) session.destroy()
     await new Promise((resolve) => server.close(resolve))
   }
 
@@ -90,8 +105,10 @@ export class ServerlessBackend extends RecordingBackend {
     if (rawBody !== undefined) return reply(200, rawBody)
     if (hugeBytes !== undefined) return reply(200, JSON.stringify({ status: Status.SUCCESS, error_msg: 'x'.repeat(hugeBytes) }))
 
-    // The README's route: a Fetch Request for the package's handler, its answer as JSON.
-    const request = new Request(`http://${req.headers.host}${req.url}`, { method: 'POST', headers: req.headers, body })
+    // The README's route: a Fetch Request for the package's handler, its answer as JSON. (HTTP/2's
+    // pseudo-headers such as `:path` are not request headers.)
+    const headers = Object.entries(req.headers).filter(([name]) => !name.startsWith(':'))
+    const request = new Request(`http://127.0.0.1${req.url}`, { method: 'POST', headers, body })
     let answer
     try {
       answer = await handler(request, this.app)

@@ -4,8 +4,13 @@
 // (key, session id, protocol version, paths), and the failures: a wrong key (401), a backend that is down, slower
 // than rpc_request_timeout, answering 500, answering what is not JSON or a huge body. Each failure closes a new
 // connection with 1011 (or leaves a command unanswered), logs one line naming the reason, and never touches the
-// clients already connected; once the backend behaves, calls succeed again.
+// clients already connected; once the backend behaves, calls succeed again. And https:// with the gRPC client's
+// trust options, over HTTP/2 when the backend offers it.
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { identifiersFor } from '../lib/backend.js'
 import { broadcastOk, eventually, freePort, onScenarioEnd, scenario, startServer, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
@@ -92,6 +97,40 @@ scenario('backend down: Connect closes with 1011 after the retries, and calls su
   const later = await RawClient.connect(server.url(), { user: unique('later') })
   assert.ok(later.isOpen)
 })
+
+/** A CA and a certificate it signed for 127.0.0.1, made with openssl for this run. */
+function makePki () {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocable-http-rpc-'))
+  onScenarioEnd(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = (name) => path.join(dir, name)
+  const openssl = (...args) => execFileSync('openssl', args, { stdio: 'pipe' })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  openssl('req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', '/CN=Ferrocable test CA')
+  openssl('req', ...ec, '-keyout', file('key.pem'), '-out', file('cert.csr'), '-subj', '/CN=127.0.0.1')
+  fs.writeFileSync(file('ext.cnf'), 'subjectAltName=IP:127.0.0.1\n')
+  openssl('x509', '-req', '-in', file('cert.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial',
+    '-out', file('cert.pem'), '-days', '1', '-extfile', file('ext.cnf'))
+  return { ca: file('ca.pem'), key: fs.readFileSync(file('key.pem')), cert: fs.readFileSync(file('cert.pem')) }
+}
+
+for (const { http2, version } of [{ http2: true, version: '2.0' }, { http2: false, version: '1.1' }]) {
+  scenario(`https:// trusting rpc_tls_root_ca: HTTP/${version === '2.0' ? '2' : '1.1'} when the backend offers ${http2 ? 'h2' : 'only HTTP/1.1'}; a CA it does not trust fails Connect`, async () => {
+    const pki = makePki()
+    const { backend, server } = await backendAndServer({ backendOptions: { tls: { key: pki.key, cert: pki.cert, http2 } }, args: ['--rpc_tls_root_ca', pki.ca] })
+    assert.ok(backend.rpcHost.startsWith('https://'))
+    const client = await RawClient.connect(server.url(), { user: unique('tls') })
+    const id = await client.subscribeConfirmed({ channel: 'BareChannel' })
+    client.perform(id, 'touch')
+    assert.deepEqual((await client.nextMessage(id)).message, { touched: true })
+    assert.deepEqual([...new Set(backend.requests.map((r) => r.httpVersion))], [version])
+
+    const stranger = await startServer({ args: [...backend.serverArgs] })
+    onScenarioEnd(() => stranger.stop())
+    const refused = await RawClient.open(stranger.url(), { user: unique('untrusted') })
+    assert.equal((await refused.waitForClose()).code, 1011, 'the system CAs do not trust the test CA')
+    await stranger.waitForLog(/RPC backend unavailable.*UnknownIssuer/)
+  })
+}
 
 const misbehaviours = [
   { name: 'a 500 answer', disruption: { httpStatus: 500, body: 'database is on fire' }, log: /HTTP 500.*database is on fire/ },
