@@ -11,13 +11,16 @@ export interface ServerOptions {
   sslCert?: string
   /** PEM private key file of `sslCert`. */
   sslKey?: string
+  /** The backend without in-process handlers: gRPC `host:port`, or an `http://` / `https://` URL for HTTP RPC. */
   rpcHost?: string
-  /** gRPC fallback backend over TLS; implied by `rpcTlsRootCa`. */
+  /** gRPC fallback backend over TLS; implied by `rpcTlsRootCa`. (HTTP RPC uses TLS for an https:// `rpcHost`.) */
   rpcEnableTls?: boolean
   /** Verify the backend's certificate (default true); false is for development only. */
   rpcTlsVerify?: boolean
   /** CA certificate(s) for the backend: a PEM file path or PEM contents; system CAs when unset. */
   rpcTlsRootCa?: string
+  /** Bearer key for an HTTP RPC backend; derived from `secret` when unset. */
+  httpRpcSecret?: string
   norpc?: boolean
   headers?: string | string[]
   proxyCookies?: string | string[]

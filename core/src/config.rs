@@ -1079,14 +1079,15 @@ mod tests {
     #[test]
     fn debug_form_hides_secrets_too() {
         let mut c = Config::default();
-        for name in ["secret", "broadcast_key", "jwt_secret", "streams_secret", "turbo_streams_secret"] {
+        let secrets = ["secret", "broadcast_key", "http_rpc_secret", "jwt_secret", "streams_secret", "turbo_streams_secret"];
+        for name in secrets {
             c.set(name, &format!("value-of-{name}")).unwrap();
         }
         c.set("redis_url", "redis://u:pw@h:1/2").unwrap();
         let text = format!("{c:?}");
         assert!(!text.contains("value-of-") && !text.contains(":pw@"), "{text}");
         assert!(text.contains("jwt_secret: \"[hidden]\"") && text.contains("port: \"8080\""), "{text}");
-        assert!(OPTIONS.iter().filter(|o| o.is_secret()).count() == 5);
+        assert_eq!(OPTIONS.iter().filter(|o| o.is_secret()).count(), secrets.len());
     }
 
     #[test]
