@@ -622,13 +622,19 @@ impl Config {
             if rest.is_empty() || rest.starts_with('/') {
                 return Err(ConfigError::Inconsistent {
                     name: "rpc_host",
-                    reason: format!("{:?}: an HTTP RPC URL needs a host, e.g. http://localhost:3000/_anycable", self.rpc_host),
+                    reason: format!(
+                        "{:?}: an HTTP RPC URL needs a host, e.g. http://localhost:3000/_anycable",
+                        self.rpc_host
+                    ),
                 });
             }
             if self.rpc_enable_tls && self.rpc_host.starts_with("http://") {
                 return Err(ConfigError::Inconsistent {
                     name: "rpc_enable_tls",
-                    reason: format!("{:?} is plain HTTP: for TLS to an HTTP RPC backend use an https:// URL", self.rpc_host),
+                    reason: format!(
+                        "{:?} is plain HTTP: for TLS to an HTTP RPC backend use an https:// URL",
+                        self.rpc_host
+                    ),
                 });
             }
             return Ok(());
@@ -1079,7 +1085,8 @@ mod tests {
     #[test]
     fn debug_form_hides_secrets_too() {
         let mut c = Config::default();
-        let secrets = ["secret", "broadcast_key", "http_rpc_secret", "jwt_secret", "streams_secret", "turbo_streams_secret"];
+        let secrets =
+            ["secret", "broadcast_key", "http_rpc_secret", "jwt_secret", "streams_secret", "turbo_streams_secret"];
         for name in secrets {
             c.set(name, &format!("value-of-{name}")).unwrap();
         }

@@ -1,9 +1,10 @@
 //! [`Handler`] over AnyCable's gRPC service `anycable.RPC`, for unchanged AnyCable backends.
 //!
 //! Calls go through the shared [`CallPolicy`] (`rpc_concurrency`, `rpc_request_timeout`, bounded retries with
-//! backoff); Unavailable and ResourceExhausted are the failures worth another attempt. The channel connects lazily, so the server starts and
-//! keeps serving while the backend is down and recovers by itself when it returns. With TLS on, each
-//! connection of the channel is a rustls session checked against the host of `rpc_host`.
+//! backoff); Unavailable and ResourceExhausted are the failures worth another attempt. The channel connects
+//! lazily, so the server starts and keeps serving while the backend is down and recovers by itself when it
+//! returns. With TLS on, each connection of the channel is a rustls session checked against the host of
+//! `rpc_host`.
 
 use std::io;
 use std::pin::Pin;

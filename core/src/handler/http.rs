@@ -162,7 +162,10 @@ impl HttpHandler {
         if let Some(authorization) = &self.authorization {
             headers.insert(AUTHORIZATION, authorization.clone());
         }
-        if let Ok(sid) = HeaderValue::from_str(&ctx.sid) {
+        if let Ok(mut sid) = HeaderValue::from_str(&ctx.sid) {
+            // Over HTTP/2, a sensitive value stays out of HPACK's table, which a new sid per session would only
+            // fill with entries no later call uses.
+            sid.set_sensitive(true);
             headers.insert("x-anycable-meta-sid", sid);
         }
         headers.insert("x-anycable-meta-protov", PROTO_VERSIONS);
@@ -194,9 +197,9 @@ impl HttpHandler {
         match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map_err(|e| fail(format!("the answer is not the expected JSON ({e}): {}", excerpt(&body)))),
-            StatusCode::UNAUTHORIZED => {
-                Err(fail("HTTP 401: the backend refused the key; check http_rpc_secret (or secret) on both sides".into()))
-            }
+            StatusCode::UNAUTHORIZED => Err(fail(
+                "HTTP 401: the backend refused the key; check http_rpc_secret (or secret) on both sides".into(),
+            )),
             status => Err(fail(format!("HTTP {status}: {}", excerpt(&body)))),
         }
     }
@@ -437,9 +440,10 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(async move {
             let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
             let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {host}:{port} timed out")))??;
+            let tcp =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {host}:{port} timed out"))
+                })??;
             tcp.set_nodelay(true)?;
             Ok(TokioIo::new(match tls.as_deref() {
                 None => BackendStream::Plain(tcp),

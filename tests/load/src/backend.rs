@@ -76,15 +76,15 @@ impl BenchBackend {
         match command {
             "subscribe" => {
                 resp.streams = vec![stream_of(identifier)];
-                resp.transmissions = vec![json!({"identifier": identifier, "type": "confirm_subscription"}).to_string()];
+                resp.transmissions =
+                    vec![json!({"identifier": identifier, "type": "confirm_subscription"}).to_string()];
             }
             "unsubscribe" => {}
             "message" => {
                 let mut data_value: Value = serde_json::from_str(data).unwrap_or(Value::Null);
                 match data_value.get("action").and_then(|a| a.as_str()).unwrap_or("") {
                     "echo" => {
-                        resp.transmissions =
-                            vec![json!({"identifier": identifier, "message": data_value}).to_string()]
+                        resp.transmissions = vec![json!({"identifier": identifier, "message": data_value}).to_string()]
                     }
                     "broadcast" => {
                         if let Err(e) = self.publish(&stream_of(identifier), data).await {
@@ -92,8 +92,7 @@ impl BenchBackend {
                             resp.error_msg = e;
                         }
                         data_value["action"] = "broadcastResult".into();
-                        resp.transmissions =
-                            vec![json!({"identifier": identifier, "message": data_value}).to_string()];
+                        resp.transmissions = vec![json!({"identifier": identifier, "message": data_value}).to_string()];
                     }
                     other => {
                         resp.status = Status::Error as i32;
