@@ -37,10 +37,14 @@ fuzz:
 	done
 
 # tests/node: the black-box suite against the debug binary (FERROCABLE_BIN may point at another build)
-# and the in-process suite (test/inprocess-*.test.js) against the npm package with its debug addon.
+# and the in-process suite (test/inprocess-*.test.js) against the npm package with its debug addon; then the
+# scenarios every RPC backend kind runs (RPC_SCENARIOS) again against the @anycable/serverless-js backend over
+# HTTP RPC.
+RPC_SCENARIOS := test/connection.test.js test/channels.test.js test/state.test.js
 test-node: node-addon ruby-bundle
 	cargo build -p ferrocable
 	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) test/*.test.js
+	cd tests/node && FERROCABLE_RPC_BACKEND=http FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) $(RPC_SCENARIOS)
 
 # The soak scenario of the load tool for SOAK_SECONDS: the server binary (FERROCABLE_BIN) in RPC mode under client
 # churn, steady broadcasts and backend restarts; fails on lost broadcasts, open files left behind, memory growth or

@@ -11,13 +11,16 @@ export interface ServerOptions {
   sslCert?: string
   /** PEM private key file of `sslCert`. */
   sslKey?: string
+  /** The backend without in-process handlers: gRPC `host:port`, or an `http://` / `https://` URL for HTTP RPC. */
   rpcHost?: string
-  /** gRPC fallback backend over TLS; implied by `rpcTlsRootCa`. */
+  /** gRPC fallback backend over TLS; implied by `rpcTlsRootCa`. (HTTP RPC uses TLS for an https:// `rpcHost`.) */
   rpcEnableTls?: boolean
   /** Verify the backend's certificate (default true); false is for development only. */
   rpcTlsVerify?: boolean
   /** CA certificate(s) for the backend: a PEM file path or PEM contents; system CAs when unset. */
   rpcTlsRootCa?: string
+  /** Bearer key for an HTTP RPC backend; derived from `secret` when unset. */
+  httpRpcSecret?: string
   norpc?: boolean
   headers?: string | string[]
   proxyCookies?: string | string[]
@@ -241,6 +244,16 @@ export declare class HandlerError extends FerrocableError {
   action?: string
 }
 
+/** What `server.handle()` uses of an `@anycable/serverless-js` Application (its HTTP handlers use the same). */
+export interface ServerlessApplication {
+  buildHandle(id: string, env: object): any
+  handleOpen(handle: any): Promise<void>
+  handleCommand(handle: any, command: string, identifier: string, data: string): Promise<void>
+  handleClose(handle: any, subscriptions: string[] | undefined): Promise<void>
+  encodeIdentifiers(identifiers: any): string
+  decodeIdentifiers(identifiers: string): any
+}
+
 export interface ServerEvents {
   error: [error: HandlerError]
   listening: []
@@ -249,9 +262,14 @@ export interface ServerEvents {
 
 export declare class Server extends EventEmitter<ServerEvents> {
   constructor(options?: ServerOptions)
-  /** In-process handlers (or an Application); without them the server uses gRPC at `rpcHost`. */
+  /**
+   * In-process handlers, an Application, or an `@anycable/serverless-js` Application (run unchanged, as its HTTP
+   * handlers would run it); without them the server uses the backend at `rpcHost` (gRPC, or HTTP RPC for an
+   * http:// or https:// URL).
+   */
   handle(handlers: Handlers): this
   handle(application: Application<any>): this
+  handle(serverlessApplication: ServerlessApplication): this
   start(): Promise<this>
   stop(): Promise<void>
   readonly address: ServerAddress | null

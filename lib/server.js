@@ -5,6 +5,7 @@
 const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { FerrocableError, HandlerError } = require('./errors')
+const { isServerlessApplication, serverlessHandlers } = require('./serverless')
 
 const STATUS = Object.freeze({ ERROR: 0, SUCCESS: 1, FAILURE: 2 })
 
@@ -214,13 +215,15 @@ class Server extends EventEmitter {
 
   /**
    * Installs in-process handlers: `{ connect, command, disconnect }` async functions mirroring the RPC
-   * calls, or an `Application`. Without handlers the server uses the gRPC backend at `rpcHost`.
+   * calls, an `Application`, or an `@anycable/serverless-js` Application (run as its HTTP handlers would run
+   * it). Without handlers the server uses the backend at `rpcHost` (gRPC, or HTTP RPC for an http(s):// URL).
    */
   handle (handlers) {
     if (running.has(this)) throw new FerrocableError('handle() must be called before start()', 'ERUNNING')
-    if (handlers && typeof handlers.handlers === 'function') handlers = handlers.handlers(this)
+    if (isServerlessApplication(handlers)) handlers = serverlessHandlers(handlers)
+    else if (handlers && typeof handlers.handlers === 'function') handlers = handlers.handlers(this)
     if (!handlers || typeof handlers.connect !== 'function' || typeof handlers.command !== 'function') {
-      throw new TypeError('handle() expects an Application or { connect, command, disconnect? } functions')
+      throw new TypeError('handle() expects an Application, a @anycable/serverless-js Application or { connect, command, disconnect? } functions')
     }
     if (handlers.disconnect !== undefined && typeof handlers.disconnect !== 'function') {
       throw new TypeError('handle(): disconnect must be a function when given')

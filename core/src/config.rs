@@ -356,14 +356,16 @@ options! {
     ssl_cert: Option<String> = "", false;
     /// Private key (PEM file) of ssl_cert
     ssl_key: Option<String> = "", false;
-    /// gRPC backend address (host:port)
+    /// RPC backend: gRPC host:port, or an http:// / https:// URL for HTTP RPC
     rpc_host: String = "localhost:50051", false;
-    /// Connect to the gRPC backend over TLS (on by itself when rpc_tls_root_ca is set)
+    /// Connect to the gRPC backend over TLS (on by itself when rpc_tls_root_ca is set); HTTP RPC uses https://
     rpc_enable_tls: bool = "false", true;
-    /// Verify the gRPC backend's certificate and host name; false is for development only
+    /// Verify the RPC backend's certificate and host name; false is for development only
     rpc_tls_verify: bool = "true", true;
-    /// CA certificate(s) the gRPC backend's certificate must chain to: a PEM file path or PEM contents; system CAs when unset
+    /// CA certificate(s) the RPC backend's certificate must chain to: a PEM file path or PEM contents; system CAs when unset
     rpc_tls_root_ca: Option<String> = "", false;
+    /// Bearer key sent to an HTTP RPC backend; derived from `secret` when unset
+    http_rpc_secret: Option<String> = "", false;
     /// Do not use an RPC backend at all
     norpc: bool = "false", true;
     /// Request headers forwarded to the backend, comma-separated
@@ -372,7 +374,7 @@ options! {
     proxy_cookies: Vec<String> = "", false;
     /// Maximum number of in-flight RPC calls
     rpc_concurrency: usize = "28", false;
-    /// Timeout of one RPC call in milliseconds; 0 means none
+    /// Timeout of one RPC call in milliseconds; 0 means none for gRPC and 3000 for HTTP RPC
     rpc_request_timeout: u64 = "0", false;
     /// Application secret; derives the broadcast key when none is given
     secret: Option<String> = "", false;
@@ -663,22 +665,7 @@ impl Config {
             }
             _ => {}
         }
-        let grpc_target = self.rpc_host.strip_prefix("grpc://").unwrap_or(&self.rpc_host).to_owned();
-        if grpc_target.contains("://") {
-            // AnyCable has no TLS scheme for rpc_host; say how TLS is asked for instead.
-            let hint = match grpc_target.split("://").next() {
-                Some("grpcs" | "https") => "; for TLS give host:port and set rpc_enable_tls",
-                _ => "",
-            };
-            return Err(ConfigError::Inconsistent {
-                name: "rpc_host",
-                reason: format!(
-                    "{:?}: only gRPC backends (host:port or grpc://host:port) are supported{hint}",
-                    self.rpc_host
-                ),
-            });
-        }
-        self.rpc_host = grpc_target;
+        self.finalize_rpc_host()?;
         // Sharing the main port with an open broadcast endpoint is only allowed when asked for explicitly.
         let key_configured = self.broadcast_key.is_some() || self.secret.is_some();
         if self.port != 0 && self.http_broadcast_port == self.port && self.http_broadcast_enabled() && !key_configured {
@@ -719,6 +706,69 @@ impl Config {
                 (false, false) => PubSubAdapter::None,
             };
         }
+    }
+
+
+    /// `rpc_host` is a gRPC address (host:port, `grpc://` stripped) or an `http://` / `https://` URL.
+    fn finalize_rpc_host(&mut self) -> Result<(), ConfigError> {
+        if self.rpc_http() {
+            let rest = self.rpc_host.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(ConfigError::Inconsistent {
+                    name: "rpc_host",
+                    reason: format!(
+                        "{:?}: an HTTP RPC URL needs a host, e.g. http://localhost:3000/_anycable",
+                        self.rpc_host
+                    ),
+                });
+            }
+            if self.rpc_enable_tls && self.rpc_host.starts_with("http://") {
+                return Err(ConfigError::Inconsistent {
+                    name: "rpc_enable_tls",
+                    reason: format!(
+                        "{:?} is plain HTTP: for TLS to an HTTP RPC backend use an https:// URL",
+                        self.rpc_host
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        let grpc_target = self.rpc_host.strip_prefix("grpc://").unwrap_or(&self.rpc_host).to_owned();
+        if grpc_target.contains("://") {
+            // AnyCable has no TLS scheme for gRPC; say how TLS is asked for instead.
+            let hint = match grpc_target.split("://").next() {
+                Some("grpcs") => "; for TLS give host:port and set rpc_enable_tls",
+                _ => "",
+            };
+            return Err(ConfigError::Inconsistent {
+                name: "rpc_host",
+                reason: format!(
+                    "{:?}: expected a gRPC backend (host:port or grpc://host:port) or an HTTP RPC URL (http:// or https://){hint}",
+                    self.rpc_host
+                ),
+            });
+        }
+        self.rpc_host = grpc_target;
+        Ok(())
+    }
+
+    /// Whether the backend is reached over HTTP RPC (`rpc_host` starts with `http://` or `https://`).
+    pub fn rpc_http(&self) -> bool {
+        let scheme = self.rpc_host.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        matches!(scheme.as_deref(), Some("http" | "https"))
+    }
+
+    /// The bearer key HTTP RPC requests carry, if any: `http_rpc_secret`, else derived from `secret`.
+    pub fn http_rpc_secret(&self) -> Option<String> {
+        match self.http_rpc_secret.as_deref() {
+            Some(key) => Some(key.to_owned()),
+            None => self.secret.as_deref().map(|s| derive_key(s, "rpc-cable")),
+        }
+    }
+
+    /// `rpc_request_timeout` of HTTP RPC: AnyCable's 3 s when unset.
+    pub fn http_rpc_timeout(&self) -> Duration {
+        self.rpc_timeout().unwrap_or(Duration::from_secs(3))
     }
 
     /// Whether the HTTP broadcaster is enabled.
@@ -814,8 +864,12 @@ impl Config {
         !self.norpc
     }
 
-    /// Whether the gRPC client uses TLS: asked for with `rpc_enable_tls`, or implied by a root CA (as in AnyCable).
+    /// Whether the RPC client uses TLS: an https:// HTTP RPC URL; for gRPC asked for with `rpc_enable_tls`, or
+    /// implied by a root CA (as in AnyCable).
     pub fn rpc_tls_enabled(&self) -> bool {
+        if self.rpc_http() {
+            return self.rpc_host.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        }
         self.rpc_enable_tls || self.rpc_tls_root_ca.is_some()
     }
 
@@ -899,7 +953,10 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn is_secret(name: &str) -> bool {
-    matches!(name, "secret" | "broadcast_key" | "jwt_secret" | "streams_secret" | "turbo_streams_secret")
+    matches!(
+        name,
+        "secret" | "broadcast_key" | "http_rpc_secret" | "jwt_secret" | "streams_secret" | "turbo_streams_secret"
+    )
 }
 
 /// Derives one of AnyCable's purpose keys: hex HMAC-SHA256 with `secret` as the key and `purpose` as the message.
@@ -992,14 +1049,47 @@ mod tests {
     }
 
     #[test]
-    fn rpc_host_takes_host_port_or_grpc_urls_only() {
+    fn rpc_host_takes_host_port_grpc_urls_or_http_rpc_urls() {
         let mut c = Config::default();
         c.set("rpc_host", "grpc://backend:50051").unwrap();
-        assert_eq!(c.finalize().unwrap().rpc_host, "backend:50051");
+        let c = c.finalize().unwrap();
+        assert_eq!(c.rpc_host, "backend:50051");
+        assert!(!c.rpc_http());
+        for url in ["http://backend:3000/_anycable", "https://backend/api/anycable", "HTTPS://backend"] {
+            let mut c = Config::default();
+            c.set("rpc_host", url).unwrap();
+            let c = c.finalize().unwrap();
+            assert!(c.rpc_http(), "{url}");
+            assert_eq!(c.rpc_host, url, "the URL is kept as given");
+            assert_eq!(c.rpc_tls_enabled(), url.to_ascii_lowercase().starts_with("https://"), "{url}");
+            assert_eq!(c.http_rpc_timeout(), Duration::from_secs(3), "AnyCable's default for HTTP RPC");
+        }
+        for bad in ["http://", "https:///path"] {
+            let mut c = Config::default();
+            c.set("rpc_host", bad).unwrap();
+            let err = c.finalize().unwrap_err().to_string();
+            assert!(err.contains("`rpc_host`") && err.contains("needs a host"), "{err}");
+        }
         let mut c = Config::default();
-        c.set("rpc_host", "http://backend/_anycable").unwrap();
+        c.set("rpc_host", "http://backend").unwrap();
+        c.set("rpc_enable_tls", "true").unwrap();
         let err = c.finalize().unwrap_err().to_string();
-        assert!(err.contains("rpc_host"), "{err}");
+        assert!(err.contains("`rpc_enable_tls`") && err.contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn http_rpc_secret_is_derived_from_secret_unless_given() {
+        let mut c = Config::default();
+        assert_eq!(c.http_rpc_secret(), None);
+        c.set("secret", "s3cr3t").unwrap();
+        // `echo -n rpc-cable | openssl dgst -sha256 -hmac s3cr3t`
+        assert_eq!(
+            c.http_rpc_secret().as_deref(),
+            Some("4b7da2749fe2a4534cec0d2acbd16277a800cf2acd31158ac4edae4a62a8f18d")
+        );
+        c.set("http_rpc_secret", "explicit").unwrap();
+        assert_eq!(c.http_rpc_secret().as_deref(), Some("explicit"));
+        assert!(!c.describe().contains("explicit"), "the key is a secret");
     }
 
     #[test]
@@ -1140,14 +1230,16 @@ mod tests {
     #[test]
     fn debug_form_hides_secrets_too() {
         let mut c = Config::default();
-        for name in ["secret", "broadcast_key", "jwt_secret", "streams_secret", "turbo_streams_secret"] {
+        let secrets =
+            ["secret", "broadcast_key", "http_rpc_secret", "jwt_secret", "streams_secret", "turbo_streams_secret"];
+        for name in secrets {
             c.set(name, &format!("value-of-{name}")).unwrap();
         }
         c.set("redis_url", "redis://u:pw@h:1/2").unwrap();
         let text = format!("{c:?}");
         assert!(!text.contains("value-of-") && !text.contains(":pw@"), "{text}");
         assert!(text.contains("jwt_secret: \"[hidden]\"") && text.contains("port: \"8080\""), "{text}");
-        assert!(OPTIONS.iter().filter(|o| o.is_secret()).count() == 5);
+        assert_eq!(OPTIONS.iter().filter(|o| o.is_secret()).count(), secrets.len());
     }
 
     #[test]
@@ -1183,13 +1275,11 @@ mod tests {
     }
 
     #[test]
-    fn a_tls_scheme_in_rpc_host_points_to_rpc_enable_tls() {
-        for host in ["grpcs://backend:50051", "https://backend:50051"] {
-            let mut c = Config::default();
-            c.set("rpc_host", host).unwrap();
-            let err = c.finalize().unwrap_err().to_string();
-            assert!(err.contains("`rpc_host`") && err.contains("set rpc_enable_tls"), "{err}");
-        }
+    fn a_grpcs_scheme_in_rpc_host_points_to_rpc_enable_tls() {
+        let mut c = Config::default();
+        c.set("rpc_host", "grpcs://backend:50051").unwrap();
+        let err = c.finalize().unwrap_err().to_string();
+        assert!(err.contains("`rpc_host`") && err.contains("set rpc_enable_tls"), "{err}");
         let mut c = Config::default();
         c.set("rpc_host", "ws://backend").unwrap();
         let err = c.finalize().unwrap_err().to_string();

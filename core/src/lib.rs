@@ -2,7 +2,7 @@
 //!
 //! It holds the clients, their subscriptions and all their state, and fans broadcasts out to them; the
 //! application's channel logic is reached through a [`Handler`]: in-process (the Node and Ruby bindings),
-//! over AnyCable's gRPC service, or not at all (standalone pub/sub).
+//! over AnyCable's gRPC service or its HTTP RPC, or not at all (standalone pub/sub).
 //!
 //! The path of one message: [`transport`](crate::transport) (socket) → [`protocol`] (decode) →
 //! `session` (state) → [`handler`] (application) → `session` (merge) → [`hub`] / the client's queue →

@@ -29,6 +29,7 @@ use crate::enats::EmbeddedNats;
 use crate::handler::Handler;
 use crate::handler::controller::{Controller, StandaloneRules};
 use crate::handler::grpc::{GrpcHandler, GrpcOptions};
+use crate::handler::http::{HttpHandler, HttpOptions};
 use crate::handler::in_process::Metered;
 use crate::hub::{BroadcastQueue, Hub, Registrar};
 use crate::metrics::{Metrics, StatsSnapshot};
@@ -143,7 +144,7 @@ struct ShutdownParts {
 
 impl Server {
     /// Starts the server on the current tokio runtime. `handler` is the in-process application; without one,
-    /// the gRPC backend at `rpc_host` is used unless `norpc` is set.
+    /// the backend at `rpc_host` (gRPC, or HTTP RPC for an http:// / https:// URL) is used unless `norpc` is set.
     pub async fn start(config: Config, handler: Option<Arc<dyn Handler>>) -> Result<Self, StartError> {
         let config = Arc::new(config.finalize()?);
         // Certificate problems stop the start before anything is bound or spawned.
@@ -160,6 +161,20 @@ impl Server {
             Some(handler) => {
                 let metered = Metered::new(handler, metrics.clone());
                 (Some(Arc::new(metered) as Arc<dyn Handler>), "in-process".to_owned())
+            }
+            None if config.rpc_enabled() && config.rpc_http() => {
+                let http = HttpHandler::new(
+                    HttpOptions {
+                        url: config.rpc_host.clone(),
+                        secret: config.http_rpc_secret(),
+                        concurrency: config.rpc_concurrency,
+                        request_timeout: config.http_rpc_timeout(),
+                        tls: crate::tls::rpc_client_config(&config)?,
+                    },
+                    metrics.clone(),
+                )
+                .map_err(|e| StartError::Rpc(e.to_string()))?;
+                (Some(Arc::new(http) as Arc<dyn Handler>), crate::config::redact_url(&config.rpc_host))
             }
             None if config.rpc_enabled() => {
                 let grpc = GrpcHandler::new(

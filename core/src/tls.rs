@@ -1,5 +1,5 @@
 //! TLS settings as rustls configurations: the certificate the listeners present (`ssl_cert`, `ssl_key`) and
-//! what the gRPC client trusts (`rpc_enable_tls`, `rpc_tls_root_ca`, `rpc_tls_verify`).
+//! what the RPC clients trust (`rpc_enable_tls` or an https:// HTTP RPC URL, `rpc_tls_root_ca`, `rpc_tls_verify`).
 //!
 //! Runs once at startup and turns unreadable or invalid PEM into configuration errors naming the option. It
 //! never touches a socket, and no error it makes quotes the contents of a file (a key file is a secret).
@@ -62,7 +62,7 @@ pub(crate) fn listener_config(config: &Config) -> Result<Option<Arc<ServerConfig
     Ok(Some(Arc::new(tls)))
 }
 
-/// The gRPC client's TLS configuration, `None` when TLS is off. Trusts `rpc_tls_root_ca` when given, else the
+/// The RPC client's TLS configuration, `None` when TLS is off (the HTTP RPC client widens its ALPN list). Trusts `rpc_tls_root_ca` when given, else the
 /// system's CA certificates; with `rpc_tls_verify=false` it trusts any certificate (development only).
 pub(crate) fn rpc_client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, ConfigError> {
     if !config.rpc_tls_enabled() {

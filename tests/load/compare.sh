@@ -4,8 +4,9 @@
 #   tests/load/compare.sh SCENARIO MODE [ferrocable-bench arguments...]
 #
 # SCENARIO: idle | broadcast | connect | perform (arguments after MODE go to `ferrocable-bench SCENARIO`).
-# MODE:     public (no backend; $pubsub streams, HTTP broadcasts) or rpc (every server calls the same
-#           benchmark gRPC backend, `ferrocable-bench backend`).
+# MODE:     public (no backend; $pubsub streams, HTTP broadcasts), rpc (every server calls the same
+#           benchmark gRPC backend, `ferrocable-bench backend`) or http-rpc (the same backend over AnyCable's HTTP
+#           RPC; it answers gRPC on $RPC_PORT too, so a peer command may use either in the same run).
 #
 # Servers: Ferrocable always (FERROCABLE_BIN, default target/release/ferrocable); AnyCable-Go when
 # ANYCABLE_GO_BIN points at its binary; any other server through PEER_<NAME>_CMD (a command that starts it
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 scenario=${1:?scenario: idle|broadcast|connect|perform}
-mode=${2:?mode: public|rpc}
+mode=${2:?mode: public|rpc|http-rpc}
 shift 2
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -55,11 +56,15 @@ trap cleanup EXIT
 
 backend_args=()
 rpc_port=""
-if [ "$mode" = rpc ]; then
+http_rpc_port=""
+if [ "$mode" = rpc ] || [ "$mode" = http-rpc ]; then
   rpc_port=$(free_port)
 fi
+if [ "$mode" = http-rpc ]; then
+  http_rpc_port=$(free_port)
+fi
 
-# name|command template (uses $PORT $BROADCAST_PORT $RPC_PORT)|url template
+# name|command template (uses $PORT $BROADCAST_PORT $RPC_PORT $HTTP_RPC_PORT)|url template
 servers=()
 [ -n "${SKIP_FERROCABLE:-}" ] || servers+=("ferrocable|$ferrocable")
 [ -n "${ANYCABLE_GO_BIN:-}" ] && servers+=("anycable-go|$ANYCABLE_GO_BIN")
@@ -83,10 +88,11 @@ for entry in "${servers[@]}"; do
   case "$mode" in
     public) mode_args=(--public --norpc) ;;
     rpc) mode_args=(--rpc_host "127.0.0.1:$rpc_port") ;;
+    http-rpc) mode_args=(--rpc_host "http://127.0.0.1:$http_rpc_port") ;;
     *) echo "unknown mode $mode" >&2; exit 1 ;;
   esac
-  if [ "$mode" = rpc ]; then
-    taskset -c "$tool_cpu" "$bench" backend --listen "127.0.0.1:$rpc_port" \
+  if [ -n "$rpc_port" ]; then
+    taskset -c "$tool_cpu" "$bench" backend --listen "127.0.0.1:$rpc_port" ${http_rpc_port:+--http-listen "127.0.0.1:$http_rpc_port"} \
       --broadcast-url "http://127.0.0.1:$bport/_broadcast" 2>"$results/$name-backend.log" &
     backend_pid=$!; pids+=("$backend_pid")
   fi
@@ -96,7 +102,7 @@ for entry in "${servers[@]}"; do
       cmd_var="PEER_${peer}_CMD"; url_var="PEER_${peer}_URL"; query_var="PEER_${peer}_QUERY"
       health_var="PEER_${peer}_HEALTH"
       url=${!url_var:-$url}${!query_var:-}
-      PORT=$port BROADCAST_PORT=$bport RPC_PORT=$rpc_port APP_PORT=$aport taskset -c "$server_cpu" bash -c "${!cmd_var}" \
+      PORT=$port BROADCAST_PORT=$bport RPC_PORT=$rpc_port HTTP_RPC_PORT=$http_rpc_port APP_PORT=$aport taskset -c "$server_cpu" bash -c "${!cmd_var}" \
         >"$log" 2>&1 &
       ;;
     *)
@@ -122,7 +128,7 @@ for entry in "${servers[@]}"; do
   taskset -c "$tool_cpu" "$bench" "$scenario" --url "$url" --server-pid "$real_pid" --json "${extra[@]}" "$@" \
     >"$results/$name.json" || echo "$name: load tool failed" >&2
   kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
-  if [ "$mode" = rpc ]; then kill "$backend_pid" 2>/dev/null || true; wait "$backend_pid" 2>/dev/null || true; fi
+  if [ -n "$rpc_port" ]; then kill "$backend_pid" 2>/dev/null || true; wait "$backend_pid" 2>/dev/null || true; fi
 done
 
 python3 "$root/tests/load/report.py" table "$results" > "$results/table.md"

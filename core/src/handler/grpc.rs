@@ -1,27 +1,26 @@
 //! [`Handler`] over AnyCable's gRPC service `anycable.RPC`, for unchanged AnyCable backends.
 //!
-//! Caps in-flight calls at `rpc_concurrency`, applies `rpc_request_timeout` to each call (retries included),
-//! retries Unavailable/ResourceExhausted with exponential backoff a bounded number of times, and warns about
-//! an unreachable backend at most once per interval. The channel connects lazily, so the server starts and
-//! keeps serving while the backend is down and recovers by itself when it returns. With TLS on, each
-//! connection of the channel is a rustls session checked against the host of `rpc_host`.
+//! Calls go through the shared [`CallPolicy`] (`rpc_concurrency`, `rpc_request_timeout`, bounded retries with
+//! backoff); Unavailable and ResourceExhausted are the failures worth another attempt. The channel connects
+//! lazily, so the server starts and keeps serving while the backend is down and recovers by itself when it
+//! returns. With TLS on, each connection of the channel is a rustls session checked against the host of
+//! `rpc_host`.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request};
 
+use super::calls::{AttemptError, CallPolicy};
 use super::{
     CallContext, CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse, Handler, HandlerError,
@@ -31,13 +30,9 @@ use crate::rpc::rpc_client::RpcClient;
 
 /// Protocol versions announced to the backend in metadata `protov`.
 const PROTO_VERSIONS: &str = "v1";
-/// Attempts per call for retryable errors (the first one included).
-const MAX_ATTEMPTS: u32 = 5;
 /// Base backoff for Unavailable; ResourceExhausted uses a shorter one, as the backend is up but busy.
 const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(100);
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(10);
-/// At most one "backend unavailable" warning per this interval.
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the gRPC client.
 #[derive(Debug, Clone)]
@@ -53,11 +48,7 @@ pub struct GrpcOptions {
 /// The gRPC backend client.
 pub struct GrpcHandler {
     client: RpcClient<Channel>,
-    permits: Semaphore,
-    request_timeout: Option<Duration>,
-    metrics: Arc<Metrics>,
-    warnings: WarnThrottle,
-    target: String,
+    policy: CallPolicy,
 }
 
 impl GrpcHandler {
@@ -78,30 +69,19 @@ impl GrpcHandler {
         };
         Ok(Self {
             client: RpcClient::new(channel),
-            permits: Semaphore::new(options.concurrency.max(1)),
-            request_timeout: options.request_timeout,
-            metrics,
-            warnings: WarnThrottle::new(WARN_INTERVAL),
-            target,
+            policy: CallPolicy::new(target, options.concurrency, options.request_timeout, metrics),
         })
     }
 
-    /// Runs one RPC with the concurrency cap, the timeout and bounded retries.
-    async fn call<Req, Resp, F, Fut>(&self, ctx: &CallContext, request: Req, mut send: F) -> Result<Resp, HandlerError>
+    /// Runs one RPC through the shared call policy: Unavailable and ResourceExhausted are retried.
+    async fn call<Req, Resp, F, Fut>(&self, ctx: &CallContext, request: Req, send: F) -> Result<Resp, HandlerError>
     where
         Req: Clone,
-        F: FnMut(RpcClient<Channel>, Request<Req>) -> Fut,
+        F: Fn(RpcClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        let attempt_loop = async {
-            let _permit =
-                self.permits.acquire().await.map_err(|_| HandlerError::Unavailable("client closed".into()))?;
-            Metrics::up(&self.metrics.rpc_pending_num);
-            let _pending = PendingGuard(&self.metrics);
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                Metrics::inc(&self.metrics.rpc_call_total);
+        self.policy
+            .run(|| {
                 let mut req = Request::new(request.clone());
                 if let Ok(mut sid) = ctx.sid.parse::<tonic::metadata::AsciiMetadataValue>() {
                     // Each session's sid is new. Marked sensitive, HPACK sends it as a literal and keeps it out of
@@ -111,46 +91,24 @@ impl GrpcHandler {
                     req.metadata_mut().insert("sid", sid);
                 }
                 req.metadata_mut().insert("protov", tonic::metadata::MetadataValue::from_static(PROTO_VERSIONS));
-                match send(self.client.clone(), req).await {
-                    Ok(resp) => return Ok(resp.into_inner()),
-                    Err(status) => {
-                        Metrics::inc(&self.metrics.rpc_error_total);
+                let sent = send(self.client.clone(), req);
+                async move {
+                    sent.await.map(tonic::Response::into_inner).map_err(|status| {
                         let backoff = match status.code() {
                             Code::Unavailable => UNAVAILABLE_BACKOFF,
                             Code::ResourceExhausted => EXHAUSTED_BACKOFF,
-                            _ => {
-                                return Err(HandlerError::Failed(format!("{:?}: {}", status.code(), status.message())));
+                            code => {
+                                return AttemptError::Fail(HandlerError::Failed(format!(
+                                    "{code:?}: {}",
+                                    status.message()
+                                )));
                             }
                         };
-                        if attempt >= MAX_ATTEMPTS {
-                            if self.warnings.should_warn() {
-                                tracing::warn!(
-                                    target = %self.target,
-                                    code = ?status.code(),
-                                    error = %status.message(),
-                                    "RPC backend unavailable; calls fail until it is back"
-                                );
-                            }
-                            return Err(HandlerError::Unavailable(status.message().to_owned()));
-                        }
-                        Metrics::inc(&self.metrics.rpc_retries_total);
-                        tokio::time::sleep(backoff * 2u32.pow(attempt - 1)).await;
-                    }
+                        AttemptError::Retry { backoff, reason: status.message().to_owned() }
+                    })
                 }
-            }
-        };
-        match self.request_timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt_loop).await.map_err(|_| HandlerError::Timeout)?,
-            None => attempt_loop.await,
-        }
-    }
-}
-
-struct PendingGuard<'a>(&'a Metrics);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        Metrics::down(&self.0.rpc_pending_num);
+            })
+            .await
     }
 }
 
@@ -208,41 +166,5 @@ impl tower_service::Service<Uri> for TlsConnector {
             tcp.set_nodelay(true)?;
             Ok(TokioIo::new(tls.connect(server_name, tcp).await?))
         })
-    }
-}
-
-/// Lets one warning through per interval, from any number of threads.
-pub(crate) struct WarnThrottle {
-    origin: Instant,
-    interval_ms: u64,
-    next_ms: AtomicU64,
-}
-
-impl WarnThrottle {
-    pub(crate) fn new(interval: Duration) -> Self {
-        Self { origin: Instant::now(), interval_ms: interval.as_millis() as u64, next_ms: AtomicU64::new(0) }
-    }
-
-    pub(crate) fn should_warn(&self) -> bool {
-        let now = self.origin.elapsed().as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        now >= next
-            && self.next_ms.compare_exchange(next, now + self.interval_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_lets_one_warning_through_per_interval() {
-        let t = WarnThrottle::new(Duration::from_secs(60));
-        assert!(t.should_warn());
-        assert!(!t.should_warn());
-        assert!(!t.should_warn());
-        let t = WarnThrottle::new(Duration::from_millis(0));
-        assert!(t.should_warn());
-        assert!(t.should_warn());
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! A handler answers Connect, Command and Disconnect with the rpc.proto messages and nothing more: it
 //! keeps no state between calls and never sees sockets or the hub. The session applies what it returns.
-//! The gRPC client is one implementation; the Node and Ruby bindings add their own, wrapped in
-//! [`in_process::Guarded`] (time limit, failures as ERROR answers).
+//! The gRPC and HTTP RPC clients are two implementations (sharing [`calls`]); the Node and Ruby bindings add
+//! their own, wrapped in [`in_process::Guarded`] (time limit, failures as ERROR answers).
 
+mod calls;
 pub mod controller;
 pub mod grpc;
+pub mod http;
 pub mod in_process;
 pub mod jwt;
 pub mod streams;
@@ -23,7 +25,7 @@ pub use crate::rpc::{
 /// What a handler call knows besides its request.
 #[derive(Debug, Clone)]
 pub struct CallContext {
-    /// The session id (sent as gRPC metadata `sid`).
+    /// The session id (sent as gRPC metadata `sid`, or the HTTP RPC header `x-anycable-meta-sid`).
     pub sid: Arc<str>,
 }
 

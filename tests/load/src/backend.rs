@@ -1,6 +1,8 @@
-//! A trivial AnyCable gRPC backend serving the benchmark channel, so every server under test calls the same
+//! A trivial AnyCable backend serving the benchmark channel, so every server under test calls the same
 //! application: Connect accepts everyone, `BenchmarkChannel` streams from its `stream` parameter (default
-//! `all`), `echo` transmits the data back, `broadcast` publishes the data to the stream over HTTP.
+//! `all`), `echo` transmits the data back, `broadcast` publishes the data to the stream over HTTP. It answers
+//! over gRPC, and with `--http-listen` also over AnyCable's HTTP RPC (JSON POSTs to `/connect`, `/command`,
+//! `/disconnect`), the same answers from the same code either way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,48 +60,39 @@ fn stream_of(identifier: &str) -> String {
         .unwrap_or_else(|| "all".to_owned())
 }
 
-#[tonic::async_trait]
-impl Rpc for BenchBackend {
-    async fn connect(
-        &self,
-        r: tonic::Request<ConnectionRequest>,
-    ) -> Result<tonic::Response<ConnectionResponse>, tonic::Status> {
-        let sid = r.metadata().get("sid").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+impl BenchBackend {
+    fn connect(&self, sid: &str) -> ConnectionResponse {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(tonic::Response::new(ConnectionResponse {
+        ConnectionResponse {
             status: Status::Success as i32,
             identifiers: json!({ "id": id.to_string() }).to_string(),
             transmissions: vec![json!({"type":"welcome","sid":sid}).to_string()],
             ..Default::default()
-        }))
+        }
     }
 
-    async fn command(
-        &self,
-        r: tonic::Request<CommandMessage>,
-    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
-        let m = r.into_inner();
+    async fn command(&self, command: &str, identifier: &str, data: &str) -> CommandResponse {
         let mut resp = CommandResponse { status: Status::Success as i32, ..Default::default() };
-        match m.command.as_str() {
+        match command {
             "subscribe" => {
-                resp.streams = vec![stream_of(&m.identifier)];
+                resp.streams = vec![stream_of(identifier)];
                 resp.transmissions =
-                    vec![json!({"identifier": m.identifier, "type": "confirm_subscription"}).to_string()];
+                    vec![json!({"identifier": identifier, "type": "confirm_subscription"}).to_string()];
             }
             "unsubscribe" => {}
             "message" => {
-                let mut data: Value = serde_json::from_str(&m.data).unwrap_or(Value::Null);
-                match data.get("action").and_then(|a| a.as_str()).unwrap_or("") {
+                let mut data_value: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                match data_value.get("action").and_then(|a| a.as_str()).unwrap_or("") {
                     "echo" => {
-                        resp.transmissions = vec![json!({"identifier": m.identifier, "message": data}).to_string()]
+                        resp.transmissions = vec![json!({"identifier": identifier, "message": data_value}).to_string()]
                     }
                     "broadcast" => {
-                        if let Err(e) = self.publish(&stream_of(&m.identifier), &m.data).await {
+                        if let Err(e) = self.publish(&stream_of(identifier), data).await {
                             resp.status = Status::Error as i32;
                             resp.error_msg = e;
                         }
-                        data["action"] = "broadcastResult".into();
-                        resp.transmissions = vec![json!({"identifier": m.identifier, "message": data}).to_string()];
+                        data_value["action"] = "broadcastResult".into();
+                        resp.transmissions = vec![json!({"identifier": identifier, "message": data_value}).to_string()];
                     }
                     other => {
                         resp.status = Status::Error as i32;
@@ -112,37 +105,149 @@ impl Rpc for BenchBackend {
                 resp.error_msg = format!("unknown command {other:?}");
             }
         }
-        Ok(tonic::Response::new(resp))
+        resp
+    }
+
+    fn disconnect(&self) -> DisconnectResponse {
+        DisconnectResponse { status: Status::Success as i32, error_msg: String::new() }
+    }
+
+    /// One HTTP RPC call: the path names it, the body is its request as JSON; the answer is JSON too.
+    async fn http_call(&self, path: &str, sid: &str, body: &[u8]) -> Option<Value> {
+        let request: Value = serde_json::from_slice(body).ok()?;
+        let field = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+        Some(match path.rsplit('/').next()? {
+            "connect" => {
+                let r = self.connect(sid);
+                json!({"status": r.status, "identifiers": r.identifiers, "transmissions": r.transmissions})
+            }
+            "command" => {
+                let r = self.command(&field("command"), &field("identifier"), &field("data")).await;
+                json!({"status": r.status, "streams": r.streams, "transmissions": r.transmissions, "error_msg": r.error_msg})
+            }
+            "disconnect" => json!({"status": self.disconnect().status}),
+            _ => return None,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Rpc for BenchBackend {
+    async fn connect(
+        &self,
+        r: tonic::Request<ConnectionRequest>,
+    ) -> Result<tonic::Response<ConnectionResponse>, tonic::Status> {
+        let sid = r.metadata().get("sid").and_then(|v| v.to_str().ok()).unwrap_or("");
+        Ok(tonic::Response::new(BenchBackend::connect(self, sid)))
+    }
+
+    async fn command(
+        &self,
+        r: tonic::Request<CommandMessage>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let m = r.into_inner();
+        Ok(tonic::Response::new(BenchBackend::command(self, &m.command, &m.identifier, &m.data).await))
     }
 
     async fn disconnect(
         &self,
         _r: tonic::Request<DisconnectRequest>,
     ) -> Result<tonic::Response<DisconnectResponse>, tonic::Status> {
-        Ok(tonic::Response::new(DisconnectResponse { status: Status::Success as i32, error_msg: String::new() }))
+        Ok(tonic::Response::new(BenchBackend::disconnect(self)))
     }
 }
 
-/// Serves the benchmark backend until Ctrl-C / SIGTERM.
+/// Serves the benchmark backend until Ctrl-C / SIGTERM: gRPC on `listen`, and HTTP RPC on `http_listen` when given.
 pub async fn serve(
     listen: SocketAddr,
+    http_listen: Option<SocketAddr>,
     broadcast_url: Option<String>,
     broadcast_key: Option<String>,
 ) -> anyhow::Result<()> {
-    if !listen.ip().is_loopback() {
-        anyhow::bail!("the benchmark backend only listens on loopback, not {listen}");
+    if let Some(addr) = std::iter::once(listen).chain(http_listen).find(|a| !a.ip().is_loopback()) {
+        anyhow::bail!("the benchmark backend only listens on loopback, not {addr}");
     }
     let backend = Arc::new(BenchBackend::new(broadcast_url, broadcast_key));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let http = match http_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            eprintln!("benchmark backend: HTTP RPC on http://{addr}/");
+            Some(tokio::spawn(serve_http(listener, backend.clone(), stop.clone())))
+        }
+        None => None,
+    };
     eprintln!("benchmark backend listening on {listen}");
+    let stopped = stop.clone();
     tonic::transport::Server::builder()
         .add_service(RpcServer::from_arc(backend))
-        .serve_with_shutdown(listen, async {
+        .serve_with_shutdown(listen, async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
             }
+            stopped.cancel();
         })
         .await?;
+    stop.cancel();
+    if let Some(http) = http {
+        http.await??;
+    }
     Ok(())
+}
+
+/// The HTTP RPC side: HTTP/1.1 keep-alive connections, one task each, all ended by `stop`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    backend: Arc<BenchBackend>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = stop.cancelled() => break,
+        };
+        stream.set_nodelay(true)?;
+        let backend = backend.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let backend = backend.clone();
+                async move { Ok::<_, std::convert::Infallible>(http_answer(&backend, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+async fn http_answer(
+    backend: &BenchBackend,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    let path = req.uri().path().to_owned();
+    let sid = req.headers().get("x-anycable-meta-sid").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let answer = match req.into_body().collect().await {
+        Ok(body) => backend.http_call(&path, &sid, &body.to_bytes()).await,
+        Err(_) => None,
+    };
+    let (status, body) = match answer {
+        Some(json) => (200, json.to_string()),
+        None => (422, format!("{{\"error\":\"cannot answer {path}\"}}")),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap_or_default()
 }

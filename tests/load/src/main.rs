@@ -147,10 +147,13 @@ enum Command {
     /// Starts the server (RPC mode) and the benchmark backend, and runs churn, steady broadcasts and backend
     /// restarts for a while; fails on loss, leaked files, memory growth or panics
     Soak(SoakArgs),
-    /// Serve the benchmark channel as an AnyCable gRPC backend
+    /// Serve the benchmark channel as an AnyCable gRPC backend (and over HTTP RPC with --http-listen)
     Backend {
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: std::net::SocketAddr,
+        /// Also answer AnyCable's HTTP RPC here (rpc_host=http://<this address>)
+        #[arg(long)]
+        http_listen: Option<std::net::SocketAddr>,
         /// HTTP broadcast endpoint the `broadcast` action publishes to
         #[arg(long)]
         broadcast_url: Option<String>,
@@ -469,8 +472,8 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("soak passed");
             Ok(())
         }
-        Command::Backend { listen, broadcast_url, broadcast_key } => {
-            backend::serve(listen, broadcast_url, broadcast_key).await
+        Command::Backend { listen, http_listen, broadcast_url, broadcast_key } => {
+            backend::serve(listen, http_listen, broadcast_url, broadcast_key).await
         }
     }
 }

@@ -182,12 +182,31 @@ async fn connect_and_perform_go_through_the_benchmark_backend() {
     let rpc = format!("127.0.0.1:{}", free_port());
     let _backend =
         Backend(Command::new(BENCH).args(["backend", "--listen", &rpc]).stderr(Stdio::null()).spawn().unwrap());
-    let server = server(&[("rpc_host", &rpc)]).await;
+    connect_and_perform_through(&rpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_perform_go_through_the_benchmark_backend_over_http_rpc() {
+    let (rpc, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let _backend = Backend(
+        Command::new(BENCH)
+            .args(["backend", "--listen", &rpc, "--http-listen", &http])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    connect_and_perform_through(&format!("http://{http}")).await;
+}
+
+/// Connect and perform scenarios through a server whose backend is the benchmark backend at `rpc_host`.
+async fn connect_and_perform_through(rpc_host: &str) {
+    let server = server(&[("rpc_host", rpc_host)]).await;
     let url = format!("ws://{}/cable", server.local_addr());
-    // The backend needs a moment to listen; the server retries Unavailable, so the first connects still succeed.
+    // The backend needs a moment to listen; the server retries a backend it cannot reach, so the first
+    // connects still succeed.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let report = bench(s(&["connect", "--url", &url, "--clients", "100", "--concurrency", "10"])).await;
-    assert_eq!(report["succeeded"], 100);
+    assert_eq!(report["succeeded"], 100, "{rpc_host}");
     assert_eq!(report["failed"], 0);
     assert_eq!(report["latency"]["samples"], 100);
 

@@ -53,16 +53,14 @@ function parseCookies (header = '') {
 
 const emptyEnv = () => ({ cstate: {}, istate: {} })
 
-export class Backend {
+/**
+ * What every test backend records and answers queries on: `calls`, each `{ method, request, sid, at }` with
+ * the request as the gRPC loader gives it (snake_case fields, empty ones filled in).
+ */
+export class RecordingBackend {
   constructor (port) {
     this.port = port
     this.calls = []
-    this.server = null
-    // How calls are answered while it is set (a test may change it at any time): `{ code }` fails every call
-    // with that gRPC status code, `{ delayMs }` answers every call that much later. Calls are recorded either way.
-    this.disruption = null
-    // Called with every recorded call (the child process of `BackendProcess` hands them to its parent).
-    this.onCall = null
   }
 
   /** Every recorded call of one method ('Connect' | 'Command' | 'Disconnect'), optionally filtered. */
@@ -82,6 +80,31 @@ export class Backend {
   async waitForCall (method, filter = () => true, { timeout = WAIT_MS } = {}) {
     const found = await eventually(() => this.callsOf(method, filter)[0], { timeout, what: `a ${method} call` })
     return found.request
+  }
+}
+
+export class Backend extends RecordingBackend {
+  kind = 'grpc'
+  unauthorizedFrame = { type: 'disconnect', reason: 'unauthorized', reconnect: false }
+
+  constructor (port) {
+    super(port)
+    this.server = null
+    // How calls are answered while it is set (a test may change it at any time): `{ code }` fails every call
+    // with that gRPC status code, `{ delayMs }` answers every call that much later. Calls are recorded either way.
+    this.disruption = null
+    // Called with every recorded call (the child process of `BackendProcess` hands them to its parent).
+    this.onCall = null
+  }
+
+  /** The `rpc_host` that reaches this backend. */
+  get rpcHost () {
+    return `127.0.0.1:${this.port}`
+  }
+
+  /** Server flags that point the binary at this backend. */
+  get serverArgs () {
+    return ['--rpc_host', this.rpcHost]
   }
 
   async start () {
@@ -230,6 +253,19 @@ export class Backend {
 export async function startBackend ({ port } = {}) {
   const backend = new Backend(port ?? (await freePort()))
   return backend.start()
+}
+
+/**
+ * The RPC kind the scenarios shared by every backend run against: FERROCABLE_RPC_BACKEND=grpc (default, this
+ * file's backend) or http (the same behaviours written with @anycable/serverless-js behind HTTP RPC).
+ */
+export const RPC_BACKEND = process.env.FERROCABLE_RPC_BACKEND || 'grpc'
+
+/** Starts the backend of kind `RPC_BACKEND`; its `serverArgs` point the server at it. */
+export async function startRpcBackend () {
+  if (RPC_BACKEND === 'grpc') return startBackend()
+  if (RPC_BACKEND === 'http') return (await import('./serverless-backend.js')).startServerlessBackend()
+  throw new Error(`FERROCABLE_RPC_BACKEND=${RPC_BACKEND}: expected grpc or http`)
 }
 
 const CHILD_PATH = fileURLToPath(new URL('./backend-child.js', import.meta.url))

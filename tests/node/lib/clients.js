@@ -19,13 +19,14 @@ export function anycableClient (url, { user }) {
 /**
  * An @anycable/core cable speaking the extended protocol (actioncable-v1-ext-json), sending `cookie`, reconnecting
  * 250 ms after a lost connection. `kill()` destroys the current TCP connection without a close frame, as a network
- * failure would.
+ * failure would; `moveTo(host)` sends later connections to another server (as a load balancer would).
  */
 export function extClient (url, { cookie, ...options } = {}) {
   const sockets = []
+  let host = null
   class TrackedWebSocket extends WebSocket {
     constructor (address, protocols, wsOptions) {
-      super(address, protocols, wsOptions)
+      super(host ? address.replace(/^(wss?:\/\/)[^/]+/, `$1${host}`) : address, protocols, wsOptions)
       sockets.push(this)
     }
   }
@@ -42,6 +43,9 @@ export function extClient (url, { cookie, ...options } = {}) {
     cable,
     kill () {
       sockets.at(-1)?._socket?.destroy()
+    },
+    moveTo (newHost) {
+      host = newHost
     }
   }
 }

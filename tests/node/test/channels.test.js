@@ -1,8 +1,8 @@
-// Channel commands through the gRPC backend: subscribe outcomes, performing actions, and the stream
-// changes a Command answer asks for.
+// Channel commands through the RPC backend (gRPC, or HTTP RPC with FERROCABLE_RPC_BACKEND=http): subscribe
+// outcomes, performing actions, and the stream changes a Command answer asks for.
 import assert from 'node:assert/strict'
 import { after, before } from 'node:test'
-import { startBackend, identifiersFor } from '../lib/backend.js'
+import { startRpcBackend, identifiersFor } from '../lib/backend.js'
 import { broadcastOk, scenario, startServer, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
 
@@ -10,8 +10,8 @@ let backend
 let server
 
 before(async () => {
-  backend = await startBackend()
-  server = await startServer({ rpcPort: backend.port })
+  backend = await startRpcBackend()
+  server = await startServer({ args: backend.serverArgs })
 })
 
 after(async () => {

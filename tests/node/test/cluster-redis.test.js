@@ -2,44 +2,23 @@
 // free port): the options pass through by name (pubsub, redisUrl, broadcastAdapter), a broadcast accepted by
 // one server reaches clients of the other exactly once, and a remote disconnect reaches every server.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import fs from 'node:fs'
-import net from 'node:net'
-import path from 'node:path'
 import { after, before } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BROADCAST_KEY, identifiersFor, startInProcess } from '../lib/inprocess-app.js'
-import { eventually, freePort, scenario, unique } from '../lib/harness.js'
+import { startRedis } from '../lib/engines.js'
+import { eventually, scenario, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
-
-/** redis-server from PATH or /usr/bin, /usr/sbin (Debian); missing is a failure: scripts/setup.sh installs it. */
-function redisServerPath () {
-  const dirs = [...(process.env.PATH || '').split(path.delimiter), '/usr/bin', '/usr/sbin', '/usr/local/bin']
-  const found = dirs.map((d) => path.join(d, 'redis-server')).find((p) => fs.existsSync(p))
-  if (!found) throw new Error('redis-server is not installed: run scripts/setup.sh (Debian package redis-server)')
-  return found
-}
-
-function canConnect (port) {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
-    socket.once('error', () => resolve(false))
-  })
-}
 
 let redis
 let redisUrl
 
 before(async () => {
-  const port = await freePort()
-  redis = spawn(redisServerPath(), ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-  redisUrl = `redis://127.0.0.1:${port}/0`
-  await eventually(() => canConnect(port), { what: `redis-server on port ${port}` })
+  redis = await startRedis()
+  redisUrl = redis.url
 })
 
 after(() => {
-  redis?.kill('SIGKILL')
+  redis?.stop()
 })
 
 function clusterNode () {

@@ -1,8 +1,8 @@
-// Connection lifecycle against the gRPC backend: Connect outcomes, what Connect and Command receive,
-// pings and sub-protocol negotiation.
+// Connection lifecycle against the RPC backend (gRPC, or HTTP RPC with FERROCABLE_RPC_BACKEND=http): Connect
+// outcomes, what Connect and Command receive, pings and sub-protocol negotiation.
 import assert from 'node:assert/strict'
 import { after, before } from 'node:test'
-import { startBackend, identifiersFor } from '../lib/backend.js'
+import { startRpcBackend, identifiersFor } from '../lib/backend.js'
 import { scenario, startServer, unique } from '../lib/harness.js'
 import { RawClient, ACTION_CABLE_JSON } from '../lib/raw-client.js'
 
@@ -10,8 +10,8 @@ let backend
 let server
 
 before(async () => {
-  backend = await startBackend()
-  server = await startServer({ rpcPort: backend.port, args: ['--headers', 'cookie,x-api-token'] })
+  backend = await startRpcBackend()
+  server = await startServer({ args: [...backend.serverArgs, '--headers', 'cookie,x-api-token'] })
 })
 
 after(async () => {
@@ -40,14 +40,14 @@ scenario('every connection gets its own sid', async () => {
 
 scenario('a connection without credentials gets the unauthorized frame, then a normal close', async () => {
   const client = await RawClient.open(server.url())
-  assert.deepEqual(await client.next(), { type: 'disconnect', reason: 'unauthorized', reconnect: false })
+  assert.deepEqual(await client.next(), backend.unauthorizedFrame)
   const { code } = await client.waitForClose()
   assert.equal(code, 1000)
 })
 
 scenario('a connection the backend rejects (FAILURE) gets the unauthorized frame, then a normal close', async () => {
   const client = await RawClient.open(server.url(), { user: 'bad' })
-  assert.deepEqual(await client.next(), { type: 'disconnect', reason: 'unauthorized', reconnect: false })
+  assert.deepEqual(await client.next(), backend.unauthorizedFrame)
   const { code } = await client.waitForClose()
   assert.equal(code, 1000)
   assert.deepEqual(client.inbox, [], 'nothing follows the unauthorized frame')

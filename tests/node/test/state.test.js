@@ -1,8 +1,8 @@
-// Connection state (cstate) and channel state (istate): merged from Connect/Command answers, sent back
-// with later calls, and handed to Disconnect.
+// Connection state (cstate) and channel state (istate): merged from Connect/Command answers, sent back with
+// later calls, and handed to Disconnect; against the RPC backend of FERROCABLE_RPC_BACKEND (grpc or http).
 import assert from 'node:assert/strict'
 import { after, before } from 'node:test'
-import { startBackend, identifiersFor } from '../lib/backend.js'
+import { startRpcBackend, identifiersFor } from '../lib/backend.js'
 import { scenario, startServer, unique } from '../lib/harness.js'
 import { RawClient } from '../lib/raw-client.js'
 
@@ -10,8 +10,8 @@ let backend
 let server
 
 before(async () => {
-  backend = await startBackend()
-  server = await startServer({ rpcPort: backend.port })
+  backend = await startRpcBackend()
+  server = await startServer({ args: backend.serverArgs })
 })
 
 after(async () => {
