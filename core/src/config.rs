@@ -708,7 +708,6 @@ impl Config {
         }
     }
 
-
     /// `rpc_host` is a gRPC address (host:port, `grpc://` stripped) or an `http://` / `https://` URL.
     fn finalize_rpc_host(&mut self) -> Result<(), ConfigError> {
         if self.rpc_http() {

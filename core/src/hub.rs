@@ -385,19 +385,36 @@ impl BroadcastQueue {
                 let stop = stop.clone();
                 let registrar = registrar.clone();
                 tracker.spawn(async move {
+                    // Registered publications of other nodes arrive later than this node's own: delivered in
+                    // offset order per stream (see `ordering.rs`).
+                    let mut order = crate::ordering::Ordering::default();
                     loop {
-                        let (publication, register) = tokio::select! {
+                        let deadline = order.next_deadline();
+                        let ready = tokio::select! {
                             biased;
-                            p = rx.recv() => match p { Some(p) => p, None => break },
+                            p = rx.recv() => match p {
+                                Some((publication, register)) => {
+                                    let publication = match (&registrar, register) {
+                                        (Some(registrar), true) => registrar.register(publication).await,
+                                        _ => publication,
+                                    };
+                                    order.accept(publication, std::time::Instant::now())
+                                }
+                                None => break,
+                            },
+                            () = async {
+                                match deadline {
+                                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                                    None => std::future::pending().await,
+                                }
+                            } => order.expire(std::time::Instant::now()),
                             () = stop.cancelled() => break,
                         };
-                        let publication = match (&registrar, register) {
-                            (Some(registrar), true) => registrar.register(publication).await,
-                            _ => publication,
-                        };
-                        Metrics::inc(&hub.metrics.broadcast_msg_total);
-                        let delivered = hub.deliver(&publication);
-                        Metrics::add(&hub.metrics.server_msg_total, delivered as u64);
+                        for publication in ready {
+                            Metrics::inc(&hub.metrics.broadcast_msg_total);
+                            let delivered = hub.deliver(&publication);
+                            Metrics::add(&hub.metrics.server_msg_total, delivered as u64);
+                        }
                     }
                 });
                 tx

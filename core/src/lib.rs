@@ -30,6 +30,7 @@ pub mod handler;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
+mod ordering;
 pub mod protocol;
 mod pubsub;
 pub mod rate_limit;
