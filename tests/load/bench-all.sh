@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$root/target/bench/all-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 compare="$root/tests/load/compare.sh"
-only=${ONLY:-idle,broadcast,step,connect,perform,rails,jwt}
+only=${ONLY:-idle,broadcast,step,connect,perform,rails,jwt,reliable}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 node_peers() {
@@ -59,6 +59,15 @@ if want rails; then
       run "rails-broadcast-$n" broadcast public --subscribers "$n" --identifier '{"channel":"BenchmarkChannel"}' \
         --via action --rate 10 --duration 10 --concurrency 100 --timeout 30
     done )
+fi
+if want reliable; then
+  ( export BROKER=both
+    run reliable-broadcast-10k broadcast public --extended --subscribers 10000 --rate 10 --duration 10 --concurrency 500
+    export BROKER=only
+    run reconnect-storm-5k reconnect-storm public --clients 5000 --streams 10 --missed 10 --concurrency 5000 \
+      --timeout 30 )
+  echo "### broker-memory" >&2
+  "$root/tests/load/broker-memory.sh" 100000 1000 100 >"$out/broker-memory.txt" || echo "broker-memory failed" >&2
 fi
 if want jwt; then
   echo "### jwt-vs-grpc" >&2

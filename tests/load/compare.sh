@@ -3,7 +3,8 @@
 #
 #   tests/load/compare.sh SCENARIO MODE [ferrocable-bench arguments...]
 #
-# SCENARIO: idle | broadcast | connect | perform (arguments after MODE go to `ferrocable-bench SCENARIO`).
+# SCENARIO: idle | broadcast | connect | perform | reconnect-storm (arguments after MODE go to
+#           `ferrocable-bench SCENARIO`).
 # MODE:     public (no backend; $pubsub streams, HTTP broadcasts), rpc (every server calls the same
 #           benchmark gRPC backend, `ferrocable-bench backend`) or http-rpc (the same backend over AnyCable's HTTP
 #           RPC; it answers gRPC on $RPC_PORT too, so a peer command may use either in the same run).
@@ -17,6 +18,9 @@
 # the command gets too): e.g. the page of an app whose WebSockets are served on another port, so it has
 # served the same request as a peer whose readiness check is that page.
 #
+# BROKER=both adds a broker variant of Ferrocable and of AnyCable-Go beside the plain ones: ferrocable-broker
+# (`--broker memory`) and anycable-go-broker (`--presets=broker`); BROKER=only runs the broker variants alone
+# (reconnect-storm needs them).
 # SKIP_FERROCABLE=1 leaves the ferrocable binary out (to compare peers only, e.g. two modes of one app).
 # REVERSE=1 runs the servers in the opposite order (rounds.sh alternates it between rounds).
 # The server runs pinned to SERVER_CPU (default 0), the load tool and the backend to TOOL_CPU (default 1);
@@ -64,13 +68,21 @@ if [ "$mode" = http-rpc ]; then
   http_rpc_port=$(free_port)
 fi
 
-# name|command template (uses $PORT $BROADCAST_PORT $RPC_PORT $HTTP_RPC_PORT)|url template
+# name|binary or peer:NAME|extra server arguments
 servers=()
-[ -n "${SKIP_FERROCABLE:-}" ] || servers+=("ferrocable|$ferrocable")
-[ -n "${ANYCABLE_GO_BIN:-}" ] && servers+=("anycable-go|$ANYCABLE_GO_BIN")
+broker=${BROKER:-}
+case "$broker" in ""|both|only) ;; *) echo "BROKER must be both or only, not $broker" >&2; exit 1 ;; esac
+if [ -z "${SKIP_FERROCABLE:-}" ]; then
+  [ "$broker" = only ] || servers+=("ferrocable|$ferrocable|")
+  [ -z "$broker" ] || servers+=("ferrocable-broker|$ferrocable|--broker memory")
+fi
+if [ -n "${ANYCABLE_GO_BIN:-}" ]; then
+  [ "$broker" = only ] || servers+=("anycable-go|$ANYCABLE_GO_BIN|")
+  [ -z "$broker" ] || servers+=("anycable-go-broker|$ANYCABLE_GO_BIN|--presets=broker")
+fi
 for var in $(compgen -v | grep -E '^PEER_[A-Z0-9_]+_CMD$' || true); do
   name=${var#PEER_}; name=${name%_CMD}
-  servers+=("$(echo "$name" | tr 'A-Z_' 'a-z-')|peer:$name")
+  servers+=("$(echo "$name" | tr 'A-Z_' 'a-z-')|peer:$name|")
 done
 
 if [ -n "${REVERSE:-}" ]; then
@@ -80,7 +92,8 @@ if [ -n "${REVERSE:-}" ]; then
 fi
 
 for entry in "${servers[@]}"; do
-  name=${entry%%|*}; bin=${entry#*|}
+  IFS='|' read -r name bin server_args <<<"$entry"
+  read -r -a variant_args <<<"$server_args"
   port=$(free_port); bport=$(free_port); aport=$(free_port)
   url="ws://127.0.0.1:$port/cable"
   log="$results/$name.log"
@@ -107,7 +120,7 @@ for entry in "${servers[@]}"; do
       ;;
     *)
       ANYCABLE_DISABLE_TELEMETRY=true taskset -c "$server_cpu" "$bin" "${common[@]}" "${mode_args[@]}" \
-        --ping_interval 3 >"$log" 2>&1 &
+        --ping_interval 3 ${variant_args[@]+"${variant_args[@]}"} >"$log" 2>&1 &
       ;;
   esac
   server_pid=$!; pids+=("$server_pid")
@@ -124,7 +137,9 @@ for entry in "${servers[@]}"; do
   real_pid=$(pgrep -P "$server_pid" | head -1 || true); real_pid=${real_pid:-$server_pid}
   echo "== $name ($url, pid $real_pid)" >&2
   extra=()
-  if [ "$scenario" = broadcast ]; then extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast"); fi
+  case "$scenario" in
+    broadcast|reconnect-storm) extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast") ;;
+  esac
   taskset -c "$tool_cpu" "$bench" "$scenario" --url "$url" --server-pid "$real_pid" --json "${extra[@]}" "$@" \
     >"$results/$name.json" || echo "$name: load tool failed" >&2
   kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true

@@ -30,6 +30,10 @@ def fmt(value):
     return str(value)
 
 
+def ms(seconds):
+    return None if seconds is None else seconds * 1000.0
+
+
 def rows_for(result):
     kind = result.get("scenario")
     cpu = result.get("cpu", {})
@@ -55,6 +59,24 @@ def rows_for(result):
             "max ms": lat["max_ms"],
             "missing": result["missing"],
             "out of order": result["out_of_order"],
+            **({"without position": result["without_position"]} if "without_position" in result else {}),
+            "server CPU %": cpu.get("server_cpu_percent"),
+        }
+    if kind == "reconnect-storm":
+        lat = result["catch_up_latency"]
+        return {
+            "clients": result["clients"],
+            "missed each": result["missed_per_client"],
+            "restored": result["restored"],
+            "caught up": result["caught_up"],
+            "all restored ms": ms(result["restored_seconds"]),
+            "all caught up ms": ms(result["all_caught_up_seconds"]),
+            "clients/s": result["per_second"],
+            "p50 ms": lat["p50_ms"],
+            "p95 ms": lat["p95_ms"],
+            "not restored": result["not_restored"],
+            "missing": result["missing_messages"],
+            "duplicated": result["duplicated_messages"],
             "server CPU %": cpu.get("server_cpu_percent"),
         }
     if kind == "broadcast-step":

@@ -1,5 +1,6 @@
-//! Action Cable v1 client pieces: connecting from a chosen loopback source address, the welcome and
-//! subscription handshakes, and a minimal keep-alive HTTP/1.1 client for broadcasts.
+//! Action Cable v1 client pieces: connecting from a chosen loopback source address (in the plain or the extended
+//! protocol, optionally restoring a session by its sid), the welcome and subscription handshakes, and a minimal
+//! keep-alive HTTP/1.1 client for broadcasts.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -30,12 +31,16 @@ pub struct Target {
     /// segment, which lets the server's kernel grow its send buffer far beyond what a client across a network
     /// would see.
     pub mss: Option<u32>,
+    /// The sub-protocol offered, which the server must pick.
+    pub protocol: &'static str,
     /// The opening handshake request up to its `Sec-WebSocket-Key` value, the same for every client.
     request_head: std::sync::Arc<str>,
 }
 
-/// The one sub-protocol the tool speaks and requires the server to pick.
-const SUB_PROTOCOL: &str = "actioncable-v1-json";
+/// The Action Cable sub-protocol.
+pub const PLAIN_PROTOCOL: &str = "actioncable-v1-json";
+/// AnyCable's extended protocol: broadcasts carry their stream position, sessions can be restored.
+pub const EXTENDED_PROTOCOL: &str = "actioncable-v1-ext-json";
 /// Longest handshake response head accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
@@ -62,18 +67,45 @@ impl Target {
         let cookie_line = cookie.as_deref().map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
         let request_head = format!(
             "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUB_PROTOCOL}\r\n{cookie_line}Sec-WebSocket-Key: "
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {PLAIN_PROTOCOL}\r\n{cookie_line}Sec-WebSocket-Key: "
         );
-        Ok(Self { addr, sources, timeout, receive_buffer: None, mss: None, request_head: request_head.into() })
+        Ok(Self {
+            addr,
+            sources,
+            timeout,
+            receive_buffer: None,
+            mss: None,
+            protocol: PLAIN_PROTOCOL,
+            request_head: request_head.into(),
+        })
     }
 
-    /// Opens a WebSocket from the `n`-th source address offering `actioncable-v1-json`.
+    /// The same target offering (and requiring) the extended protocol `actioncable-v1-ext-json` instead.
+    pub fn extended(mut self) -> Self {
+        let plain = format!("Sec-WebSocket-Protocol: {PLAIN_PROTOCOL}\r\n");
+        let extended = format!("Sec-WebSocket-Protocol: {EXTENDED_PROTOCOL}\r\n");
+        self.request_head = self.request_head.replacen(&plain, &extended, 1).into();
+        self.protocol = EXTENDED_PROTOCOL;
+        self
+    }
+
+    pub fn is_extended(&self) -> bool {
+        self.protocol == EXTENDED_PROTOCOL
+    }
+
+    /// Opens a WebSocket from the `n`-th source address offering the target's sub-protocol.
     ///
     /// The opening handshake is written and checked here (the request is prepared once per run; the response
     /// must be `101` with `Upgrade: websocket`, `Connection: Upgrade`, the `Sec-WebSocket-Accept` of this
     /// client's key and the sub-protocol), which costs the tool far less per connection than a general HTTP
     /// client, so that it can keep up with the servers it measures.
     pub async fn connect(&self, n: usize) -> anyhow::Result<Ws> {
+        self.connect_restoring(n, None).await
+    }
+
+    /// Opens a WebSocket like [`Target::connect`], bringing `previous_sid` (the `sid` query parameter, as the
+    /// AnyCable client does) so that the server restores that session.
+    pub async fn connect_restoring(&self, n: usize, previous_sid: Option<&str>) -> anyhow::Result<Ws> {
         let source = self.sources[n % self.sources.len()];
         let socket = TcpSocket::new_v4()?;
         if let Some(size) = self.receive_buffer {
@@ -87,16 +119,24 @@ impl Target {
             tokio::time::timeout(self.timeout, socket.connect(self.addr)).await.context("connect timeout")??;
         stream.set_nodelay(true)?;
         let config = WebSocketConfig::default().read_buffer_size(8192).write_buffer_size(0);
-        let (stream, leftover) =
-            tokio::time::timeout(self.timeout, self.handshake(stream)).await.context("handshake timeout")??;
+        let (stream, leftover) = tokio::time::timeout(self.timeout, self.handshake(stream, previous_sid))
+            .await
+            .context("handshake timeout")??;
         Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
     }
 
     /// The opening handshake; returns the stream and whatever the server sent after the response head.
-    async fn handshake(&self, mut stream: TcpStream) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    async fn handshake(
+        &self,
+        mut stream: TcpStream,
+        previous_sid: Option<&str>,
+    ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
         let key = generate_key();
         let mut request = String::with_capacity(self.request_head.len() + key.len() + 4);
-        request.push_str(&self.request_head);
+        match previous_sid {
+            Some(sid) => request.push_str(&restoring_head(&self.request_head, sid)?),
+            None => request.push_str(&self.request_head),
+        }
         request.push_str(&key);
         request.push_str("\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
@@ -113,13 +153,24 @@ impl Target {
                 bail!("handshake response head longer than {MAX_RESPONSE_HEAD} bytes");
             }
         };
-        check_handshake_response(&buf[..head_len], &derive_accept_key(key.as_bytes()))?;
+        check_handshake_response(&buf[..head_len], &derive_accept_key(key.as_bytes()), self.protocol)?;
         Ok((stream, buf.split_off(head_len)))
     }
 }
 
-/// Checks a handshake response head as RFC 6455 §4.1 asks of a client (and as tungstenite does).
-fn check_handshake_response(head: &[u8], accept_key: &str) -> anyhow::Result<()> {
+/// `head` with `sid=<previous_sid>` added to the query of its request line.
+fn restoring_head(head: &str, previous_sid: &str) -> anyhow::Result<String> {
+    if !previous_sid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) {
+        bail!("a sid to restore must be URL-safe: {previous_sid:?}");
+    }
+    let (path, rest) = head.split_once(" HTTP/1.1\r\n").ok_or_else(|| anyhow!("no request line"))?;
+    let separator = if path.contains('?') { '&' } else { '?' };
+    Ok(format!("{path}{separator}sid={previous_sid} HTTP/1.1\r\n{rest}"))
+}
+
+/// Checks a handshake response head as RFC 6455 §4.1 asks of a client (and as tungstenite does), including that
+/// the server picked `protocol`.
+fn check_handshake_response(head: &[u8], accept_key: &str, protocol: &str) -> anyhow::Result<()> {
     let head = std::str::from_utf8(head).context("handshake response is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or_default();
@@ -143,9 +194,9 @@ fn check_handshake_response(head: &[u8], accept_key: &str) -> anyhow::Result<()>
         bail!("handshake response with a wrong Sec-WebSocket-Accept");
     }
     match header("sec-websocket-protocol") {
-        Some(SUB_PROTOCOL) => Ok(()),
-        Some(other) => bail!("server picked sub-protocol {other:?}, not {SUB_PROTOCOL}"),
-        None => bail!("server picked no sub-protocol ({SUB_PROTOCOL} was offered)"),
+        Some(picked) if picked == protocol => Ok(()),
+        Some(other) => bail!("server picked sub-protocol {other:?}, not {protocol}"),
+        None => bail!("server picked no sub-protocol ({protocol} was offered)"),
     }
 }
 
@@ -176,6 +227,21 @@ pub struct Frame<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// The next text frame before `deadline`; other frames are skipped, a close ends the wait with an error.
+pub async fn next_text(ws: &mut Ws, deadline: tokio::time::Instant, what: &str) -> anyhow::Result<Utf8Bytes> {
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| anyhow!("timed out waiting for {what}"))?
+            .ok_or_else(|| anyhow!("closed while waiting for {what}"))??;
+        match msg {
+            Message::Text(text) => return Ok(text),
+            Message::Close(_) => bail!("closed while waiting for {what}"),
+            _ => {}
+        }
+    }
+}
+
 /// Reads frames until one satisfies `want`; pings are skipped.
 pub async fn wait_for(
     ws: &mut Ws,
@@ -185,23 +251,16 @@ pub async fn wait_for(
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| anyhow!("timed out waiting for {what}"))?
-            .ok_or_else(|| anyhow!("closed while waiting for {what}"))??;
-        if let Message::Text(text) = msg {
-            let frame: Frame<'_> = serde_json::from_str(&text).with_context(|| format!("bad frame {text}"))?;
-            if frame.kind == Some("disconnect") {
-                bail!("disconnected ({}) while waiting for {what}", frame.reason.unwrap_or("?"));
-            }
-            if frame.kind == Some("reject_subscription") {
-                bail!("subscription rejected");
-            }
-            if want(&frame) {
-                return Ok(());
-            }
-        } else if let Message::Close(_) = msg {
-            bail!("closed while waiting for {what}");
+        let text = next_text(ws, deadline, what).await?;
+        let frame: Frame<'_> = serde_json::from_str(&text).with_context(|| format!("bad frame {text}"))?;
+        if frame.kind == Some("disconnect") {
+            bail!("disconnected ({}) while waiting for {what}", frame.reason.unwrap_or("?"));
+        }
+        if frame.kind == Some("reject_subscription") {
+            bail!("subscription rejected");
+        }
+        if want(&frame) {
+            return Ok(());
         }
     }
 }
@@ -339,20 +398,37 @@ mod tests {
             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
             "sec-websocket-protocol: actioncable-v1-json",
         ];
-        assert!(check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &good), &accept).is_ok());
+        assert!(
+            check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &good), &accept, PLAIN_PROTOCOL).is_ok()
+        );
         let without = |skip: usize| -> Vec<&str> {
             good.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, h)| *h).collect()
         };
         for skip in 0..good.len() {
             assert!(
-                check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &without(skip)), &accept).is_err()
+                check_handshake_response(
+                    &head("HTTP/1.1 101 Switching Protocols", &without(skip)),
+                    &accept,
+                    PLAIN_PROTOCOL
+                )
+                .is_err()
             );
         }
-        assert!(check_handshake_response(&head("HTTP/1.1 400 Bad Request", &good), &accept).is_err());
-        assert!(check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &good), "other").is_err());
+        assert!(check_handshake_response(&head("HTTP/1.1 400 Bad Request", &good), &accept, PLAIN_PROTOCOL).is_err());
+        assert!(
+            check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &good), "other", PLAIN_PROTOCOL)
+                .is_err()
+        );
         let mut other_protocol = without(3);
         other_protocol.push("Sec-WebSocket-Protocol: actioncable-unsupported");
-        assert!(check_handshake_response(&head("HTTP/1.1 101 Switching Protocols", &other_protocol), &accept).is_err());
+        assert!(
+            check_handshake_response(
+                &head("HTTP/1.1 101 Switching Protocols", &other_protocol),
+                &accept,
+                PLAIN_PROTOCOL
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -367,5 +443,31 @@ mod tests {
         assert!(!root.request_head.contains("Cookie"));
         assert!(Target::new("ws://127.0.0.1:8080/a", 1, Some("x\r\nEvil: 1".into()), Duration::from_secs(1)).is_err());
         assert!(Target::new("ws://10.0.0.1:8080/a", 1, None, Duration::from_secs(1)).is_err(), "loopback only");
+    }
+
+    #[test]
+    fn the_extended_target_offers_and_requires_the_extended_protocol_and_restores_by_query() {
+        let t = Target::new("ws://127.0.0.1:8080/cable?jid=a.b", 1, None, Duration::from_secs(1)).unwrap().extended();
+        assert!(t.is_extended());
+        assert!(t.request_head.contains("\r\nSec-WebSocket-Protocol: actioncable-v1-ext-json\r\n"));
+        assert!(!t.request_head.contains("actioncable-v1-json"));
+        let restoring = restoring_head(&t.request_head, "AbC-12_x").unwrap();
+        assert!(restoring.starts_with("GET /cable?jid=a.b&sid=AbC-12_x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
+        let root = Target::new("ws://127.0.0.1:8080/cable", 1, None, Duration::from_secs(1)).unwrap();
+        assert!(restoring_head(&root.request_head, "s1").unwrap().starts_with("GET /cable?sid=s1 HTTP/1.1\r\n"));
+        assert!(restoring_head(&root.request_head, "a b\r\nEvil: 1").is_err());
+        let accept = derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
+        let ext = [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            "Sec-WebSocket-Protocol: actioncable-v1-ext-json",
+        ];
+        let response = head("HTTP/1.1 101 Switching Protocols", &ext);
+        assert!(check_handshake_response(&response, &accept, EXTENDED_PROTOCOL).is_ok());
+        assert!(
+            check_handshake_response(&response, &accept, PLAIN_PROTOCOL).is_err(),
+            "a server that picked the other one"
+        );
     }
 }

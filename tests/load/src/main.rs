@@ -5,6 +5,7 @@
 mod backend;
 mod client;
 mod pressure;
+mod recovery;
 mod scenarios;
 mod soak;
 mod stats;
@@ -46,6 +47,10 @@ struct Common {
     /// Print the result as JSON on stdout (the human summary goes to stderr)
     #[arg(long)]
     json: bool,
+    /// Offer AnyCable's extended protocol (`actioncable-v1-ext-json`) instead of `actioncable-v1-json`; broadcast
+    /// frames must then carry their stream position
+    #[arg(long)]
+    extended: bool,
 }
 
 const PUBSUB_IDENTIFIER: &str = r#"{"channel":"$pubsub","stream_name":"{stream}"}"#;
@@ -143,6 +148,36 @@ enum Command {
         common: Common,
         #[command(flatten)]
         storm: StormArgs,
+    },
+    /// Extended-protocol clients subscribe, lose their connections at once (TCP reset, no close frame), miss
+    /// publications, and all reconnect with their sid: the time until each is restored and caught up, and what
+    /// was missing or duplicated
+    ReconnectStorm {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Subscription identifier; `{stream}` is replaced by the stream name (bench_0, bench_1, ...)
+        #[arg(long, default_value = PUBSUB_IDENTIFIER)]
+        identifier: String,
+        /// Publications per stream while the clients are away (at most the server's history limit)
+        #[arg(long, default_value_t = 10)]
+        missed: u64,
+        /// Padding bytes per payload
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value = "http://127.0.0.1:8090/_broadcast")]
+        broadcast_url: String,
+        #[arg(long)]
+        broadcast_key: Option<String>,
+        /// Seconds the clients stay away
+        #[arg(long, default_value_t = 2)]
+        away: u64,
+        /// Seconds the restored clients keep reading after the last one caught up (late duplicates)
+        #[arg(long, default_value_t = 1)]
+        grace: u64,
     },
     /// Starts the server (RPC mode) and the benchmark backend, and runs churn, steady broadcasts and backend
     /// restarts for a while; fails on loss, leaked files, memory growth or panics
@@ -345,7 +380,8 @@ fn broadcast_options(b: &BroadcastArgs, common: &Common) -> anyhow::Result<Broad
 
 fn target(common: &Common, connections: usize) -> anyhow::Result<client::Target> {
     let sources = if common.sources == 0 { connections / 25_000 + 1 } else { common.sources };
-    client::Target::new(&common.url, sources, common.cookie.clone(), Duration::from_secs(common.timeout))
+    let t = client::Target::new(&common.url, sources, common.cookie.clone(), Duration::from_secs(common.timeout))?;
+    Ok(if common.extended { t.extended() } else { t })
 }
 
 fn emit<T: Serialize + std::fmt::Debug>(common: &Common, report: &T) -> anyhow::Result<()> {
@@ -455,6 +491,37 @@ async fn main() -> anyhow::Result<()> {
         Command::Storm { common, storm } => {
             let t = target(&common, storm.subscribers)?;
             let report = pressure::storm(&t, &storm.options(&common), common.server_pid.as_deref()).await?;
+            emit(&common, &report)
+        }
+        Command::ReconnectStorm {
+            common,
+            clients,
+            streams,
+            identifier,
+            missed,
+            payload,
+            broadcast_url,
+            broadcast_key,
+            away,
+            grace,
+        } => {
+            if limit > 0 && clients as u64 + 64 > limit {
+                anyhow::bail!("{clients} connections need more than the open files limit ({limit}) allows");
+            }
+            let opts = recovery::ReconnectOptions {
+                clients,
+                streams,
+                identifier,
+                missed,
+                payload_bytes: payload,
+                broadcast_url,
+                broadcast_key,
+                concurrency: common.concurrency,
+                away: Duration::from_secs(away),
+                grace: Duration::from_secs(grace),
+            };
+            let t = target(&common, clients)?;
+            let report = recovery::reconnect_storm(&t, &opts, common.server_pid.as_deref()).await?;
             emit(&common, &report)
         }
         Command::Soak(args) => {

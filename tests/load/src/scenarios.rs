@@ -230,6 +230,13 @@ pub struct BroadcastReport {
     pub delivered: u64,
     pub missing: u64,
     pub out_of_order: u64,
+    /// The sub-protocol the subscribers spoke.
+    pub protocol: &'static str,
+    /// Extended protocol: deliveries without a stream position, and deliveries whose offset did not rise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub without_position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsets_out_of_order: Option<u64>,
     pub delivered_per_second: f64,
     pub latency: Percentiles,
     pub subscribe_failures: usize,
@@ -246,6 +253,10 @@ pub(crate) struct ReceiverResult {
     pub samples: Vec<u32>,
     pub received: u64,
     pub out_of_order: u64,
+    /// Extended protocol: benchmark frames without a stream position (`stream_id` and `offset`).
+    pub without_position: u64,
+    /// Extended protocol: benchmark frames whose offset was not above the previous frame's.
+    pub offsets_out_of_order: u64,
     /// The server closed the connection before the scenario stopped reading.
     pub closed: bool,
 }
@@ -259,15 +270,26 @@ pub(crate) fn int_field(text: &str, name: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-/// Reads one subscriber's frames until `stop`, timing every benchmark message.
+/// Reads one subscriber's frames until `stop`, timing every benchmark message. With `extended` (a subscriber of
+/// one stream in the extended protocol) every benchmark frame must also carry its stream position, the offsets
+/// rising.
 pub(crate) async fn receive(
     mut ws: Ws,
     publishers: usize,
+    extended: bool,
     stop: tokio_util::sync::CancellationToken,
     progress: Arc<Progress>,
 ) -> (Ws, ReceiverResult) {
     let mut last = vec![0u64; publishers];
-    let mut result = ReceiverResult { samples: Vec::new(), received: 0, out_of_order: 0, closed: false };
+    let mut last_offset = 0u64;
+    let mut result = ReceiverResult {
+        samples: Vec::new(),
+        received: 0,
+        out_of_order: 0,
+        without_position: 0,
+        offsets_out_of_order: 0,
+        closed: false,
+    };
     loop {
         let msg = tokio::select! {
             biased;
@@ -298,6 +320,17 @@ pub(crate) async fn receive(
                 result.out_of_order += 1;
             }
             *prev = seq;
+        }
+        if extended {
+            match (text.contains("\"stream_id\""), int_field(&text, "\"offset\"")) {
+                (true, Some(offset)) => {
+                    if offset <= last_offset {
+                        result.offsets_out_of_order += 1;
+                    }
+                    last_offset = offset;
+                }
+                _ => result.without_position += 1,
+            }
         }
         Progress::add(&progress.delivered, 1);
     }
@@ -373,7 +406,8 @@ pub async fn broadcast_round(
     let mut receivers = JoinSet::new();
     for (n, ws) in audience.sockets.drain(..) {
         let (stop, progress) = (stop.clone(), progress.clone());
-        receivers.spawn(async move { (n, receive(ws, publishers, stop, progress).await) });
+        let extended = target.is_extended();
+        receivers.spawn(async move { (n, receive(ws, publishers, extended, stop, progress).await) });
     }
 
     // Action publishers are extra connections subscribed like everyone else; their deliveries are not counted.
@@ -455,11 +489,14 @@ pub async fn broadcast_round(
     let mut samples = Vec::new();
     let mut delivered = 0;
     let mut out_of_order = 0;
+    let (mut without_position, mut offsets_out_of_order) = (0, 0);
     while let Some(joined) = receivers.join_next().await {
         let (n, (ws, r)) = joined?;
         samples.extend(r.samples);
         delivered += r.received;
         out_of_order += r.out_of_order;
+        without_position += r.without_position;
+        offsets_out_of_order += r.offsets_out_of_order;
         audience.sockets.push((n, ws));
     }
     let cpu = cpu.finish();
@@ -474,6 +511,9 @@ pub async fn broadcast_round(
         delivered,
         missing: expected.saturating_sub(delivered),
         out_of_order,
+        protocol: target.protocol,
+        without_position: target.is_extended().then_some(without_position),
+        offsets_out_of_order: target.is_extended().then_some(offsets_out_of_order),
         delivered_per_second: stats::round1(delivered as f64 / elapsed.as_secs_f64()),
         latency: stats::percentiles(samples),
         subscribe_failures: audience.failures.len(),

@@ -251,3 +251,77 @@ async fn storm_delivers_every_batched_publication_in_order() {
     assert_eq!(server.stats().broadcast_msg_total, 10000);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_broadcast_counts_deliveries_and_checks_their_stream_positions() {
+    let args = |url: &str, broadcast_url: &str| {
+        s(&["broadcast", "--extended", "--url", url, "--broadcast-url", broadcast_url, "--subscribers", "20"])
+            .into_iter()
+            .chain(s(&["--streams", "2", "--rate", "20", "--duration", "1", "--grace", "3"]))
+            .collect::<Vec<_>>()
+    };
+    let with_broker = server(&[("public", "true"), ("norpc", "true"), ("broker", "memory")]).await;
+    let url = format!("ws://{}/cable", with_broker.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", with_broker.broadcast_addr().unwrap());
+    let report = bench(args(&url, &broadcast_url)).await;
+    assert_eq!(report["protocol"], "actioncable-v1-ext-json");
+    // Each publication reaches the 10 subscribers of its stream, every frame with a rising offset.
+    assert_eq!((report["expected_deliveries"].as_u64(), report["delivered"].as_u64()), (Some(200), Some(200)));
+    assert_eq!((report["missing"].as_u64(), report["out_of_order"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(report["without_position"], 0, "{report}");
+    assert_eq!(report["offsets_out_of_order"], 0);
+    with_broker.shutdown().await;
+
+    // Without a broker nothing is registered: the frames carry no position, and the tool says so.
+    let without = server(&[("public", "true"), ("norpc", "true")]).await;
+    let url = format!("ws://{}/cable", without.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", without.broadcast_addr().unwrap());
+    let report = bench(args(&url, &broadcast_url)).await;
+    assert_eq!(report["delivered"], 200);
+    assert_eq!(report["without_position"], 200, "{report}");
+    without.shutdown().await;
+}
+
+fn reconnect_storm_args(url: &str, broadcast_url: &str, away: &str) -> Vec<String> {
+    s(&["reconnect-storm", "--url", url, "--broadcast-url", broadcast_url, "--clients", "60", "--streams", "3"])
+        .into_iter()
+        .chain(s(&["--missed", "7", "--away", away, "--grace", "1", "--concurrency", "60"]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_restores_every_client_with_exactly_what_it_missed() {
+    let server = server(&[("public", "true"), ("norpc", "true"), ("broker", "memory")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let report = bench(reconnect_storm_args(&url, &broadcast_url, "1")).await;
+    assert_eq!((report["clients"].as_u64(), report["connect_failures"].as_u64()), (Some(60), Some(0)), "{report}");
+    assert_eq!((report["restored"].as_u64(), report["not_restored"].as_u64()), (Some(60), Some(0)), "{report}");
+    assert_eq!(report["history_confirmed"], 60);
+    assert_eq!(report["history_rejected"], 0);
+    // Every client missed the 7 publications of its stream, and got each exactly once.
+    assert_eq!(report["expected_messages"], 420);
+    assert_eq!(report["missing_messages"], 0, "{report}");
+    assert_eq!(report["duplicated_messages"], 0, "{report}");
+    assert_eq!(report["unexpected_messages"], 0, "{report}");
+    assert_eq!(report["reconnect_failures"], 0, "{report}");
+    assert_eq!(report["caught_up"], 60);
+    let (restored, caught_up) =
+        (report["restored_seconds"].as_f64().unwrap(), report["all_caught_up_seconds"].as_f64().unwrap());
+    assert!(restored > 0.0 && caught_up >= restored, "{report}");
+    assert_eq!(report["catch_up_latency"]["samples"], 60);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_counts_clients_not_restored_and_what_they_missed() {
+    // Sessions expire while the clients are away: none is restored, so every missed message is missing.
+    let server = server(&[("public", "true"), ("norpc", "true"), ("broker", "memory"), ("sessions_ttl", "1")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let report = bench(reconnect_storm_args(&url, &broadcast_url, "4")).await;
+    assert_eq!((report["restored"].as_u64(), report["not_restored"].as_u64()), (Some(0), Some(60)), "{report}");
+    assert_eq!(report["missing_messages"], 420, "{report}");
+    assert_eq!((report["caught_up"].as_u64(), report["all_caught_up_seconds"].as_f64()), (Some(0), None));
+    server.shutdown().await;
+}
