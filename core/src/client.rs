@@ -113,36 +113,22 @@ impl ClientHandle {
 
     /// Queues a frame. Returns `false` when the client is closing or was just found too slow.
     pub fn send(&self, frame: Bytes) -> bool {
-        let mut q = self.queue.lock();
-        if q.close.is_some() {
-            return false;
-        }
-        if q.frames.len() >= self.capacity {
-            // The client does not read fast enough: drop what it has not read and close it.
-            q.frames = VecDeque::new();
-            q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
-            drop(q);
-            tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
-            self.notify();
-            return false;
-        }
-        q.frames.push_back(frame);
-        let first = q.frames.len() == 1;
-        drop(q);
-        if first {
-            self.notify();
-        }
-        true
+        self.enqueue(std::iter::once(frame))
     }
 
     /// Queues frames as one run: nothing another task sends comes in between. Too many for the queue make the
     /// client too slow, as for [`ClientHandle::send`].
     pub(crate) fn send_batch(&self, frames: Vec<Bytes>) -> bool {
+        self.enqueue(frames.into_iter())
+    }
+
+    fn enqueue(&self, frames: impl ExactSizeIterator<Item = Bytes>) -> bool {
         let mut q = self.queue.lock();
         if q.close.is_some() {
             return false;
         }
         if q.frames.len() + frames.len() > self.capacity {
+            // The client does not read fast enough: drop what it has not read and close it.
             q.frames = VecDeque::new();
             q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
             drop(q);

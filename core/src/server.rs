@@ -555,14 +555,29 @@ async fn forward_whispers(shared: Arc<Shared>, mut queue: mpsc::Receiver<Publica
     }
 }
 
+/// A timer of a periodic task: the first tick one period after the start; a late tick is not made up for.
+struct Ticks(tokio::time::Interval);
+
+impl Ticks {
+    fn new(every: Duration) -> Self {
+        let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(timer)
+    }
+
+    /// Waits for the next tick; `false` once `stop` is cancelled.
+    async fn next(&mut self, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = self.0.tick() => true,
+            () = stop.cancelled() => false,
+        }
+    }
+}
+
 /// One line of stats every `every`.
 async fn log_stats(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
-    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            _ = timer.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    let mut ticks = Ticks::new(every);
+    while ticks.next(&stop).await {
         let s = shared.metrics.snapshot();
         tracing::info!(
             clients = s.clients_num,
@@ -581,7 +596,6 @@ async fn log_stats(shared: Arc<Shared>, every: Duration, stop: CancellationToken
     }
 }
 
-/// The shared ping ticker: one timer for every client on the default interval.
 /// Keeps the cached sessions of connected extended-protocol clients alive (their `sessions_ttl` restarts), so a
 /// session outlives its connection by `sessions_ttl` even when this node goes away without ending it.
 async fn touch_sessions(
@@ -590,13 +604,8 @@ async fn touch_sessions(
     every: Duration,
     stop: CancellationToken,
 ) {
-    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = timer.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    let mut ticks = Ticks::new(every);
+    while ticks.next(&stop).await {
         let mut sids = Vec::new();
         hub.for_each_client(|client| {
             if client.protocol.is_extended() && client.is_welcomed() {
@@ -612,14 +621,10 @@ async fn touch_sessions(
     }
 }
 
+/// The shared ping ticker: one timer for every client on the default interval.
 async fn ping_clients(hub: Arc<Hub>, every: Duration, stop: CancellationToken) {
-    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = timer.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    let mut ticks = Ticks::new(every);
+    while ticks.next(&stop).await {
         let mut frames: [Option<bytes::Bytes>; 3] = Default::default();
         hub.for_each_client(|client| {
             if client.own_ping_interval.is_some() || !client.is_welcomed() {
