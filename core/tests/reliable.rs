@@ -241,7 +241,8 @@ async fn without_a_broker_history_is_rejected_and_extended_clients_get_plain_bro
 /// in order, with no gap between the replay and the live ones, however they interleave.
 #[tokio::test]
 async fn replay_and_live_broadcasts_interleave_exactly_once_in_order() {
-    let fx = Arc::new(broker_fixture(&[("history_limit", "100000")]).await);
+    // The client reads only once the publisher is done: its queue holds all of it (backpressure is not the point).
+    let fx = Arc::new(broker_fixture(&[("history_limit", "100000"), ("client_queue_size", "10000")]).await);
     for round in 0..5 {
         let (mut c, sid) = subscribed(&fx, &format!("user{round}")).await;
         publish(&fx, "start").await;
@@ -267,9 +268,11 @@ async fn replay_and_live_broadcasts_interleave_exactly_once_in_order() {
         publisher.await.unwrap();
         let mut expected = from + 1;
         let last = from + 2000;
-        while expected <= last {
+        let mut confirmed = false;
+        while expected <= last || !confirmed {
             let frame = c.recv().await;
             if frame["type"] == "confirm_history" {
+                confirmed = true;
                 continue;
             }
             assert_eq!(frame["offset"], expected, "round {round}: {frame}");
