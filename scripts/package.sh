@@ -86,14 +86,19 @@ stage_gem() {
   (cd gems/ferrocable && git ls-files -z --cached --others --exclude-standard . | xargs -0 cp --parents -t "$dir")
 }
 
-# The source gem carries the Rust crates the extension and the binary need, in a workspace of their own with the
-# repository's lockfile pruned to them (the extension builds with --locked).
+# The source gem carries the Rust crates the extension and the binary need, under crates/ in a workspace of their
+# own with the repository's lockfile pruned to them (the extension builds with --locked). Being at other paths
+# relative to their workspace than in the repository, they get other artifact names from Cargo, so a build of the
+# gem sharing the repository's CARGO_TARGET_DIR reuses its registry dependencies but never overwrites, or
+# takes, the repository's own crates (whose build script has its source path compiled in).
 dir=$stage/gem-source
 stage_gem "$dir"
 ext=$dir/ext/ferrocable
-git ls-files -z --cached --others --exclude-standard core proto bindings-ruby ':!core/fuzz' ':!core/tests' | xargs -0 cp --parents -t "$ext"
-sed -e 's/^members = .*/members = ["core", "bindings-ruby"]/' -e '/^exclude = /d' -e '/^# The fuzz targets/d' \
-  Cargo.toml > "$ext/Cargo.toml"
+mkdir -p "$ext/crates"
+git ls-files -z --cached --others --exclude-standard core proto bindings-ruby ':!core/fuzz' ':!core/tests' |
+  xargs -0 cp --parents -t "$ext/crates"
+sed -e 's|^members = .*|members = ["crates/core", "crates/bindings-ruby"]|' -e '/^exclude = /d' \
+  -e '/^# The fuzz targets/d' Cargo.toml > "$ext/Cargo.toml"
 cp Cargo.lock "$ext/Cargo.lock"
 # `cargo update -w` re-resolves only the workspace members: entries nothing here uses go, no version changes.
 cargo update --workspace --offline --quiet --manifest-path "$ext/Cargo.toml"

@@ -77,7 +77,7 @@ class InstalledGemTest < Minitest::Test
     files = Gem::Package.new(SOURCE_GEM).contents
     assert_includes files, "ext/ferrocable/extconf.rb"
     assert_includes files, "ext/ferrocable/Cargo.lock"
-    assert files.none? { |file| file.end_with?(".so") || file.include?("/target/") || file.start_with?("ext/ferrocable/core/tests/") }
+    assert files.none? { |file| file.end_with?(".so") || file.include?("/target/") || file.start_with?("ext/ferrocable/crates/core/tests/") }
 
     # Without cargo the install stops at once and says what to do.
     failed_home = File.join(TMP, "no-rust", "gems")
