@@ -30,6 +30,7 @@ function appEnv () {
   for (const name of Object.keys(env)) {
     if (name.startsWith('npm_') || name.startsWith('CARGO') || name.startsWith('RUSTUP') || name === 'NODE_PATH' || name === 'FERROCABLE_BIN') delete env[name]
   }
+  env.npm_config_update_notifier = 'false'
   return env
 }
 
@@ -61,6 +62,8 @@ before(async () => {
   }
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocable-npm-'))
   assert.ok(!tmp.startsWith(repoRoot + path.sep))
+  const cargo = appEnv().PATH.split(':').map((dir) => path.join(dir, 'cargo')).find((file) => fs.existsSync(file))
+  assert.equal(cargo, undefined, `cargo is still on PATH at ${cargo}: the test cannot hide Rust (install it with rustup)`)
   appDir = path.join(tmp, 'app')
   fs.mkdirSync(path.join(tmp, 'home'), { recursive: true })
   fs.mkdirSync(appDir)
