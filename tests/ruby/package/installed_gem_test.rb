@@ -87,11 +87,22 @@ class InstalledGemTest < Minitest::Test
     refute status.success?
     assert_match(/`cargo` not found\. Installing the ferrocable source gem compiles its native extension/, out)
 
-    # The dependencies built for this run's packages are reused from target/ (only the gem's own crates compile).
-    gem_home, out = install(SOURCE_GEM, "source", rust: true, extra_env: {"CARGO_TARGET_DIR" => File.join(REPO, "target")})
+    # The dependencies built for this run's packages are reused from target/; the gem's own crates compile, from the
+    # gem's copy of their sources (Cargo's log of the install says so), into files the install then copies.
+    target = File.join(REPO, "target")
+    started = Time.now
+    gem_home, out = install(SOURCE_GEM, "source", rust: true, extra_env: {"CARGO_TARGET_DIR" => target})
     assert_match(/Building native extensions/, out)
     extension_dir = Dir[File.join(gem_home, "extensions", "*", "*", "ferrocable-#{VERSION}")].first
     assert extension_dir, "the extension was installed (#{out})"
+    build_log = File.read(File.join(extension_dir, "gem_make.out"))
+    crates = File.join(gem_home, "gems", "ferrocable-#{VERSION}", "ext", "ferrocable", "crates")
+    %w[core bindings-ruby].zip(%w[ferrocable ferrocable-ruby]).each do |folder, crate|
+      assert_includes build_log, "Compiling #{crate} v#{VERSION} (#{crates}/#{folder})"
+    end
+    %w[libferrocable_ruby.so ferrocable].each do |built|
+      assert_operator File.mtime(File.join(target, "release", built)), :>=, started, "#{built} was built by the install"
+    end
     assert File.exist?(File.join(extension_dir, "ferrocable", "ferrocable_ruby.so"))
     assert File.executable?(File.join(extension_dir, "ferrocable", "bin", "ferrocable"))
 

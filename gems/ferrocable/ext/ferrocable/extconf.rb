@@ -41,7 +41,7 @@ File.write("Makefile", <<~MAKEFILE)
 
   all:
   \tRUBY=#{q[RbConfig.ruby]} CARGO_TARGET_DIR=#{q[target_dir]} $(CARGO) build --release --locked \\
-  \t  --manifest-path #{q[manifest]} -p ferrocable-ruby -p ferrocable --bin ferrocable
+  \t  --manifest-path #{q[manifest]} -p ferrocable-ruby -p ferrocable --lib --bin ferrocable
 
   install: all
   \tmkdir -p $(sitearchdir)/ferrocable/bin
