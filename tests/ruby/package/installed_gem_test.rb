@@ -88,7 +88,9 @@ class InstalledGemTest < Minitest::Test
     assert_match(/`cargo` not found\. Installing the ferrocable source gem compiles its native extension/, out)
 
     # The dependencies built for this run's packages are reused from target/; the gem's own crates compile, from the
-    # gem's copy of their sources (Cargo's log of the install says so), into files the install then copies.
+    # gem's copy of their sources (Cargo's log of the install says so), into files the install then copies. (Cargo
+    # names a cdylib without a hash, so target/release/libferrocable_ruby.so is afterwards the one the gem built
+    # from the same sources.)
     target = File.join(REPO, "target")
     started = Time.now
     gem_home, out = install(SOURCE_GEM, "source", rust: true, extra_env: {"CARGO_TARGET_DIR" => target})
