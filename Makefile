@@ -8,7 +8,7 @@ NODE_TEST_CONCURRENCY ?= 2
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
 SOAK_SECONDS ?= 60
 
-.PHONY: setup build test test-rust test-node node-addon demo ruby-ext ruby-bundle test-ruby rails-chat fuzz soak
+.PHONY: setup build test test-rust test-node node-addon demo ruby-ext ruby-bundle test-ruby rails-chat fuzz soak package test-package
 
 setup:
 	scripts/setup.sh
@@ -21,6 +21,7 @@ test: setup
 	$(MAKE) --no-print-directory soak
 	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-ruby
+	$(MAKE) --no-print-directory test-package
 
 # The fuzz targets in core/fuzz (cargo-fuzz, nightly toolchain), each for FUZZ_SECONDS; not part of `make test`.
 # cargo-fuzz is installed when missing. Findings are written to core/fuzz/artifacts/<target>/ and fail the run;
@@ -75,6 +76,19 @@ ruby-bundle: ruby-ext
 # @rails/actioncable clients (minitest). The Gemfile is resolved from Debian's gems, offline.
 test-ruby: ruby-bundle
 	cd tests/ruby && bundle exec ruby -Itest -e 'Dir.glob("test/**/*_test.rb").sort.each { |f| require File.expand_path(f) }'
+
+# Every package a user installs, into dist/: the npm package and its platform package (prebuilt addon and server
+# binary), the source gem (compiles with Cargo when installed) and the precompiled platform gem. See scripts/package.sh.
+package:
+	scripts/package.sh
+
+# The packages of dist/ installed the way users install them, into fresh folders outside the repository, with no
+# Rust on PATH: a new npm project (ESM, CommonJS, types, `npx ferrocable`) and a new Rails app using the
+# precompiled gem, each serving real clients. The source gem is installed too and compiles with Cargo; its build
+# shares this run's target/ (CARGO_TARGET_DIR) so the dependencies built for `make package` are not rebuilt.
+test-package: package
+	cd tests/node && node --test --test-concurrency=1 package/*.test.js
+	ruby tests/ruby/package/installed_gem_test.rb
 
 # The Rails chat example (examples/rails-chat): Puma on :3000 with Ferrocable in-process on :8080.
 # CABLE_ADAPTER=async serves the same app with plain Action Cable on Puma instead (for comparisons).

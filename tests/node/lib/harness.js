@@ -196,7 +196,8 @@ function tcpReachable (host, port) {
  *   process that has exited restart the server in its place)
  * - `args`: extra flags, e.g. ['--headers', 'cookie,x-api-token']
  */
-export async function startServer ({ rpcPort, publicMode = false, pingInterval = 1, host = '127.0.0.1', port, broadcastPort, args = [] } = {}) {
+// `bin` runs another executable than binaryPath (e.g. an installed package's), `env` replaces this process's environment.
+export async function startServer ({ rpcPort, publicMode = false, pingInterval = 1, host = '127.0.0.1', port, broadcastPort, args = [], bin = binaryPath, env = process.env } = {}) {
   port ??= await freePort()
   broadcastPort ??= await freePort()
   const flags = [
@@ -211,17 +212,17 @@ export async function startServer ({ rpcPort, publicMode = false, pingInterval =
   flags.push(...args)
 
   // Only our own settings reach the process: no ANYCABLE_* variables leak in from the caller.
-  const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ANYCABLE_') && k !== 'PORT'))
+  const childEnv = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('ANYCABLE_') && k !== 'PORT'))
   // The suite folder has no anycable.toml, so no config file is picked up by default.
-  const child = spawn(binaryPath, flags, { cwd: suiteDir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(bin, flags, { cwd: suiteDir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] })
   const server = new FerrocableProcess({ child, host, port, broadcastPort })
   let spawnError = null
   child.once('error', (err) => { spawnError = err })
 
   const deadline = Date.now() + 15000
   for (;;) {
-    if (spawnError) throw new Error(`cannot start ${binaryPath}: ${spawnError.message} (build it with: cargo build -p ferrocable)`)
-    if (!server.running) throw new Error(`ferrocable exited with ${JSON.stringify(server.exitStatus)} before becoming ready (${binaryPath} ${flags.join(' ')})\n${server.log}`)
+    if (spawnError) throw new Error(`cannot start ${bin}: ${spawnError.message} (build it with: cargo build -p ferrocable)`)
+    if (!server.running) throw new Error(`ferrocable exited with ${JSON.stringify(server.exitStatus)} before becoming ready (${bin} ${flags.join(' ')})\n${server.log}`)
     try {
       const res = await fetch(`http://${host}:${port}/health`)
       await res.arrayBuffer()

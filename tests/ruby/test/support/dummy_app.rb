@@ -76,20 +76,7 @@ class DummyApp
   def stop(timeout: 30)
     return unless @pid
 
-    Process.kill("TERM", -@pid)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    loop do
-      _, status = Process.waitpid2(@pid, Process::WNOHANG)
-      return status if status
-
-      if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-        Process.kill("KILL", -@pid)
-        return Process.waitpid2(@pid).last
-      end
-      sleep 0.05
-    end
-  rescue Errno::ESRCH, Errno::ECHILD
-    nil
+    ProcessGroup.stop(@pid, timeout: timeout)
   ensure
     @pid = nil
   end
