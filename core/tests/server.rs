@@ -342,6 +342,7 @@ async fn a_client_that_reads_too_slowly_is_dropped_as_too_slow_and_others_keep_r
     assert!(told.load(Ordering::SeqCst), "too_slow after {sent} publications");
     assert!(slow_got < sent, "the slow client's backlog was dropped ({slow_got} of {sent})");
     assert_eq!(fast_reader.await.unwrap(), sent);
+    assert_eq!(fx.server.stats().disconnected_slow_clients_total, 1, "counted as AnyCable counts slow clients");
     fx.server.shutdown().await;
 }
 
