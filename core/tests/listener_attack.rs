@@ -73,11 +73,15 @@ async fn every_listener_closes_unfinished_requests_within_read_header_timeout_an
     assert_eq!(status, 200);
     assert!(exposition.contains("anycable_go_pending_conn_num "), "{exposition}");
 
-    let mut slowest = Duration::ZERO;
+    let (mut fastest, mut slowest) = (Duration::MAX, Duration::ZERO);
     while let Some(closed_after) = attack.join_next().await {
-        slowest = slowest.max(closed_after.unwrap());
+        let closed_after = closed_after.unwrap();
+        (fastest, slowest) = (fastest.min(closed_after), slowest.max(closed_after));
     }
-    assert!(slowest >= TIMEOUT - Duration::from_millis(100), "closed before the timeout: {slowest:?}");
+    // The test's clock for a socket starts when its task gets to run after the connect, which under the burst can
+    // be a few hundred milliseconds after the server accepted it (and started the server's clock).
+    assert!(fastest >= TIMEOUT / 2, "closed long before the timeout: {fastest:?}");
+    assert!(slowest >= TIMEOUT - Duration::from_millis(100), "none waited for the timeout: {slowest:?}");
     assert!(slowest <= TIMEOUT + Duration::from_secs(1), "the slowest close came {slowest:?} after the opening");
     assert_eq!(fx.server.stats().read_header_timeout_total, (3 * 2 * PER_KIND) as u64);
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::RawClient;
-use common::{ChatApp, Fixture, Mode, http, test_config, welcomed};
+use common::{ChatApp, Fixture, Mode, http, test_config, welcomed, within};
 use ferrocable::Server;
 use ferrocable::handler::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, DisconnectResponse,
@@ -17,15 +17,6 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 const CHAT_A: &str = r#"{"channel":"ChatChannel","room":"a"}"#;
-
-/// Polls `check` until it is true or `limit` passes.
-async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn publications_remote_commands_and_unparsable_broadcasts_are_counted_as_anycable_counts_them() {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, Fixture, Mode, eventually, welcomed};
+use common::{Client, Fixture, Mode, eventually, welcomed, within};
 use ferrocable::Publication;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -425,15 +425,6 @@ async fn http_broadcast_answers_201_400_401_and_413_with_messages() {
     assert_eq!(common::http(addr, "POST", "/_broadcast", &auth, remote).await.0, 201);
     assert_eq!(c.recv().await, json!({"type":"disconnect","reason":"remote","reconnect":true}));
     fx.server.shutdown().await;
-}
-
-/// Waits up to `limit` for `check`.
-async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

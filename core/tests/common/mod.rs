@@ -434,6 +434,15 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `check` until it is true or `limit` passes (for waits longer or shorter than [`TIMEOUT`]).
+pub async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A minimal HTTP/1.0 request over loopback; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
