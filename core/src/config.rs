@@ -1278,6 +1278,27 @@ mod tests {
     }
 
     #[test]
+    fn listener_deadlines_default_to_anycable_go_and_must_be_at_least_a_second() {
+        let c = Config::default().finalize().unwrap();
+        assert_eq!(c.read_header_timeout, 5, "AnyCable-Go's ReadHeaderTimeout");
+        assert_eq!((c.max_pending_conn, c.http_idle_timeout, c.http_broadcast_body_timeout), (4096, 30, 10));
+        for name in ["read_header_timeout", "http_idle_timeout", "http_broadcast_body_timeout"] {
+            let mut c = Config::default();
+            c.set(name, "0").unwrap();
+            let err = c.finalize().unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("at least 1 second"), "{err}");
+            let mut c = Config::default();
+            c.set(name, "31536001").unwrap();
+            assert!(c.finalize().unwrap_err().to_string().contains("at most"));
+        }
+        let mut c = Config::default();
+        c.set("max_pending_conn", "0").unwrap();
+        assert!(c.clone().finalize().is_ok(), "0 means no bound");
+        c.set("max_pending_conn", "1073741825").unwrap();
+        assert!(c.finalize().unwrap_err().to_string().contains("max_pending_conn"));
+    }
+
+    #[test]
     fn finalize_refuses_durations_and_sizes_the_server_cannot_honour() {
         for (name, value) in [
             ("shutdown_timeout", "18446744073709551615"),
