@@ -3,7 +3,9 @@
 #
 #   tests/load/compare.sh SCENARIO MODE [ferrocable-bench arguments...]
 #
-# SCENARIO: idle | broadcast | connect | perform (arguments after MODE go to `ferrocable-bench SCENARIO`).
+# SCENARIO: idle | broadcast | connect | perform | attack (arguments after MODE go to `ferrocable-bench SCENARIO`).
+#           attack also opens a metrics listener on each server and attacks all three listeners (main,
+#           HTTP broadcast, metrics).
 # MODE:     public (no backend; $pubsub streams, HTTP broadcasts) or rpc (every server calls the same
 #           benchmark gRPC backend, `ferrocable-bench backend`).
 #
@@ -24,7 +26,7 @@
 # RESULTS_DIR/table.md.
 set -euo pipefail
 
-scenario=${1:?scenario: idle|broadcast|connect|perform}
+scenario=${1:?scenario: idle|broadcast|connect|perform|attack}
 mode=${2:?mode: public|rpc}
 shift 2
 
@@ -76,10 +78,11 @@ fi
 
 for entry in "${servers[@]}"; do
   name=${entry%%|*}; bin=${entry#*|}
-  port=$(free_port); bport=$(free_port); aport=$(free_port)
+  port=$(free_port); bport=$(free_port); aport=$(free_port); mport=$(free_port)
   url="ws://127.0.0.1:$port/cable"
   log="$results/$name.log"
   common=(--host 127.0.0.1 --port "$port" --http_broadcast_port "$bport" --broadcast_adapter http)
+  if [ "$scenario" = attack ]; then common+=(--metrics_http /metrics --metrics_port "$mport"); fi
   case "$mode" in
     public) mode_args=(--public --norpc) ;;
     rpc) mode_args=(--rpc_host "127.0.0.1:$rpc_port") ;;
@@ -119,6 +122,10 @@ for entry in "${servers[@]}"; do
   echo "== $name ($url, pid $real_pid)" >&2
   extra=()
   if [ "$scenario" = broadcast ]; then extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast"); fi
+  if [ "$scenario" = attack ]; then
+    extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast" --listener "127.0.0.1:$port"
+      --listener "127.0.0.1:$bport" --listener "127.0.0.1:$mport")
+  fi
   taskset -c "$tool_cpu" "$bench" "$scenario" --url "$url" --server-pid "$real_pid" --json "${extra[@]}" "$@" \
     >"$results/$name.json" || echo "$name: load tool failed" >&2
   kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
