@@ -13,9 +13,9 @@ pub(crate) mod redisx;
 use std::future::Future;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::metrics::Metrics;
-use serde_json::value::RawValue;
 
 /// One publication: deliver `data` to every subscription streaming from `stream`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -390,3 +390,46 @@ impl AsyncWrite for ClientIo {
         Pin::new(self.stream()?).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle WebSocket holds its socket through this wrapper: it may cost no more than the tracker handle, the
+    /// flag and the option beside the socket.
+    #[test]
+    fn the_socket_wrapper_adds_at_most_three_words_to_a_connection() {
+        assert!(std::mem::size_of::<ClientIo>() <= std::mem::size_of::<TcpStream>() + 24);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_was_written_to_lingers_and_one_that_was_not_closes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tasks = TaskTracker::new();
+        for wrote in [false, true] {
+            let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let mut io = ClientIo::new(accepted, tasks.clone());
+            if wrote {
+                io.write_all(b"last words").await.unwrap();
+            }
+            // The peer has sent something the server never read.
+            peer.write_all(b"unread").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(io);
+            let mut received = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(2), peer.read_to_end(&mut received)).await.unwrap();
+            if wrote {
+                // Write side shut after the last bytes: an orderly end, then the peer may still write.
+                assert_eq!(read.unwrap(), 10);
+                assert_eq!(received, b"last words");
+                peer.write_all(b"more").await.expect("still drained, not reset");
+            } else {
+                // Closed with input unread: the kernel resets the connection.
+                assert!(read.is_err() || received.is_empty(), "{read:?}");
+            }
+        }
+        tasks.close();
+        tokio::time::timeout(LINGER + Duration::from_secs(1), tasks.wait()).await.expect("the linger ends");
+    }
+}

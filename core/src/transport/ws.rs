@@ -22,7 +22,7 @@ use std::task::Poll;
 
 use futures_util::{SinkExt, Stream, StreamExt};
 
-use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
+use crate::client::{ClientHandle, CloseRequest, TOO_SLOW, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
 use crate::metrics::Metrics;
 use crate::protocol::{self, SUPPORTED_PROTOCOLS};
@@ -392,9 +392,6 @@ async fn bounded(write: impl Future<Output = Result<(), axum::Error>>, metrics: 
         }
     }
 }
-
-/// The close reason of a client whose queue overflowed (see `ClientHandle::send`).
-const TOO_SLOW: &str = "too_slow";
 
 /// What became of a batch of writes.
 enum Written {
