@@ -29,6 +29,9 @@ pub mod close_code {
     pub const INTERNAL_ERROR: u16 = 1011;
 }
 
+/// The close reason of a client whose queue overflowed.
+pub(crate) const TOO_SLOW: &str = "too_slow";
+
 /// How and why a client is to be closed.
 #[derive(Debug, Clone)]
 pub struct CloseRequest {
@@ -130,7 +133,7 @@ impl ClientHandle {
         if q.frames.len() + frames.len() > self.capacity {
             // The client does not read fast enough: drop what it has not read and close it.
             q.frames = VecDeque::new();
-            q.close = Some(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
+            q.close = Some(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
             drop(q);
             tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
             self.notify();

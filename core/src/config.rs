@@ -410,6 +410,8 @@ options! {
     http_broadcast_path: String = "/_broadcast", false;
     /// Largest accepted HTTP broadcast body in bytes
     http_broadcast_max_body: usize = "4194304", false;
+    /// Seconds an HTTP broadcast body may take to arrive after its headers; a slower one gets 408 and the connection is closed
+    http_broadcast_body_timeout: u64 = "10", false;
     /// Cluster pub/sub engine: redis, nats or none
     pubsub: PubSubAdapter = "none", false;
     /// Pub/sub subscriptions of a node: all (every publication) or stream (one per stream with local subscribers)
@@ -474,6 +476,12 @@ options! {
     max_message_size: usize = "65536", false;
     /// Maximum number of connections; 0 means no limit
     max_conn: usize = "0", false;
+    /// Seconds a new connection has to complete its TLS handshake and its HTTP request head (AnyCable-Go: 5)
+    read_header_timeout: u64 = "5", false;
+    /// Connections of one listener that may be waiting for their request head at once; more are closed at once; 0 means no limit
+    max_pending_conn: usize = "4096", false;
+    /// Seconds a keep-alive HTTP connection (broadcast, metrics, health) may wait for its next request
+    http_idle_timeout: u64 = "30", false;
     /// Maximum subscriptions of one connection; a subscribe beyond it is rejected without a call; 0 means no limit
     max_subscriptions: usize = "0", false;
     /// Frames queued for one client before it is disconnected as too slow
@@ -593,6 +601,15 @@ impl Config {
         if self.client_queue_size == 0 {
             return Err(ConfigError::Inconsistent { name: "client_queue_size", reason: "must be at least 1".into() });
         }
+        for (name, seconds) in [
+            ("read_header_timeout", self.read_header_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
+            ("http_broadcast_body_timeout", self.http_broadcast_body_timeout),
+        ] {
+            if seconds == 0 {
+                return Err(ConfigError::Inconsistent { name, reason: "must be at least 1 second".into() });
+            }
+        }
         // What finalize accepts must be usable: a duration past the end of time or a queue larger than a
         // semaphore can count would make the server panic at start or at shutdown instead of refusing here.
         for (name, seconds) in [
@@ -603,6 +620,9 @@ impl Config {
             ("rpc_request_timeout", self.rpc_request_timeout / 1000),
             ("history_ttl", self.history_ttl),
             ("sessions_ttl", self.sessions_ttl),
+            ("read_header_timeout", self.read_header_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
+            ("http_broadcast_body_timeout", self.http_broadcast_body_timeout),
         ] {
             if seconds > MAX_SECONDS {
                 return Err(ConfigError::Inconsistent {
@@ -617,6 +637,7 @@ impl Config {
             ("client_queue_size", self.client_queue_size),
             ("client_send_buffer_size", self.client_send_buffer_size),
             ("history_limit", self.history_limit),
+            ("max_pending_conn", self.max_pending_conn),
         ] {
             if count > MAX_COUNT {
                 return Err(ConfigError::Inconsistent { name, reason: format!("must be at most {MAX_COUNT}") });
@@ -1345,6 +1366,27 @@ mod tests {
             let err = Config::default().set_from_toml(&text).unwrap_err().to_string();
             assert!(err.contains("not valid TOML") || err.contains("`port`"), "{err}");
         }
+    }
+
+    #[test]
+    fn listener_deadlines_default_to_anycable_go_and_must_be_at_least_a_second() {
+        let c = Config::default().finalize().unwrap();
+        assert_eq!(c.read_header_timeout, 5, "AnyCable-Go's ReadHeaderTimeout");
+        assert_eq!((c.max_pending_conn, c.http_idle_timeout, c.http_broadcast_body_timeout), (4096, 30, 10));
+        for name in ["read_header_timeout", "http_idle_timeout", "http_broadcast_body_timeout"] {
+            let mut c = Config::default();
+            c.set(name, "0").unwrap();
+            let err = c.finalize().unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("at least 1 second"), "{err}");
+            let mut c = Config::default();
+            c.set(name, "31536001").unwrap();
+            assert!(c.finalize().unwrap_err().to_string().contains("at most"));
+        }
+        let mut c = Config::default();
+        c.set("max_pending_conn", "0").unwrap();
+        assert!(c.clone().finalize().is_ok(), "0 means no bound");
+        c.set("max_pending_conn", "1073741825").unwrap();
+        assert!(c.finalize().unwrap_err().to_string().contains("max_pending_conn"));
     }
 
     #[test]

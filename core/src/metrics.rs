@@ -66,6 +66,16 @@ metrics! {
         pubsub_published_total,
         pubsub_received_total,
         pubsub_lost_total,
+        publications_total,
+        remote_commands_total,
+        disconnected_slow_clients_total,
+        timeout_server_msg_total,
+        rpc_timeout_total,
+        rpc_canceled_total,
+        read_header_timeout_total,
+        http_idle_timeout_total,
+        pending_conn_refused_total,
+        broadcast_body_timeout_total,
     }
     gauges {
         clients_num,
@@ -74,6 +84,8 @@ metrics! {
         rpc_pending_num,
         disconnect_queue_size,
         pubsub_streams_num,
+        grpc_active_conn_num,
+        pending_conn_num,
     }
 }
 
@@ -128,6 +140,9 @@ impl Metrics {
         for (metric, value) in extra_gauges {
             let _ = writeln!(out, "# TYPE {} gauge\n{} {value}", name(metric), name(metric));
         }
+        if let Some(bytes) = resident_memory_bytes() {
+            let _ = writeln!(out, "# TYPE {} gauge\n{} {bytes}", name("mem_sys_bytes"), name("mem_sys_bytes"));
+        }
         let histogram = name("rpc_duration_seconds");
         let _ = writeln!(out, "# HELP {histogram} Latency of application handler calls (RPC or in-process)");
         let _ = writeln!(out, "# TYPE {histogram} histogram");
@@ -166,6 +181,17 @@ impl Metrics {
     pub(crate) fn down(gauge: &AtomicI64) {
         gauge.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The memory the process holds from the system (`mem_sys_bytes`): its resident set, read when the metrics are
+/// rendered. AnyCable-Go reports what the Go runtime obtained from the system, which is the same quantity for a
+/// process whose memory is all its runtime's. `None` where `/proc` is not available.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page_size).ok()?)
 }
 
 #[cfg(test)]

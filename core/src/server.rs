@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::mpsc;
@@ -37,8 +36,8 @@ use crate::protocol;
 use crate::pubsub::PubSub;
 use crate::rate_limit::CommandRate;
 use crate::session::SessionDeps;
+use crate::transport::listener::{HttpListener, ListenerLimits};
 use crate::transport::tcp::ClientSocketOptions;
-use crate::transport::tls::TlsListener;
 use crate::transport::ws::{self, WsState};
 
 /// Why the server could not start.
@@ -95,6 +94,10 @@ impl Shared {
 }
 
 impl IngressSink for Shared {
+    fn metrics(&self) -> Option<&Metrics> {
+        Some(&self.metrics)
+    }
+
     async fn accept(&self, messages: Vec<IngressMessage>, reach: Reach) {
         // Local delivery and publishing both follow acceptance order, which keeps per-stream order on every node.
         let pubsub = self.pubsub.as_ref().filter(|_| reach == Reach::ThisNode);
@@ -115,6 +118,7 @@ impl IngressSink for Shared {
             match message {
                 IngressMessage::Broadcast(publication) => self.broadcasts.publish(publication, false).await,
                 IngressMessage::Disconnect(remote) => {
+                    Metrics::inc(&self.metrics.remote_commands_total);
                     let closed = self.disconnect(&remote.identifiers, remote.reconnect);
                     tracing::debug!(identifiers = %remote.identifiers, closed, "remote disconnect");
                 }
@@ -260,12 +264,25 @@ impl Server {
             .local_addr()
             .map_err(|source| StartError::Bind { addr: format!("{}:{}", config.host, config.port), source })?;
         let shared_port = config.http_broadcast_port == config.port && config.port != 0;
-        let broadcaster = Arc::new(HttpBroadcaster { sink: shared.clone(), key: config.broadcast_key() });
+        let broadcaster = Arc::new(HttpBroadcaster {
+            sink: shared.clone(),
+            key: config.broadcast_key(),
+            body_timeout: Duration::from_secs(config.http_broadcast_body_timeout),
+            metrics: metrics.clone(),
+        });
         let broadcast_routes = Router::new()
             .route(&config.http_broadcast_path, post(crate::broadcast::http::handle::<Shared>))
             .layer(DefaultBodyLimit::max(config.http_broadcast_max_body))
             .with_state(broadcaster);
 
+        // Every listener gets the same deadlines and bound on pending connections (see transport::listener).
+        let limits = ListenerLimits::from_config(&config);
+        let serve = |listener: TcpListener, router: Router, client_sockets, what| {
+            let tls = listener_tls.clone();
+            let metrics = metrics.clone();
+            HttpListener { listener, tls, router, client_sockets, limits, metrics, what }
+                .spawn(&tasks, stop_accepting.clone());
+        };
         let mut main_router = Router::new();
         for path in &config.path {
             main_router = main_router.route(path, get(ws::upgrade));
@@ -289,7 +306,7 @@ impl Server {
                 let host =
                     if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
                 let listener = bind(host, config.metrics_port).await?;
-                serve(&tasks, listener, listener_tls.clone(), metrics_routes, stop_accepting.clone(), None, "metrics");
+                serve(listener, metrics_routes, None, "metrics");
             }
         }
         let mut broadcast_addr = None;
@@ -300,22 +317,14 @@ impl Server {
             } else {
                 let listener = bind(&config.host, config.http_broadcast_port).await?;
                 broadcast_addr = listener.local_addr().ok();
-                serve(
-                    &tasks,
-                    listener,
-                    listener_tls.clone(),
-                    broadcast_routes,
-                    stop_accepting.clone(),
-                    None,
-                    "broadcast",
-                );
+                serve(listener, broadcast_routes, None, "broadcast");
             }
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
         // (and its Disconnect run) within a bounded time: set once on the listener where accepted sockets
         // inherit them, else on each accepted socket.
         let client_sockets = ClientSocketOptions::for_listener(&config, &main_listener);
-        serve(&tasks, main_listener, listener_tls.clone(), main_router, stop_accepting.clone(), client_sockets, "main");
+        serve(main_listener, main_router, client_sockets, "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
         }
@@ -483,39 +492,6 @@ async fn start_broadcasters(
         tasks.spawn(nats::run(broadcaster, shared.clone(), stop.clone()));
     }
     Ok(())
-}
-
-/// Serves `router` on `listener` until `stop`, over TLS when the listeners have a certificate. Every router gets
-/// the peer address, which the WebSocket upgrade forwards as `REMOTE_ADDR`. `client_sockets` is applied to each
-/// accepted socket (`None` when the listener's sockets need nothing more than they inherit).
-fn serve(
-    tasks: &TaskTracker,
-    listener: TcpListener,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    router: Router,
-    stop: CancellationToken,
-    client_sockets: Option<ClientSocketOptions>,
-    what: &'static str,
-) {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let stopped = stop.cancelled_owned();
-    tasks.spawn(async move {
-        let served = match tls {
-            None => {
-                let listener = listener.tap_io(move |tcp| client_sockets.iter().for_each(|o| o.apply(tcp)));
-                axum::serve(listener, app).with_graceful_shutdown(stopped).await
-            }
-            // `tap_io` is also how axum hands the peer address of a listener of our own to `ConnectInfo`.
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls)
-                    .tap_io(move |stream| client_sockets.iter().for_each(|o| o.apply(stream.get_ref().0)));
-                axum::serve(listener, app).with_graceful_shutdown(stopped).await
-            }
-        };
-        if let Err(error) = served {
-            tracing::error!(%error, "{what} listener failed");
-        }
-    });
 }
 
 /// Pending connections the kernel queues per listener. The common default (128) overflows under a connect storm,

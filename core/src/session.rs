@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{Broker, History, HistoryError};
 use crate::catchup::{self, Catchup};
-use crate::client::{ClientHandle, CloseRequest, close_code};
+use crate::client::{ClientHandle, CloseRequest, TOO_SLOW, close_code};
 use crate::config::DisconnectMode;
 use crate::disconnect::DisconnectQueue;
 use crate::handler::controller::{Controller, Routed};
@@ -643,7 +643,7 @@ impl Session {
         }
         if filtered.overflow {
             tracing::info!(sid = %self.client.sid, "client too slow for its catch-up; disconnecting");
-            self.client.close(CloseRequest::with_disconnect_frame("too_slow", true, close_code::NORMAL));
+            self.client.close(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
         }
         filtered.frames
     }
@@ -827,7 +827,7 @@ impl Session {
         let restorable = self
             .client
             .close_request()
-            .is_none_or(|close| matches!(close.reason, "closed" | "server_restart" | "too_slow"));
+            .is_none_or(|close| matches!(close.reason, "closed" | "server_restart" | TOO_SLOW));
         let result = match self.snapshot().filter(|_| restorable) {
             Some(snapshot) => broker.commit_session(&self.client.sid, &snapshot).await,
             None => broker.restore_session(&self.client.sid).await.map(drop),

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, Fixture, Mode, eventually, welcomed};
+use common::{Client, Fixture, Mode, eventually, welcomed, within};
 use ferrocable::Publication;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -342,6 +342,7 @@ async fn a_client_that_reads_too_slowly_is_dropped_as_too_slow_and_others_keep_r
     assert!(told.load(Ordering::SeqCst), "too_slow after {sent} publications");
     assert!(slow_got < sent, "the slow client's backlog was dropped ({slow_got} of {sent})");
     assert_eq!(fast_reader.await.unwrap(), sent);
+    assert_eq!(fx.server.stats().disconnected_slow_clients_total, 1, "counted as AnyCable counts slow clients");
     fx.server.shutdown().await;
 }
 
@@ -424,15 +425,6 @@ async fn http_broadcast_answers_201_400_401_and_413_with_messages() {
     assert_eq!(common::http(addr, "POST", "/_broadcast", &auth, remote).await.0, 201);
     assert_eq!(c.recv().await, json!({"type":"disconnect","reason":"remote","reconnect":true}));
     fx.server.shutdown().await;
-}
-
-/// Waits up to `limit` for `check`.
-async fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

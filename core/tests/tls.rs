@@ -5,47 +5,18 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::engines::free_port;
 use common::tls::{Pki, https, start_grpc_backend_tls};
-use common::{ChatApp, Client, Fixture, Mode, eventually, http, test_config};
+use common::{ChatApp, Client, Fixture, Mode, eventually, http, logs, test_config};
 use ferrocable::{Publication, Server};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CHAT_A: &str = r#"{"channel":"ChatChannel","room":"a"}"#;
-
-/// Everything the servers of this test binary log, from the first call on (the subscriber is process-wide).
-fn logs() -> String {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    let buffer = LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("debug,h2=warn,hyper=warn,tower=warn,tonic=warn")
-            .with_ansi(false)
-            .with_writer(move || LogSink(sink.clone()))
-            .init();
-        buffer
-    });
-    String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogSink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn wss_url(fx: &Fixture) -> String {
     format!("wss://127.0.0.1:{}/cable", fx.server.local_addr().port())

@@ -3,8 +3,9 @@
 #
 #   tests/load/compare.sh SCENARIO MODE [ferrocable-bench arguments...]
 #
-# SCENARIO: idle | broadcast | connect | perform | reconnect-storm (arguments after MODE go to
-#           `ferrocable-bench SCENARIO`).
+# SCENARIO: idle | broadcast | connect | perform | reconnect-storm | attack (arguments after MODE go to
+#           `ferrocable-bench SCENARIO`). attack also opens a metrics listener on each server and attacks all
+#           three listeners (main, HTTP broadcast, metrics).
 # MODE:     public (no backend; $pubsub streams, HTTP broadcasts), rpc (every server calls the same
 #           benchmark gRPC backend, `ferrocable-bench backend`) or http-rpc (the same backend over AnyCable's HTTP
 #           RPC; it answers gRPC on $RPC_PORT too, so a peer command may use either in the same run).
@@ -29,7 +30,7 @@
 # RESULTS_DIR/table.md.
 set -euo pipefail
 
-scenario=${1:?scenario: idle|broadcast|connect|perform}
+scenario=${1:?scenario: idle|broadcast|connect|perform|reconnect-storm|attack}
 mode=${2:?mode: public|rpc|http-rpc}
 shift 2
 
@@ -94,10 +95,11 @@ fi
 for entry in "${servers[@]}"; do
   IFS='|' read -r name bin server_args <<<"$entry"
   read -r -a variant_args <<<"$server_args"
-  port=$(free_port); bport=$(free_port); aport=$(free_port)
+  port=$(free_port); bport=$(free_port); aport=$(free_port); mport=$(free_port)
   url="ws://127.0.0.1:$port/cable"
   log="$results/$name.log"
   common=(--host 127.0.0.1 --port "$port" --http_broadcast_port "$bport" --broadcast_adapter http)
+  if [ "$scenario" = attack ]; then common+=(--metrics_http /metrics --metrics_port "$mport"); fi
   case "$mode" in
     public) mode_args=(--public --norpc) ;;
     rpc) mode_args=(--rpc_host "127.0.0.1:$rpc_port") ;;
@@ -139,6 +141,10 @@ for entry in "${servers[@]}"; do
   extra=()
   case "$scenario" in
     broadcast|reconnect-storm) extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast") ;;
+    attack)
+      extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast" --listener "127.0.0.1:$port"
+        --listener "127.0.0.1:$bport" --listener "127.0.0.1:$mport")
+      ;;
   esac
   taskset -c "$tool_cpu" "$bench" "$scenario" --url "$url" --server-pid "$real_pid" --json "${extra[@]}" "$@" \
     >"$results/$name.json" || echo "$name: load tool failed" >&2

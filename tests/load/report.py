@@ -99,6 +99,23 @@ def rows_for(result):
             "tool CPU %": cpu.get("tool_cpu_percent"),
         }
         return row
+    if kind == "attack":
+        closes = result["closes"]
+        slowest = max((c["time_to_close"]["max_ms"] for c in closes), default=None)
+        return {
+            "sockets": sum(c["opened"] for c in closes),
+            "never closed": sum(c["never_closed"] for c in closes),
+            "close p50 s": max((c["time_to_close"]["p50_ms"] for c in closes), default=0) / 1000,
+            "close max s": (slowest or 0) / 1000,
+            "fds before": result["fds_before"],
+            "fds peak": result["fds_peak"],
+            "fds after": result["fds_after"],
+            "broadcast RTT p95 ms": result["broadcast_round_trip"]["p95_ms"],
+            "lost": result["broadcasts_lost"],
+            "connect p95 ms": result["connect_to_welcome"]["p95_ms"],
+            "connects failed": result["connects_failed"],
+            "server CPU s": result.get("server_cpu_seconds"),
+        }
     return {"result": json.dumps(result)[:80]}
 
 

@@ -1,49 +1,72 @@
 //! The HTTP broadcaster: `POST <http_broadcast_path>` with one publication, a batch, or a remote command.
 //!
 //! Answers 201 when accepted, 400 for a body it cannot parse, 401 for a missing or wrong bearer key
-//! (compared in constant time), 413 for a body over `http_broadcast_max_body`; always with a message.
+//! (compared in constant time), 413 for a body over `http_broadcast_max_body`, 408 for a body that has not
+//! arrived `http_broadcast_body_timeout` after the headers (the connection is then closed, so a publisher
+//! trickling bytes cannot hold it); always with a message.
 //! The `Content-Type` is not looked at: the body is always read as JSON, as AnyCable-Go does, so publishers
 //! that send `text/plain` or nothing keep working.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{IngressSink, Reach, parse_ingress};
+use crate::metrics::Metrics;
 
 /// State of the broadcast endpoint.
 pub(crate) struct HttpBroadcaster<S> {
     pub sink: Arc<S>,
     /// Bearer key required, if any.
     pub key: Option<String>,
+    /// Time the body may take to arrive once the headers are in (`http_broadcast_body_timeout`).
+    pub body_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The request handler.
-pub(crate) async fn handle<S: IngressSink>(
-    State(state): State<Arc<HttpBroadcaster<S>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(key) = &state.key {
-        let given = headers
+pub(crate) async fn handle<S: IngressSink>(State(state): State<Arc<HttpBroadcaster<S>>>, request: Request) -> Response {
+    // Checked now, answered after the body (so an oversized body is still a 413 whatever the key).
+    let authorized = state.key.as_ref().is_none_or(|key| {
+        let given = request
+            .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !key_matches(given.as_bytes(), key.as_bytes()) {
-            tracing::warn!("broadcast refused: missing or wrong broadcast key");
-            return (StatusCode::UNAUTHORIZED, "missing or invalid broadcast key\n").into_response();
+        key_matches(given.as_bytes(), key.as_bytes())
+    });
+    // The body is read here rather than by an extractor so that its arrival is bounded; the extractor still
+    // applies `http_broadcast_max_body` (413).
+    let body = match tokio::time::timeout(state.body_timeout, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return rejection.into_response(),
+        Err(_) => {
+            Metrics::inc(&state.metrics.broadcast_body_timeout_total);
+            tracing::warn!(
+                timeout_secs = state.body_timeout.as_secs(),
+                "broadcast refused: body not received within http_broadcast_body_timeout"
+            );
+            let message = format!("broadcast body not received within {} s\n", state.body_timeout.as_secs());
+            return (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], message).into_response();
         }
+    };
+    if !authorized {
+        tracing::warn!("broadcast refused: missing or wrong broadcast key");
+        return (StatusCode::UNAUTHORIZED, "missing or invalid broadcast key\n").into_response();
     }
     match parse_ingress(&body) {
         Ok(messages) => {
+            Metrics::inc(&state.metrics.publications_total);
             state.sink.accept(messages, Reach::ThisNode).await;
             (StatusCode::CREATED, "").into_response()
         }
         Err(error) => {
+            Metrics::inc(&state.metrics.failed_broadcast_msg_total);
             tracing::warn!(%error, "broadcast refused: malformed body");
             (StatusCode::BAD_REQUEST, format!("malformed broadcast: {error}\n")).into_response()
         }

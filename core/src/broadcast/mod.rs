@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::broker::StreamPosition;
+use crate::metrics::Metrics;
 
 /// One publication: deliver `data` to every subscription streaming from `stream`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,16 +68,23 @@ pub(crate) enum Reach {
 pub(crate) trait IngressSink: Send + Sync + 'static {
     /// Queues `messages` in order; returns once they are queued, not delivered.
     fn accept(&self, messages: Vec<IngressMessage>, reach: Reach) -> impl Future<Output = ()> + Send;
+
+    /// Where broadcasters count what they receive (`publications_total`, `failed_broadcast_msg_total`).
+    fn metrics(&self) -> Option<&Metrics> {
+        None
+    }
 }
 
 /// Parses a body that came from a broadcast channel and hands it on; a malformed one is logged and dropped.
 pub(crate) async fn accept_body<S: IngressSink>(sink: &S, body: &[u8], reach: Reach, source: &str) -> bool {
     match parse_ingress(body) {
         Ok(messages) => {
+            sink.metrics().inspect(|m| Metrics::inc(&m.publications_total));
             sink.accept(messages, reach).await;
             true
         }
         Err(error) => {
+            sink.metrics().inspect(|m| Metrics::inc(&m.failed_broadcast_msg_total));
             tracing::warn!(%error, body = %String::from_utf8_lossy(&body[..body.len().min(200)]), "{source}: malformed broadcast dropped");
             false
         }

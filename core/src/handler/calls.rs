@@ -26,6 +26,8 @@ pub(crate) enum AttemptError {
     Retry { backoff: Duration, reason: String },
     /// Final: the call fails with this error.
     Fail(HandlerError),
+    /// Final: the backend's own deadline for the call passed (counted in `rpc_timeout_total`).
+    Expired(String),
 }
 
 /// The limits and bookkeeping shared by all calls of one backend client.
@@ -61,6 +63,7 @@ impl CallPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
+        let unfinished = Unfinished(Some(&self.metrics));
         let attempt_loop = async {
             let _permit =
                 self.permits.acquire().await.map_err(|_| HandlerError::Unavailable("client closed".into()))?;
@@ -75,6 +78,11 @@ impl CallPolicy {
                     Err(AttemptError::Fail(error)) => {
                         Metrics::inc(&self.metrics.rpc_error_total);
                         return Err(error);
+                    }
+                    Err(AttemptError::Expired(reason)) => {
+                        Metrics::inc(&self.metrics.rpc_error_total);
+                        Metrics::inc(&self.metrics.rpc_timeout_total);
+                        return Err(HandlerError::Failed(reason));
                     }
                     Err(AttemptError::Retry { backoff, reason }) => (backoff, reason),
                 };
@@ -93,9 +101,31 @@ impl CallPolicy {
                 tokio::time::sleep(backoff * 2u32.pow(attempts - 1)).await;
             }
         };
-        match self.request_timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt_loop).await.map_err(|_| HandlerError::Timeout)?,
+        let result = match self.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt_loop).await.unwrap_or_else(|_| {
+                Metrics::inc(&self.metrics.rpc_timeout_total);
+                Err(HandlerError::Timeout)
+            }),
             None => attempt_loop.await,
+        };
+        unfinished.finished();
+        result
+    }
+}
+
+/// Counts a call as canceled (`rpc_canceled_total`) when it is dropped before it finished.
+struct Unfinished<'a>(Option<&'a Metrics>);
+
+impl Unfinished<'_> {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(metrics) = self.0 {
+            Metrics::inc(&metrics.rpc_canceled_total);
         }
     }
 }

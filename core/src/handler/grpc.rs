@@ -5,6 +5,11 @@
 //! lazily, so the server starts and keeps serving while the backend is down and recovers by itself when it
 //! returns. With TLS on, each connection of the channel is a rustls session checked against the host of
 //! `rpc_host`.
+//!
+//! Counted as AnyCable-Go counts them (in the call policy and here): `rpc_timeout_total` (a call that ran out of
+//! `rpc_request_timeout`, or an attempt the backend answered with DeadlineExceeded), `rpc_canceled_total` (a call
+//! abandoned by its caller before it finished, such as a Disconnect still running when `shutdown_timeout` runs
+//! out) and `grpc_active_conn_num` (open HTTP/2 connections to the backend).
 
 use std::io;
 use std::pin::Pin;
@@ -14,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -64,8 +70,10 @@ impl GrpcHandler {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let channel = match options.tls {
-            None => endpoint.connect_lazy(),
-            Some(config) => endpoint.connect_with_connector_lazy(TlsConnector::new(config, endpoint.uri())?),
+            None => endpoint.connect_with_connector_lazy(PlainConnector { metrics: metrics.clone() }),
+            Some(config) => {
+                endpoint.connect_with_connector_lazy(TlsConnector::new(config, endpoint.uri(), metrics.clone())?)
+            }
         };
         Ok(Self {
             client: RpcClient::new(channel),
@@ -97,6 +105,9 @@ impl GrpcHandler {
                         let backoff = match status.code() {
                             Code::Unavailable => UNAVAILABLE_BACKOFF,
                             Code::ResourceExhausted => EXHAUSTED_BACKOFF,
+                            Code::DeadlineExceeded => {
+                                return AttemptError::Expired(format!("DeadlineExceeded: {}", status.message()));
+                            }
                             code => {
                                 return AttemptError::Fail(HandlerError::Failed(format!(
                                     "{code:?}: {}",
@@ -131,26 +142,22 @@ impl Handler for GrpcHandler {
     }
 }
 
-/// Opens the channel's connections over TLS: TCP to the host and port of `rpc_host`, then a rustls handshake
-/// that checks the certificate against that host.
+/// TCP to the host and port of `uri` (`default_port` when it names none), without Nagle's delay.
+async fn connect_tcp(uri: &Uri, default_port: u16) -> io::Result<TcpStream> {
+    let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
+    let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(default_port))).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// Opens the channel's connections in plain HTTP/2.
 #[derive(Clone)]
-struct TlsConnector {
-    tls: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
+struct PlainConnector {
+    metrics: Arc<Metrics>,
 }
 
-impl TlsConnector {
-    fn new(config: Arc<ClientConfig>, target: &Uri) -> Result<Self, HandlerError> {
-        let host = target.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
-        let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
-            HandlerError::Failed(format!("rpc_host {host:?} cannot be checked against a certificate: {e}"))
-        })?;
-        Ok(Self { tls: config.into(), server_name })
-    }
-}
-
-impl tower_service::Service<Uri> for TlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+impl tower_service::Service<Uri> for PlainConnector {
+    type Response = TokioIo<Counted<TcpStream>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -159,12 +166,95 @@ impl tower_service::Service<Uri> for TlsConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let (tls, server_name) = (self.tls.clone(), self.server_name.clone());
+        let metrics = self.metrics.clone();
+        Box::pin(async move { Ok(TokioIo::new(Counted::new(connect_tcp(&uri, 80).await?, metrics))) })
+    }
+}
+
+/// Opens the channel's connections over TLS: TCP to the host and port of `rpc_host`, then a rustls handshake
+/// that checks the certificate against that host.
+#[derive(Clone)]
+struct TlsConnector {
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+    metrics: Arc<Metrics>,
+}
+
+impl TlsConnector {
+    fn new(config: Arc<ClientConfig>, target: &Uri, metrics: Arc<Metrics>) -> Result<Self, HandlerError> {
+        let host = target.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            HandlerError::Failed(format!("rpc_host {host:?} cannot be checked against a certificate: {e}"))
+        })?;
+        Ok(Self { tls: config.into(), server_name, metrics })
+    }
+}
+
+impl tower_service::Service<Uri> for TlsConnector {
+    type Response = TokioIo<Counted<tokio_rustls::client::TlsStream<TcpStream>>>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (tls, server_name, metrics) = (self.tls.clone(), self.server_name.clone(), self.metrics.clone());
         Box::pin(async move {
-            let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
-            let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(443))).await?;
-            tcp.set_nodelay(true)?;
-            Ok(TokioIo::new(tls.connect(server_name, tcp).await?))
+            let tcp = connect_tcp(&uri, 443).await?;
+            Ok(TokioIo::new(Counted::new(tls.connect(server_name, tcp).await?, metrics)))
         })
+    }
+}
+
+/// A connection to the backend, counted in `grpc_active_conn_num` while it is open.
+struct Counted<T> {
+    io: T,
+    metrics: Arc<Metrics>,
+}
+
+impl<T> Counted<T> {
+    fn new(io: T, metrics: Arc<Metrics>) -> Self {
+        Metrics::up(&metrics.grpc_active_conn_num);
+        Self { io, metrics }
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        Metrics::down(&self.metrics.grpc_active_conn_num);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -22,7 +22,7 @@ use std::task::Poll;
 
 use futures_util::{SinkExt, Stream, StreamExt};
 
-use crate::client::{ClientHandle, CloseRequest, close_code, generate_sid};
+use crate::client::{ClientHandle, CloseRequest, TOO_SLOW, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Protocol, SUPPORTED_PROTOCOLS};
@@ -277,6 +277,9 @@ fn run_connection(
                 match event {
                     Event::Outbox => {
                         let drained = client.drain();
+                        if drained.close.as_ref().is_some_and(|close| close.reason == TOO_SLOW) {
+                            Metrics::inc(&metrics.disconnected_slow_clients_total);
+                        }
                         (Some(session.outbound(drained.frames)), drained.close)
                     }
                     Event::CallDone(outcome) => {
@@ -407,11 +410,15 @@ fn handle_frame(
 /// (a suspended tab, a dead network path) is given up on, so its session ends and its Disconnect runs.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A socket write bounded by [`WRITE_TIMEOUT`].
-async fn bounded(write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), axum::Error> {
+/// A socket write bounded by [`WRITE_TIMEOUT`]; a write that runs out of time is counted
+/// (`timeout_server_msg_total`, as AnyCable counts its write deadline).
+async fn bounded(write: impl Future<Output = Result<(), axum::Error>>, metrics: &Metrics) -> Result<(), axum::Error> {
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(result) => result,
-        Err(_) => Err(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
+        Err(_) => {
+            Metrics::inc(&metrics.timeout_server_msg_total);
+            Err(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")))
+        }
     }
 }
 
@@ -434,12 +441,12 @@ async fn write_out(
     metrics: &Metrics,
 ) -> Written {
     if let Some(frames) = frames {
-        if let Err(error) = bounded(write_frames(socket, frames, metrics)).await {
+        if let Err(error) = bounded(write_frames(socket, frames, metrics), metrics).await {
             return Written::Failed(error);
         }
     }
     match close {
-        Some(close) => Written::Closed { ok: bounded(write_close(socket, close, metrics)).await.is_ok() },
+        Some(close) => Written::Closed { ok: bounded(write_close(socket, close, metrics), metrics).await.is_ok() },
         None => Written::Open,
     }
 }

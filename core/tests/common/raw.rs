@@ -103,6 +103,19 @@ impl RawClient {
         let _ = self.stream.write_all(bytes).await;
     }
 
+    /// Writes bytes as they are and says whether the server took them: a reset (the server closed with input
+    /// unread) fails the write.
+    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// A masked text frame holding `payload`, as bytes to send.
+    pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Self::header(true, TEXT, payload.len() as u64);
+        bytes.extend(Self::masked(payload));
+        bytes
+    }
+
     /// Sends a text frame holding `value` as JSON.
     pub async fn send_json(&mut self, value: &Value) {
         self.send_frame(true, TEXT, value.to_string().as_bytes()).await;

@@ -2,6 +2,7 @@
 //! the same scenarios and reports latency, throughput, loss, memory and CPU. Loopback only, bounded in
 //! connections and time.
 
+mod attack;
 mod backend;
 mod client;
 mod pressure;
@@ -178,6 +179,34 @@ enum Command {
         /// Seconds the restored clients keep reading after the last one caught up (late duplicates)
         #[arg(long, default_value_t = 1)]
         grace: u64,
+    },
+    /// Unfinished requests against each listener (partial request heads and silent sockets) while a real client
+    /// subscribes, receives broadcasts and new clients connect; reports time to close, descriptors held and the
+    /// real client's round trips
+    Attack {
+        #[command(flatten)]
+        common: Common,
+        /// A listener to attack, host:port on loopback (repeatable; default: the --url's)
+        #[arg(long = "listener")]
+        listeners: Vec<std::net::SocketAddr>,
+        /// Sockets per listener that send a request line and one header, then nothing
+        #[arg(long, default_value_t = 500)]
+        partial: usize,
+        /// Sockets per listener that send nothing
+        #[arg(long, default_value_t = 500)]
+        silent: usize,
+        /// Seconds an attacking socket is watched before it counts as never closed
+        #[arg(long, default_value_t = 30)]
+        watch: u64,
+        /// Stream the real client subscribes to (as a public `$pubsub` stream unless --identifier is given)
+        #[arg(long, default_value = "attack")]
+        stream: String,
+        #[arg(long)]
+        identifier: Option<String>,
+        #[arg(long, default_value = "http://127.0.0.1:8090/_broadcast")]
+        broadcast_url: String,
+        #[arg(long)]
+        broadcast_key: Option<String>,
     },
     /// Starts the server (RPC mode) and the benchmark backend, and runs churn, steady broadcasts and backend
     /// restarts for a while; fails on loss, leaked files, memory growth or panics
@@ -446,6 +475,41 @@ async fn main() -> anyhow::Result<()> {
                     emit(&common, &report)
                 }
             }
+        }
+        Command::Attack {
+            common,
+            listeners,
+            partial,
+            silent,
+            watch,
+            stream,
+            identifier,
+            broadcast_url,
+            broadcast_key,
+        } => {
+            let t = target(&common, 1)?;
+            let listeners = if listeners.is_empty() { vec![t.addr] } else { listeners };
+            if let Some(bad) = listeners.iter().find(|a| !a.ip().is_loopback()) {
+                anyhow::bail!("attacks are only sent to loopback addresses, not {bad}");
+            }
+            let sockets = (listeners.len() * (partial + silent)) as u64;
+            if limit > 0 && sockets + 256 > limit {
+                anyhow::bail!("{sockets} sockets need more than the open files limit ({limit}) allows");
+            }
+            let identifier = identifier.unwrap_or_else(|| scenarios::identifier_for(PUBSUB_IDENTIFIER, &stream));
+            let opts = attack::AttackOptions {
+                listeners,
+                partial,
+                silent,
+                watch: Duration::from_secs(watch),
+                identifier,
+                stream,
+                broadcast_url,
+                broadcast_key,
+                concurrency: common.concurrency,
+            };
+            let report = attack::attack(&t, &opts, common.server_pid.as_deref()).await?;
+            emit(&common, &report)
         }
         Command::Connect { common, clients, identifier } => {
             let t = target(&common, clients)?;

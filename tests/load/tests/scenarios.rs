@@ -325,3 +325,48 @@ async fn reconnect_storm_counts_clients_not_restored_and_what_they_missed() {
     assert_eq!((report["caught_up"].as_u64(), report["all_caught_up_seconds"].as_f64()), (Some(0), None));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_reports_every_unfinished_request_closed_at_the_timeout_and_the_real_client_served() {
+    let server = server(&[("public", "true"), ("norpc", "true"), ("read_header_timeout", "1")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast = server.broadcast_addr().unwrap();
+    let broadcast_url = format!("http://{broadcast}/_broadcast");
+    let pid = std::process::id().to_string();
+    let main = server.local_addr().to_string();
+    let report = bench(s(&[
+        "attack",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--broadcast-url",
+        &broadcast_url,
+        "--listener",
+        &main,
+        "--listener",
+        &broadcast.to_string(),
+        "--partial",
+        "20",
+        "--silent",
+        "20",
+        "--watch",
+        "10",
+    ]))
+    .await;
+    let closes = report["closes"].as_array().unwrap();
+    assert_eq!(closes.len(), 4, "two kinds on each of two listeners");
+    for close in closes {
+        assert_eq!(close["opened"], 20, "{close}");
+        assert_eq!(close["closed"], 20, "{close}");
+        assert_eq!(close["never_closed"], 0, "{close}");
+        let slowest = close["time_to_close"]["max_ms"].as_f64().unwrap();
+        assert!((800.0..2000.0).contains(&slowest), "closed after {slowest} ms: {close}");
+    }
+    // The tool runs as a child: the descriptors it reads are this process's, which serves the attack.
+    assert!(report["fds_peak"].as_u64().unwrap() >= report["fds_before"].as_u64().unwrap() + 80);
+    assert_eq!(report["broadcasts_lost"], 0);
+    assert!(report["broadcast_round_trip"]["samples"].as_u64().unwrap() >= 5);
+    assert_eq!(report["connects_failed"], 0);
+    server.shutdown().await;
+}

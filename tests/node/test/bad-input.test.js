@@ -96,6 +96,27 @@ scenario('a frame larger than max_message_size closes that connection with 1009'
   await assertServes(good)
 })
 
+scenario('a client that keeps writing after an oversize frame still gets 1009, not a reset (1006)', async () => {
+  const good = await chatClient()
+  const bad = await chatClient()
+  // A reset shows as an error on the socket (ECONNRESET or EPIPE on a write) before or instead of the close.
+  const socketErrors = []
+  bad.client.ws._socket.on('error', (error) => socketErrors.push(error.code))
+  bad.client.perform(bad.id, 'echo', { filler: 'x'.repeat(2048) })
+  // The ws library writes on regardless while the close is on its way, as a busy application would.
+  const writes = setInterval(() => {
+    if (bad.client.ws.readyState === bad.client.ws.OPEN) bad.client.ws.send('x'.repeat(900))
+  }, 5)
+  try {
+    const { code } = await bad.client.waitForClose()
+    assert.equal(code, 1009)
+    assert.deepEqual(socketErrors, [], 'the server drained what the client still sent instead of resetting')
+  } finally {
+    clearInterval(writes)
+  }
+  await assertServes(good)
+})
+
 scenario('a frame just under max_message_size is accepted', async () => {
   const { client, id } = await chatClient()
   const envelope = JSON.stringify({ command: 'message', identifier: id, data: JSON.stringify({ action: 'echo', filler: '' }) })

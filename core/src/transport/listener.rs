@@ -1,0 +1,435 @@
+//! Serving HTTP on one listening socket: the accept loop, the bound on connections still in their handshake, the
+//! deadline for a request head, the keep-alive idle timeout, and the lingering close of client sockets.
+//!
+//! Every listener the server opens (main, HTTP broadcast, metrics) is served here, over TLS when the listeners have
+//! a certificate. A connection is *pending* from its accept until the head of its first request has been read
+//! (the TLS handshake included); a WebSocket is no longer pending once its upgrade request has arrived. Each
+//! connection gets `read_header_timeout` to stop being pending, as AnyCable-Go's HTTP server gives it 5 s: a
+//! socket that sends nothing, or a request line and some headers and then nothing, is closed at that deadline and
+//! counted. Between two requests of a keep-alive connection the next head must be complete within
+//! `http_idle_timeout`. At most `max_pending_conn` connections of one listener may be pending at once; beyond it a
+//! new connection is closed at once (one warning per burst), while established clients are not affected.
+//!
+//! Closing a TCP socket whose peer is still sending makes the kernel answer with a reset, which can reach the
+//! client before it has read the server's last bytes (a close frame with its code, an HTTP error): client
+//! libraries then report a network failure (1006) instead of the reason. So a client socket the server wrote to
+//! is not simply closed: its write side is shut (FIN after the last bytes) and what the peer still sends is read
+//! and dropped until it closes too, for at most [`LINGER`].
+//!
+//! This module never looks at what is served: it hands requests to the router with the peer address.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::transport::tcp::ClientSocketOptions;
+
+/// Longest time a closed client socket keeps reading (and dropping) what its peer still sends.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+
+/// The deadlines and bounds every listener applies to its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenerLimits {
+    /// From the accept to a complete request head (TLS handshake included): `read_header_timeout`.
+    pub(crate) read_header_timeout: Duration,
+    /// From a response to the next complete request head on a keep-alive connection: `http_idle_timeout`.
+    pub(crate) idle_timeout: Duration,
+    /// Connections of one listener pending at once; 0 for no bound: `max_pending_conn`.
+    pub(crate) max_pending: usize,
+}
+
+impl ListenerLimits {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        Self {
+            read_header_timeout: Duration::from_secs(config.read_header_timeout),
+            idle_timeout: Duration::from_secs(config.http_idle_timeout),
+            max_pending: config.max_pending_conn,
+        }
+    }
+}
+
+/// One listening socket and how to serve it.
+pub(crate) struct HttpListener {
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub(crate) router: Router,
+    /// Options set on each accepted socket (`None` when it inherits all it needs from the listener).
+    pub(crate) client_sockets: Option<ClientSocketOptions>,
+    pub(crate) limits: ListenerLimits,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The listener's name in logs: `main`, `broadcast`, `metrics`.
+    pub(crate) what: &'static str,
+}
+
+impl HttpListener {
+    /// Accepts connections on `tasks` until `stop`; then open HTTP connections finish their request in flight and
+    /// close. Connections already upgraded to WebSocket are not this loop's: the session tasks own them.
+    pub(crate) fn spawn(self, tasks: &TaskTracker, stop: CancellationToken) {
+        let connections = tasks.clone();
+        tasks.spawn(self.accept_loop(connections, stop));
+    }
+
+    async fn accept_loop(self, connections: TaskTracker, stop: CancellationToken) {
+        let acceptor = self.tls.clone().map(TlsAcceptor::from);
+        let pending = Arc::new(AtomicUsize::new(0));
+        // Connections refused since the bound was reached; the burst ends when the pending ones are down to half.
+        let mut refused_in_burst = 0u64;
+        loop {
+            let (tcp, peer) = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        accept_failed(error, self.what).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(slot) = PendingSlot::take(&pending, self.limits.max_pending, &self.metrics) else {
+                Metrics::inc(&self.metrics.pending_conn_refused_total);
+                if refused_in_burst == 0 {
+                    tracing::warn!(
+                        listener = self.what,
+                        max_pending_conn = self.limits.max_pending,
+                        "max_pending_conn reached: new connections are closed until pending handshakes complete or time out"
+                    );
+                }
+                refused_in_burst += 1;
+                drop(tcp);
+                continue;
+            };
+            if refused_in_burst > 0 && pending.load(Ordering::Acquire) <= self.limits.max_pending / 2 {
+                tracing::info!(
+                    listener = self.what,
+                    refused = refused_in_burst,
+                    "pending connections back under max_pending_conn"
+                );
+                refused_in_burst = 0;
+            }
+            if let Some(options) = &self.client_sockets {
+                options.apply(&tcp);
+            }
+            let connection = Connection {
+                router: self.router.clone(),
+                peer,
+                limits: self.limits,
+                metrics: self.metrics.clone(),
+                stop: stop.clone(),
+                slot,
+            };
+            connections.spawn(connection.run(ClientIo::new(tcp, connections.clone()), acceptor.clone()));
+        }
+    }
+}
+
+/// A refused or reset connection concerns one client only; anything else (out of file descriptors) is logged
+/// and retried after a pause.
+async fn accept_failed(error: io::Error, what: &str) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, listener = what, "cannot accept connections; retrying in 1s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// One pending connection under `max_pending_conn`; given back when its first request head has been read or the
+/// connection is gone.
+struct PendingSlot {
+    pending: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl PendingSlot {
+    fn take(pending: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
+        pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1)).ok()?;
+        Metrics::up(&metrics.pending_conn_num);
+        Some(Self { pending: pending.clone(), metrics: metrics.clone() })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        Metrics::down(&self.metrics.pending_conn_num);
+    }
+}
+
+/// One accepted connection until its HTTP exchange is over (or it was upgraded to a WebSocket).
+struct Connection {
+    router: Router,
+    peer: SocketAddr,
+    limits: ListenerLimits,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    slot: PendingSlot,
+}
+
+impl Connection {
+    async fn run(self, io: ClientIo, tls: Option<TlsAcceptor>) {
+        let deadline = Instant::now() + self.limits.read_header_timeout;
+        match tls {
+            None => self.serve(io, deadline).await,
+            Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => self.serve(stream, deadline).await,
+                Ok(Err(error)) => tracing::debug!(peer = %self.peer, %error, "TLS handshake failed"),
+                Err(_) => {
+                    Metrics::inc(&self.metrics.read_header_timeout_total);
+                    tracing::debug!(peer = %self.peer, "TLS handshake not complete within read_header_timeout; closed");
+                }
+            },
+        }
+    }
+
+    /// Serves HTTP/1.1 on `io`, closing it when a request head is not complete by its deadline: `first_deadline`
+    /// for the first request, `http_idle_timeout` after each response for the next one.
+    async fn serve<IO>(self, io: IO, first_deadline: Instant)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self { router, peer, limits, metrics, stop, slot } = self;
+        let activity = Arc::new(Activity { state: Mutex::new(ActivityState::new(slot)), changed: Notify::new() });
+        let service = RequestService { router, peer, activity: activity.clone() };
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).with_upgrades();
+        tokio::pin!(connection);
+        let mut deadline = Some(first_deadline);
+        let mut stopping = false;
+        loop {
+            let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+            tokio::select! {
+                biased;
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                    }
+                    return;
+                }
+                () = activity.changed.notified() => {
+                    let idle = activity.state.lock().in_flight == 0;
+                    deadline = idle.then(|| Instant::now() + limits.idle_timeout);
+                }
+                () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                    if activity.state.lock().requests == 0 {
+                        Metrics::inc(&metrics.read_header_timeout_total);
+                        tracing::debug!(%peer, "request head not complete within read_header_timeout; closed");
+                    } else {
+                        Metrics::inc(&metrics.http_idle_timeout_total);
+                        tracing::debug!(%peer, "keep-alive connection idle for http_idle_timeout; closed");
+                    }
+                    return;
+                }
+                () = stop.cancelled(), if !stopping => {
+                    // Idle connections close now, a request in flight gets its answer first.
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// What the deadline of a connection depends on: requests in flight, and whether one arrived at all.
+struct Activity {
+    state: Mutex<ActivityState>,
+    changed: Notify,
+}
+
+struct ActivityState {
+    in_flight: usize,
+    requests: u64,
+    /// Given back with the first request head.
+    pending: Option<PendingSlot>,
+}
+
+impl ActivityState {
+    fn new(slot: PendingSlot) -> Self {
+        Self { in_flight: 0, requests: 0, pending: Some(slot) }
+    }
+}
+
+/// Marks one request in flight from its head to its response.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        let slot = {
+            let mut state = activity.state.lock();
+            state.in_flight += 1;
+            state.requests += 1;
+            state.pending.take()
+        };
+        drop(slot);
+        activity.changed.notify_one();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.state.lock().in_flight -= 1;
+        self.0.changed.notify_one();
+    }
+}
+
+/// Hands each request to the router with the peer address (`ConnectInfo`), marking it in flight meanwhile.
+struct RequestService {
+    router: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let in_flight = InFlight::begin(&self.activity);
+        // A router is always ready; each call gets its own clone, as axum's own server does.
+        let response = tower_service::Service::call(&mut self.router.clone(), request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// An accepted client socket that lingers when dropped after the server wrote to it (see the module docs).
+pub(crate) struct ClientIo {
+    stream: Option<TcpStream>,
+    /// Whether anything was written: a socket that never got a byte has nothing for its peer to read.
+    wrote: bool,
+    /// Where the lingering close runs, so that shutdown waits for it.
+    tasks: TaskTracker,
+}
+
+impl ClientIo {
+    fn new(stream: TcpStream, tasks: TaskTracker) -> Self {
+        Self { stream: Some(stream), wrote: false, tasks }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.stream.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl Drop for ClientIo {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take().filter(|_| self.wrote) else { return };
+        // Outside a runtime (the runtime itself is going away) the socket is just closed.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.spawn_on(linger(stream), &runtime);
+        }
+    }
+}
+
+/// Shuts the write side, then reads and drops what the peer sends until it closes, for at most [`LINGER`].
+async fn linger(mut stream: TcpStream) {
+    let drained = async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.stream()?).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.wrote = true;
+        Pin::new(self.stream()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.wrote = true;
+        Pin::new(self.stream()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.stream()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.stream()?).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle WebSocket holds its socket through this wrapper: it may cost no more than the tracker handle, the
+    /// flag and the option beside the socket.
+    #[test]
+    fn the_socket_wrapper_adds_at_most_three_words_to_a_connection() {
+        assert!(std::mem::size_of::<ClientIo>() <= std::mem::size_of::<TcpStream>() + 24);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_was_written_to_lingers_and_one_that_was_not_closes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tasks = TaskTracker::new();
+        for wrote in [false, true] {
+            let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let mut io = ClientIo::new(accepted, tasks.clone());
+            if wrote {
+                io.write_all(b"last words").await.unwrap();
+            }
+            // The peer has sent something the server never read.
+            peer.write_all(b"unread").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(io);
+            let mut received = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(2), peer.read_to_end(&mut received)).await.unwrap();
+            if wrote {
+                // Write side shut after the last bytes: an orderly end, then the peer may still write.
+                assert_eq!(read.unwrap(), 10);
+                assert_eq!(received, b"last words");
+                peer.write_all(b"more").await.expect("still drained, not reset");
+            } else {
+                // Closed with input unread: the kernel resets the connection.
+                assert!(read.is_err() || received.is_empty(), "{read:?}");
+            }
+        }
+        tasks.close();
+        tokio::time::timeout(LINGER + Duration::from_secs(1), tasks.wait()).await.expect("the linger ends");
+    }
+}
