@@ -24,7 +24,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import grpc from '@grpc/grpc-js'
 import protoLoader from '@grpc/proto-loader'
-import { eventually, freePort, repoRoot, WAIT_MS } from './harness.js'
+import { eventually, freePort, parseCookies, repoRoot, WAIT_MS } from './harness.js'
 
 const PROTO_PATH = path.join(repoRoot, 'proto', 'rpc.proto')
 
@@ -40,15 +40,6 @@ function loadService () {
 /** The identifiers string the backend returns for a user. */
 export function identifiersFor (user) {
   return JSON.stringify({ current_user: user })
-}
-
-function parseCookies (header = '') {
-  const cookies = {}
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=')
-    if (eq > 0) cookies[part.slice(0, eq).trim()] = part.slice(eq + 1).trim()
-  }
-  return cookies
 }
 
 const emptyEnv = () => ({ cstate: {}, istate: {} })

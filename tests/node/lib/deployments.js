@@ -19,15 +19,12 @@ import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startBackend } from './backend.js'
-import { broadcastOk, eventually, freePort, onScenarioEnd, repoRoot, startServer } from './harness.js'
+import { broadcastOk, eventually, freePort, onScenarioEnd, parseCookies, repoRoot, startServer } from './harness.js'
 import { startInProcess } from './inprocess-app.js'
 
 const camel = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase())
 
-function userOfCookie (header = '') {
-  const match = /(?:^|;\s*)user=([^;]*)/.exec(header)
-  return match ? match[1] : undefined
-}
+const userOfCookie = (header) => parseCookies(header).user
 
 /** The binary in front of the gRPC backend. */
 async function binaryDeployment (options) {

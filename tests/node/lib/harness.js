@@ -38,6 +38,16 @@ export function unique (prefix) {
   return `${prefix}-${process.pid}-${uniqueCounter}`
 }
 
+/** A Cookie header as an object of name -> value (the suite's apps authenticate by the `user` cookie). */
+export function parseCookies (header = '') {
+  const cookies = {}
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq > 0) cookies[part.slice(0, eq).trim()] = part.slice(eq + 1).trim()
+  }
+  return cookies
+}
+
 /** Polls `check` until it returns a truthy value; fails with `what` after `timeout` ms. */
 export async function eventually (check, { timeout = WAIT_MS, interval = 25, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout

@@ -8,22 +8,13 @@
 // MultiChannel {streams}, BareChannel {}. Actions: speak, touch, echo, follow, unfollow, stop_all, switch,
 // set_state, whoami, kick — as in lib/backend.js.
 import { Application, Channel, Server } from 'ferrocable'
-import { eventually, onScenarioEnd, WAIT_MS } from './harness.js'
+import { eventually, onScenarioEnd, parseCookies, WAIT_MS } from './harness.js'
 
 export const BROADCAST_KEY = 'inprocess-key'
 
 /** The identifiers string the application produces for a user (Application encodes identifiers as JSON). */
 export function identifiersFor (user) {
   return JSON.stringify({ current_user: user })
-}
-
-function parseCookies (header = '') {
-  const cookies = {}
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=')
-    if (eq > 0) cookies[part.slice(0, eq).trim()] = part.slice(eq + 1).trim()
-  }
-  return cookies
 }
 
 /** Actions every test channel answers. */

@@ -8,18 +8,10 @@
 // sets them); the `remember` action keeps serverless-js's own channel state (`handle.state`).
 // `app.seen` records what the application's own hooks received (unsubscribed, disconnect), in both modes.
 import { register } from 'node:module'
+import { parseCookies } from './harness.js'
 
 register('./serverless-resolve.js', import.meta.url)
 const { Application, Channel } = await import('@anycable/serverless-js')
-
-function parseCookies (header = '') {
-  const cookies = {}
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=')
-    if (eq > 0) cookies[part.slice(0, eq).trim()] = part.slice(eq + 1).trim()
-  }
-  return cookies
-}
 
 class TestChannel extends Channel {
   constructor (seen) {
