@@ -56,6 +56,8 @@ impl StreamOrder {
 #[derive(Default)]
 pub(crate) struct Ordering {
     streams: HashMap<String, StreamOrder>,
+    /// Streams with publications waiting: while there are none, nothing needs a look per publication.
+    waiting_streams: usize,
     last_sweep: Option<Instant>,
 }
 
@@ -63,6 +65,7 @@ impl Ordering {
     /// Takes a publication; returns what may be delivered now, in order.
     pub(crate) fn accept(&mut self, publication: Publication, now: Instant) -> Vec<Publication> {
         let Some(position) = publication.position.clone() else { return vec![publication] };
+        self.forget_idle(now);
         let mut out = Vec::with_capacity(1);
         match self.streams.get_mut(&publication.stream) {
             Some(order) if order.epoch == position.epoch => {
@@ -71,8 +74,11 @@ impl Ordering {
                     // Older than what went out already (it waited too long): deliver it rather than lose it.
                     out.push(publication);
                 } else {
+                    let was_waiting = order.since.is_some();
                     order.waiting.insert(position.offset, publication);
                     order.release(now, &mut out);
+                    let is_waiting = order.since.is_some();
+                    self.count_waiting(was_waiting, is_waiting);
                 }
             }
             _ => {
@@ -84,31 +90,56 @@ impl Ordering {
                     since: None,
                     last_seen: now,
                 };
-                self.streams.insert(publication.stream.clone(), order);
+                if let Some(old) = self.streams.insert(publication.stream.clone(), order) {
+                    // What still waited in the old epoch goes out first, as it is, rather than being lost.
+                    self.count_waiting(old.since.is_some(), false);
+                    out.extend(old.waiting.into_values());
+                }
                 out.push(publication);
             }
         }
         out
     }
 
+    fn count_waiting(&mut self, was_waiting: bool, is_waiting: bool) {
+        match (was_waiting, is_waiting) {
+            (false, true) => self.waiting_streams += 1,
+            (true, false) => self.waiting_streams -= 1,
+            _ => {}
+        }
+    }
+
     /// When the oldest waiting publication is due, if any waits.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if self.waiting_streams == 0 {
+            return None;
+        }
         self.streams.values().filter_map(|o| o.since).min().map(|since| since + GAP_WAIT)
     }
 
-    /// Releases what waited long enough, and forgets idle streams; returns what may be delivered, in order.
+    /// Releases what waited long enough; returns what may be delivered, in order.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<Publication> {
         let mut out = Vec::new();
-        for order in self.streams.values_mut() {
-            if order.since.is_some() {
-                order.release(now, &mut out);
+        if self.waiting_streams > 0 {
+            for order in self.streams.values_mut() {
+                if order.since.is_some() {
+                    order.release(now, &mut out);
+                    if order.since.is_none() {
+                        self.waiting_streams -= 1;
+                    }
+                }
             }
         }
+        self.forget_idle(now);
+        out
+    }
+
+    /// Forgets streams idle for [`IDLE`] with nothing waiting; looks at most once per [`IDLE`].
+    fn forget_idle(&mut self, now: Instant) {
         if self.last_sweep.is_none_or(|at| now.duration_since(at) >= IDLE) {
             self.last_sweep = Some(now);
             self.streams.retain(|_, o| !o.waiting.is_empty() || now.duration_since(o.last_seen) < IDLE);
         }
-        out
     }
 }
 
@@ -167,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn what_waits_when_the_epoch_changes_goes_out_rather_than_being_lost() {
+        let mut o = Ordering::default();
+        let now = Instant::now();
+        o.accept(p(1), now);
+        assert!(o.accept(p(3), now).is_empty());
+        let new_epoch = Publication {
+            position: Some(StreamPosition { offset: 1, epoch: "f".into() }),
+            ..Publication::new("s", "f1")
+        };
+        assert_eq!(data(o.accept(new_epoch, now)), ["3", "f1"]);
+        assert_eq!(o.next_deadline(), None, "nothing waits any more");
+    }
+
+    #[test]
     fn waiting_is_bounded_per_stream_and_idle_streams_are_forgotten() {
         let mut o = Ordering::default();
         let now = Instant::now();
@@ -180,5 +225,13 @@ mod tests {
         assert_eq!(o.streams.len(), 1);
         o.expire(now + IDLE + Duration::from_secs(1));
         assert!(o.streams.is_empty());
+        // Forgotten without any gap too: a stream that never waits is dropped by later publications.
+        o.accept(p(1), now + IDLE * 2);
+        let other = Publication {
+            position: Some(StreamPosition { offset: 1, epoch: "e".into() }),
+            ..Publication::new("t", "1")
+        };
+        o.accept(other, now + IDLE * 4);
+        assert_eq!(o.streams.len(), 1);
     }
 }

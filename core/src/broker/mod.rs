@@ -135,6 +135,13 @@ pub(crate) fn check_position(offset: u64, oldest: u64, latest: u64) -> Result<()
     Ok(())
 }
 
+/// The entries of a stream's history (oldest first) registered at or after `since`, as `history_since` answers.
+pub(crate) fn history_since(epoch: Arc<str>, mut entries: Vec<HistoryEntry>, since: u64) -> History {
+    let start = entries.partition_point(|e| e.timestamp < since);
+    entries.drain(..start);
+    History { epoch, entries }
+}
+
 /// `history limit: 100, history ttl: 300s, sessions ttl: 300s`, for the startup line.
 impl std::fmt::Display for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

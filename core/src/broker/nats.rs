@@ -358,10 +358,8 @@ impl Broker for NatsBroker {
     async fn history_since(&self, stream: &str, since: u64) -> Result<History, HistoryError> {
         let ready = self.ready().await?;
         let epoch = self.current_epoch(&ready, true).await?;
-        let (_, mut entries) = self.read(&ready, stream, None).await?;
-        let start = entries.partition_point(|e| e.timestamp < since);
-        entries.drain(..start);
-        Ok(History { epoch, entries })
+        let (_, entries) = self.read(&ready, stream, None).await?;
+        Ok(super::history_since(epoch, entries, since))
     }
 
     async fn commit_session(&self, sid: &str, snapshot: &[u8]) -> Result<(), BrokerError> {

@@ -299,10 +299,8 @@ impl Broker for RedisBroker {
     }
 
     async fn history_since(&self, stream: &str, since: u64) -> Result<History, HistoryError> {
-        let (epoch, _, mut entries) = self.fresh(self.read_stream(stream).await?);
-        let start = entries.partition_point(|e| e.timestamp < since);
-        entries.drain(..start);
-        Ok(History { epoch, entries })
+        let (epoch, _, entries) = self.fresh(self.read_stream(stream).await?);
+        Ok(super::history_since(epoch, entries, since))
     }
 
     async fn commit_session(&self, sid: &str, snapshot: &[u8]) -> Result<(), BrokerError> {
