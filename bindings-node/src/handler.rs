@@ -452,6 +452,8 @@ pub fn settle_command(
             error_msg: error_msg.0.unwrap_or_default(),
             env: env_response(cstate, istate),
             presence: None,
+            periodic_timers: Vec::new(),
+            callback_streams: Vec::new(),
         }));
     }
 }

@@ -101,6 +101,8 @@ pub(crate) fn command_response(ruby: &Ruby, value: Value) -> Result<CommandRespo
             "transmissions" => response.transmissions = strings(ruby, value, "transmissions")?,
             "error_msg" => response.error_msg = string(ruby, value, "error_msg")?,
             "env" => response.env = Some(env_response(ruby, value)?),
+            "periodic_timers" => response.periodic_timers = intervals(ruby, value)?,
+            "callback_streams" => response.callback_streams = strings(ruby, value, "callback_streams")?,
             other => return Err(unknown_field(ruby, "command", other)),
         }
         Ok(())
@@ -228,6 +230,21 @@ fn strings(ruby: &Ruby, value: Value, field: &str) -> Result<Vec<String>, Error>
     let mut out = Vec::with_capacity(array.len());
     for item in array.into_iter() {
         out.push(string(ruby, item, field)?);
+    }
+    Ok(out)
+}
+
+/// Periodic timer intervals: an Array of Integers of milliseconds, each from 1 to `u32::MAX`.
+fn intervals(ruby: &Ruby, value: Value) -> Result<Vec<u32>, Error> {
+    if value.is_nil() {
+        return Ok(Vec::new());
+    }
+    let bad = || invalid(ruby, format!("periodic_timers must be an Array of positive Integers (milliseconds), got {}", inspect(value)));
+    let array = RArray::from_value(value).ok_or_else(bad)?;
+    let mut out = Vec::with_capacity(array.len());
+    for item in array.into_iter() {
+        let ms = magnus::Integer::from_value(item).and_then(|i| i.to_u32().ok()).filter(|ms| *ms > 0).ok_or_else(bad)?;
+        out.push(ms);
     }
     Ok(out)
 }

@@ -149,6 +149,10 @@ impl RbServer {
         Ok(rb_self.live(ruby)?.0.disconnect(&identifiers, reconnect))
     }
 
+    fn restart_clients(ruby: &Ruby, rb_self: &Self) -> Result<usize, Error> {
+        Ok(rb_self.live(ruby)?.0.restart_clients())
+    }
+
     fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
         let snapshot = rb_self.live(ruby)?.0.stats();
         let hash = ruby.hash_new();
@@ -235,6 +239,7 @@ pub(crate) fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("broadcast_port", method!(RbServer::broadcast_port, 0))?;
     class.define_method("broadcast_many", method!(RbServer::broadcast_many, 1))?;
     class.define_method("disconnect", method!(RbServer::disconnect, 2))?;
+    class.define_method("restart_clients", method!(RbServer::restart_clients, 0))?;
     class.define_method("stats", method!(RbServer::stats, 0))?;
     class.define_method("begin_stop", method!(RbServer::begin_stop, 0))?;
     class.define_method("wait_stopped", method!(RbServer::wait_stopped, 1))?;

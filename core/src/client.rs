@@ -49,15 +49,33 @@ impl CloseRequest {
     }
 }
 
+/// A publication for a subscription whose handler runs a callback per broadcast (Action Cable's `stream_from`
+/// with a block): the session turns it into a `stream` handler call instead of writing a frame.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamMessage {
+    pub identifier: Arc<str>,
+    pub stream: Arc<str>,
+    pub data: Arc<str>,
+}
+
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// Allocated on the first one: only subscriptions with stream callbacks get any.
+    stream_messages: Option<Box<VecDeque<StreamMessage>>>,
     close: Option<CloseRequest>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.frames.len() + self.stream_messages.as_ref().map_or(0, |m| m.len())
+    }
 }
 
 /// What the writer finds when it drains the queue.
 pub(crate) struct Drained {
     pub frames: VecDeque<Bytes>,
+    pub stream_messages: Option<Box<VecDeque<StreamMessage>>>,
     pub close: Option<CloseRequest>,
 }
 
@@ -127,23 +145,47 @@ impl ClientHandle {
 
     fn enqueue(&self, frames: impl ExactSizeIterator<Item = Bytes>) -> bool {
         let mut q = self.queue.lock();
-        if q.close.is_some() {
+        if !self.has_room(&mut q, frames.len()) {
             return false;
         }
-        if q.frames.len() + frames.len() > self.capacity {
-            // The client does not read fast enough: drop what it has not read and close it.
-            q.frames = VecDeque::new();
-            q.close = Some(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
-            drop(q);
-            tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
-            self.notify();
-            return false;
-        }
-        let first = q.frames.is_empty();
+        let first = q.len() == 0;
         q.frames.extend(frames);
         drop(q);
         if first {
             self.notify();
+        }
+        true
+    }
+
+    /// Queues a publication for the handler of a subscription with a stream callback. It counts towards the
+    /// queue's capacity like a frame: a session whose handler cannot keep up is too slow.
+    pub(crate) fn send_stream_message(&self, message: StreamMessage) -> bool {
+        let mut q = self.queue.lock();
+        if !self.has_room(&mut q, 1) {
+            return false;
+        }
+        let first = q.len() == 0;
+        q.stream_messages.get_or_insert_default().push_back(message);
+        drop(q);
+        if first {
+            self.notify();
+        }
+        true
+    }
+
+    /// Whether `adding` more entries fit; when they do not, the client is closed as too slow.
+    fn has_room(&self, q: &mut Queue, adding: usize) -> bool {
+        if q.close.is_some() {
+            return false;
+        }
+        if q.len() + adding > self.capacity {
+            // The client does not read fast enough: drop what it has not read and close it.
+            q.frames = VecDeque::new();
+            q.stream_messages = None;
+            q.close = Some(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
+            tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
+            self.notify();
+            return false;
         }
         true
     }
@@ -187,7 +229,11 @@ impl ClientHandle {
     pub(crate) fn drain(&self) -> Drained {
         self.ready.store(false, Ordering::Release);
         let mut q = self.queue.lock();
-        Drained { frames: std::mem::take(&mut q.frames), close: q.close.clone() }
+        Drained {
+            frames: std::mem::take(&mut q.frames),
+            stream_messages: q.stream_messages.take(),
+            close: q.close.clone(),
+        }
     }
 
     pub(crate) fn mark_welcomed(&self) {

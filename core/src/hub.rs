@@ -5,8 +5,10 @@
 //! depends only on (stream, identifier): it is encoded once per group and the same bytes go to every
 //! member. Fan-out works on an immutable snapshot of the subscribers, rebuilt only after a change, so no
 //! lock is held while frames are queued. Publications of one stream always go through the same worker,
-//! which keeps them in order. The hub also keeps the registry of connected clients (for pings, remote
-//! disconnects and shutdown). It knows nothing of RPC or sockets.
+//! which keeps them in order. A subscription whose application handles the stream's broadcasts itself (Action
+//! Cable's `stream_from` with a block, in-process handlers only) is a callback member of its group: it gets the
+//! publication's data, not a frame, and its session hands it to the handler. The hub also keeps the registry
+//! of connected clients (for pings, remote disconnects and shutdown). It knows nothing of RPC or sockets.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -17,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use crate::broadcast::Publication;
-use crate::client::{ClientHandle, CloseRequest};
+use crate::client::{ClientHandle, CloseRequest, StreamMessage};
 use crate::metrics::Metrics;
 use crate::protocol;
 
@@ -80,11 +82,15 @@ struct Group {
     /// The identifier already escaped as a JSON string, ready to splice into frames.
     escaped_identifier: Bytes,
     members: ById<Arc<ClientHandle>>,
+    /// Members whose handler gets the data of each publication instead of a frame.
+    callback_members: ById<Arc<ClientHandle>>,
 }
 
 struct SnapshotGroup {
+    identifier: Arc<str>,
     escaped_identifier: Bytes,
     members: Box<[Arc<ClientHandle>]>,
+    callback_members: Box<[Arc<ClientHandle>]>,
 }
 
 impl StreamState {
@@ -92,10 +98,12 @@ impl StreamState {
         self.snapshot
             .get_or_insert_with(|| {
                 self.groups
-                    .values()
-                    .map(|g| SnapshotGroup {
+                    .iter()
+                    .map(|(identifier, g)| SnapshotGroup {
+                        identifier: identifier.clone(),
                         escaped_identifier: g.escaped_identifier.clone(),
                         members: g.members.values().cloned().collect(),
+                        callback_members: g.callback_members.values().cloned().collect(),
                     })
                     .collect()
             })
@@ -140,6 +148,16 @@ impl Hub {
 
     /// Starts delivering `stream` to `client` under the subscription `identifier`.
     pub(crate) fn subscribe(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>) {
+        self.add_member(stream, identifier, client, false);
+    }
+
+    /// Starts handing the data of `stream`'s publications to `client`'s session, for its handler to run the
+    /// subscription `identifier`'s callback (see [`StreamMessage`]).
+    pub(crate) fn subscribe_callback(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>) {
+        self.add_member(stream, identifier, client, true);
+    }
+
+    fn add_member(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>, callback: bool) {
         let mut shard = self.streams[self.shard_of(&**stream)].write();
         let entry = shard.entry(stream.clone()).or_insert_with(|| {
             Metrics::up(&self.metrics.broadcast_streams_num);
@@ -152,8 +170,15 @@ impl Hub {
         let group = state.groups.entry(identifier.clone()).or_insert_with(|| Group {
             escaped_identifier: Bytes::from(protocol::json_string(identifier)),
             members: ById::default(),
+            callback_members: ById::default(),
         });
-        group.members.insert(client.id, client.clone());
+        let (add_to, remove_from) = if callback {
+            (&mut group.callback_members, &mut group.members)
+        } else {
+            (&mut group.members, &mut group.callback_members)
+        };
+        remove_from.remove(&client.id);
+        add_to.insert(client.id, client.clone());
         state.snapshot = None;
     }
 
@@ -164,10 +189,11 @@ impl Hub {
         let mut guard = entry.state.lock();
         let state = &mut *guard;
         if let Some(group) = state.groups.get_mut(identifier) {
-            if group.members.remove(&client_id).is_some() {
+            let plain = group.members.remove(&client_id).is_some();
+            if plain || group.callback_members.remove(&client_id).is_some() {
                 state.snapshot = None;
             }
-            if group.members.is_empty() {
+            if group.members.is_empty() && group.callback_members.is_empty() {
                 state.groups.remove(identifier);
             }
         }
@@ -241,6 +267,23 @@ impl Hub {
                     delivered += 1;
                 } else {
                     // Closing, or just found too slow: the frame is dropped for this client.
+                    refused += 1;
+                }
+            }
+            if group.callback_members.is_empty() {
+                continue;
+            }
+            let stream: Arc<str> = publication.stream.as_str().into();
+            let data: Arc<str> = publication.data.as_str().into();
+            for client in group.callback_members.iter() {
+                if exclude.is_some_and(|sid| *client.sid == *sid) {
+                    continue;
+                }
+                let message =
+                    StreamMessage { identifier: group.identifier.clone(), stream: stream.clone(), data: data.clone() };
+                if client.send_stream_message(message) {
+                    delivered += 1;
+                } else {
                     refused += 1;
                 }
             }
@@ -476,6 +519,29 @@ mod tests {
         assert_eq!(frames(&a), vec![r#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#]);
         assert!(frames(&b).is_empty());
         assert_eq!(frames(&c), vec![r#"{"identifier":"{\"channel\":\"B\"}","message":{"n":1}}"#]);
+    }
+
+    #[test]
+    fn callback_members_get_the_publication_data_and_everyone_else_the_frame() {
+        let hub = Hub::new(Arc::default());
+        let (plain, callback) = (client(1), client(2));
+        let stream: Arc<str> = "news".into();
+        let id: Arc<str> = r#"{"channel":"News"}"#.into();
+        hub.subscribe(&stream, &id, &plain);
+        hub.subscribe_callback(&stream, &id, &callback);
+        assert_eq!(hub.deliver(&Publication::new("news", r#"{"n":1}"#)), 2);
+        assert_eq!(frames(&plain), vec![r#"{"identifier":"{\"channel\":\"News\"}","message":{"n":1}}"#]);
+        let drained = callback.drain();
+        assert!(drained.frames.is_empty());
+        let messages = drained.stream_messages.expect("a stream message");
+        assert_eq!(messages.len(), 1);
+        assert_eq!((&*messages[0].identifier, &*messages[0].stream, &*messages[0].data), (&*id, "news", r#"{"n":1}"#));
+
+        hub.unsubscribe("news", &id, callback.id);
+        assert_eq!(hub.deliver(&Publication::new("news", "2")), 1);
+        assert!(callback.drain().stream_messages.is_none());
+        hub.unsubscribe("news", &id, plain.id);
+        assert!(!hub.has_stream("news"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 mod ordering;
+pub mod periodic;
 pub mod protocol;
 mod pubsub;
 pub mod rate_limit;

@@ -427,6 +427,20 @@ impl Server {
         self.shared.disconnect(identifiers, reconnect)
     }
 
+    /// Closes every session of this node with a `server_restart` disconnect frame (`reconnect: true`) and keeps
+    /// serving: clients reconnect to this server. Returns how many sessions that was. Action Cable's
+    /// `ActionCable.server.restart` does this.
+    pub fn restart_clients(&self) -> usize {
+        let restart = CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY);
+        let mut closed = 0;
+        self.shared.hub.for_each_client(|client| {
+            client.close(restart.clone());
+            closed += 1;
+        });
+        tracing::info!(clients = closed, "restart: every client asked to reconnect");
+        closed
+    }
+
     /// Live counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.metrics.snapshot()

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{Broker, History, HistoryError};
 use crate::catchup::{self, Catchup};
-use crate::client::{ClientHandle, CloseRequest, TOO_SLOW, close_code};
+use crate::client::{ClientHandle, CloseRequest, StreamMessage, TOO_SLOW, close_code};
 use crate::config::DisconnectMode;
 use crate::disconnect::DisconnectQueue;
 use crate::handler::controller::{Controller, Routed};
@@ -31,6 +31,7 @@ use crate::handler::{
 };
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::periodic::{PERIODIC_COMMAND, PeriodicTimers};
 use crate::protocol::{self, ClientCommand, HistoryRequest};
 use crate::rate_limit::{CommandBudget, CommandRate, CommandVerdict};
 use crate::subscriptions::{StateMap, Subscription, Subscriptions};
@@ -170,6 +171,10 @@ pub(crate) enum CommandKind {
     Subscribe,
     Unsubscribe,
     Message,
+    /// A periodic timer of the subscription is due (see `periodic.rs`).
+    Periodic,
+    /// A publication for a subscription that handles its stream's broadcasts itself (a stream callback).
+    Stream,
 }
 
 impl CommandKind {
@@ -178,6 +183,8 @@ impl CommandKind {
             Self::Subscribe => "subscribe",
             Self::Unsubscribe => "unsubscribe",
             Self::Message => "message",
+            Self::Periodic => PERIODIC_COMMAND,
+            Self::Stream => STREAM_COMMAND,
         }
     }
 }
@@ -199,7 +206,15 @@ pub(crate) struct Session {
     command_budget: Option<Box<CommandBudget>>,
     /// Streams whose history is being replayed (or awaited after a restore); only while there are any.
     catchup: Option<Box<Catchup>>,
+    /// Periodic timers of subscriptions whose handler asked for them; only while there are any.
+    timers: Option<Box<PeriodicTimers>>,
+    /// Publications waiting for their `stream` handler call (subscriptions with stream callbacks); only while
+    /// there are any.
+    stream_messages: Option<Box<std::collections::VecDeque<StreamMessage>>>,
 }
+
+/// The command a subscription's stream callback runs as: data is `{"stream": name, "data": payload}`.
+pub const STREAM_COMMAND: &str = "stream";
 
 impl Session {
     pub(crate) fn new(client: Arc<ClientHandle>, deps: Arc<SessionDeps>, env: RequestEnv) -> Self {
@@ -215,6 +230,8 @@ impl Session {
             whisper_budget: None,
             command_budget: None,
             catchup: None,
+            timers: None,
+            stream_messages: None,
         }
     }
 
@@ -310,6 +327,65 @@ impl Session {
         if let Some(response) = self.deps.controller.command_locally(kind.as_str(), &identifier) {
             return self.finish_command(kind, identifier, Routed { result: Ok(response), via_backend: false }, history);
         }
+        Some(self.call_command(kind, identifier, data, istate, history))
+    }
+
+    /// Polls the session's periodic timers: the subscription and timer index of one that is due. The connection
+    /// task polls it only while no call is in flight.
+    pub(crate) fn poll_timer(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<(Arc<str>, u32)> {
+        match self.timers.as_mut() {
+            Some(timers) => timers.poll_due(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// Runs one tick of a subscription's periodic timer: a `periodic` command with the timer's index as data.
+    pub(crate) fn start_tick(&mut self, identifier: Arc<str>, index: u32) -> Option<PendingCall> {
+        let istate = self.subscriptions.get(&*identifier)?.istate.to_map();
+        Some(self.call_command(CommandKind::Periodic, identifier, index.to_string(), istate, None))
+    }
+
+    /// Takes publications for stream callbacks off the client's queue. More waiting than the client's queue holds
+    /// means the handler cannot keep up with the stream: the client is then too slow.
+    pub(crate) fn queue_stream_messages(&mut self, messages: std::collections::VecDeque<StreamMessage>) {
+        let queue = self.stream_messages.get_or_insert_default();
+        queue.extend(messages);
+        if queue.len() > self.client.capacity() {
+            self.stream_messages = None;
+            tracing::info!(sid = %self.client.sid, "stream callbacks cannot keep up with their streams; disconnecting");
+            self.client.close(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
+        }
+    }
+
+    pub(crate) fn has_stream_messages(&self) -> bool {
+        self.stream_messages.is_some()
+    }
+
+    /// Runs the stream callback of the next waiting publication, unless its subscription stopped streaming it.
+    pub(crate) fn start_stream_message(&mut self) -> Option<PendingCall> {
+        let queue = self.stream_messages.as_mut()?;
+        let message = queue.pop_front()?;
+        if queue.is_empty() {
+            self.stream_messages = None;
+        }
+        let sub = self.subscriptions.get(&*message.identifier)?;
+        if !sub.streams.iter().any(|stream| **stream == *message.stream) {
+            return None;
+        }
+        let istate = sub.istate.to_map();
+        let data = serde_json::json!({"stream": &*message.stream, "data": &*message.data}).to_string();
+        Some(self.call_command(CommandKind::Stream, message.identifier, data, istate, None))
+    }
+
+    /// The handler call of a command, with the connection's state and this subscription's istate.
+    fn call_command(
+        &self,
+        kind: CommandKind,
+        identifier: Arc<str>,
+        data: String,
+        istate: HashMap<String, String>,
+        history: Option<Box<HistoryRequest>>,
+    ) -> PendingCall {
         let request = CommandMessage {
             command: kind.as_str().into(),
             identifier: identifier.to_string(),
@@ -319,10 +395,10 @@ impl Session {
         };
         let controller = self.deps.controller.clone();
         let ctx = self.call_context();
-        Some(Box::pin(async move {
+        Box::pin(async move {
             let routed = controller.command_via_backend(&ctx, request).await;
             CallOutcome::Command { kind, identifier, routed, history }
-        }))
+        })
     }
 
     /// Runs a `history` command: replays what the client missed on a subscription's streams, holding their
@@ -730,6 +806,9 @@ impl Session {
             (CommandKind::Subscribe, Status::Success) => {
                 self.subscriptions.insert(identifier.clone(), Subscription::default());
                 Metrics::up(&self.deps.metrics.subscriptions_num);
+                if !response.periodic_timers.is_empty() {
+                    self.timers.get_or_insert_default().add(&identifier, &response.periodic_timers);
+                }
             }
             (CommandKind::Unsubscribe, Status::Success | Status::Failure) => {
                 self.remove_subscription(&identifier);
@@ -795,7 +874,11 @@ impl Session {
                 if hold {
                     self.catchup.get_or_insert_with(Default::default).hold(&stream, None);
                 }
-                hub.subscribe(&stream, identifier, &self.client);
+                if response.callback_streams.iter().any(|callback| **callback == *stream) {
+                    hub.subscribe_callback(&stream, identifier, &self.client);
+                } else {
+                    hub.subscribe(&stream, identifier, &self.client);
+                }
                 sub.add_stream(stream);
                 changed = true;
             }
@@ -816,6 +899,12 @@ impl Session {
                 }
             }
             Metrics::down(&self.deps.metrics.subscriptions_num);
+        }
+        if let Some(timers) = self.timers.as_mut() {
+            timers.remove(identifier);
+            if timers.is_empty() {
+                self.timers = None;
+            }
         }
     }
 

@@ -398,6 +398,9 @@ impl From<CommandAnswer> for CommandResponse {
             env: a.env.map(Into::into),
             stopped_streams: a.stopped_streams,
             presence: None,
+            // Timers are for in-process handlers only.
+            periodic_timers: Vec::new(),
+            callback_streams: Vec::new(),
         }
     }
 }

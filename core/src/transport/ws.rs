@@ -263,8 +263,16 @@ fn run_connection(
                         }
                     }
                     if pending.is_none() {
+                        // The client's own commands first: a timer that is always due (its tick outlasts its
+                        // interval) must not keep an `unsubscribe` waiting.
                         if let Poll::Ready(message) = Pin::new(&mut socket).poll_next(cx) {
                             return Poll::Ready(Event::Read(message));
+                        }
+                        if session.has_stream_messages() {
+                            return Poll::Ready(Event::StreamMessage);
+                        }
+                        if let Poll::Ready((identifier, index)) = session.poll_timer(cx) {
+                            return Poll::Ready(Event::Tick(identifier, index));
                         }
                     }
                     if !outbox_first && client.poll_ready(cx).is_ready() {
@@ -277,6 +285,9 @@ fn run_connection(
                 match event {
                     Event::Outbox => {
                         let drained = client.drain();
+                        if let Some(messages) = drained.stream_messages {
+                            session.queue_stream_messages(*messages);
+                        }
                         if drained.close.as_ref().is_some_and(|close| close.reason == TOO_SLOW) {
                             Metrics::inc(&metrics.disconnected_slow_clients_total);
                         }
@@ -284,6 +295,14 @@ fn run_connection(
                     }
                     Event::CallDone(outcome) => {
                         pending = session.finish(outcome);
+                        continue;
+                    }
+                    Event::StreamMessage => {
+                        pending = session.start_stream_message();
+                        continue;
+                    }
+                    Event::Tick(identifier, index) => {
+                        pending = session.start_tick(identifier, index);
                         continue;
                     }
                     Event::OwnPing => {
@@ -374,6 +393,10 @@ enum Event {
     Outbox,
     CallDone(crate::session::CallOutcome),
     OwnPing,
+    /// A publication waits for its subscription's stream callback (only looked at while no call is in flight).
+    StreamMessage,
+    /// A periodic timer of a subscription is due (only polled while no call is in flight).
+    Tick(Arc<str>, u32),
     Read(Option<Result<Message, axum::Error>>),
 }
 

@@ -29,4 +29,16 @@ module Ferrocable
   end
 end
 
-require "ferrocable/rails" if defined?(::Rails::Railtie)
+# The Rails integration loads with Rails: now when Rails is already loaded, else as soon as the app's class is
+# defined (a Gemfile or boot file may require this gem before Rails), so its Railtie still takes part in the
+# app's initialization.
+if defined?(::Rails::Railtie)
+  require "ferrocable/rails"
+else
+  begin
+    require "active_support/lazy_load_hooks"
+    ActiveSupport.on_load(:before_configuration) { require "ferrocable/rails" }
+  rescue LoadError
+    nil # no Active Support: not a Rails process
+  end
+end

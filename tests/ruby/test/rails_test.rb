@@ -142,18 +142,135 @@ class RailsTest < Minitest::Test
     assert_equal 1, failures.size
   end
 
-  def test_periodic_timers_are_reported_once_at_boot
-    assert_equal 1, app.log.scan(/TickerChannel uses `periodically`/).size, app.log[0, 2000]
+  SAMPLE_CLASSES = {
+    "string" => "String", "symbol" => "Symbol", "integer" => "Integer", "float" => "Float", "nil" => "NilClass",
+    "true" => "TrueClass", "false" => "FalseClass", "hash" => "ActiveSupport::HashWithIndifferentAccess",
+    "array_of_hashes" => "Array", "time" => "Time", "time_with_zone" => "ActiveSupport::TimeWithZone",
+    "date" => "Date", "record" => "User"
+  }.freeze
+
+  # Every row of the Serializer's table read back in a later call equals what was stored, with its class.
+  def assert_samples_read_back(checked)
+    assert_equal SAMPLE_CLASSES, checked.transform_values { |row| row["class"] }
+    assert_equal [], checked.reject { |_, row| row["equal"] }.keys, "rows that read back differently"
+    assert_equal ["zoe", 2], checked["hash"]["indifferent"]
+    assert_equal [1, ["a"], 2], checked["array_of_hashes"]["indifferent"]
+    assert_equal 7200, checked["time"]["offset"]
+    assert_equal "Tokyo", checked["time_with_zone"]["zone"]
   end
 
-  def test_a_stream_from_block_is_reported_and_broadcasts_arrive_unchanged
-    c = connect("nina")
-    c.next_frame
-    identifier = JSON.generate(channel: "NewsChannel")
+  def test_state_attr_accessor_reads_back_what_was_stored_in_actions_and_unsubscribed
+    c = connect("zoe", query: "client=ruby&samples=1")
+    assert_equal({"type" => "welcome"}, c.next_frame)
+    identifier = JSON.generate(channel: "StateChannel", name: "zoe")
     c.subscribe(identifier)
     assert_equal "confirm_subscription", c.next_frame["type"]
-    app.run_ruby!("-e", 'require "./config/environment"; ActionCable.server.broadcast("news", {headline: "x"})')
-    assert_equal({"identifier" => identifier, "message" => {"headline" => "x"}}, c.next_frame)
-    assert_equal 1, app.log.scan(/NewsChannel passes a block, callback or coder to `stream_from`/).size
+    c.perform(identifier, "tick")
+    assert_equal({"count" => 1, "name" => "zoe"}, c.next_frame["message"])
+    c.perform(identifier, "tick")
+    assert_equal({"count" => 2, "name" => "zoe"}, c.next_frame["message"])
+    c.perform(identifier, "check")
+    checked = c.next_frame["message"]
+    assert_samples_read_back(checked["channel"])
+    assert_samples_read_back(checked["connection"])
+
+    c.send_json(command: "unsubscribe", identifier: identifier)
+    events = app.wait_for_events("zoe") { |found| found.any? { |e| e["kind"] == "state_unsubscribed" } }
+    detail = JSON.parse(events.find { |e| e["kind"] == "state_unsubscribed" }["detail"])
+    assert_equal 2, detail["count"]
+    assert_samples_read_back(detail["samples"])
+  end
+
+  def test_action_cable_server_restart_from_another_thread_asks_every_client_to_reconnect
+    first, _ = join("olga", "restart")
+    second, _ = join("pete", "restart")
+    assert app.post_json("/restart")["restarted"]
+    [first, second].each do |c|
+      assert_equal({"type" => "disconnect", "reason" => "server_restart", "reconnect" => true}, c.next_frame)
+      assert_kind_of WsClient::Closed, c.next_frame
+    end
+    app.wait_for_events("olga") { |found| found.any? { |e| e["kind"] == "disconnect" } }
+    again, identifier = join("olga", "restart")
+    again.perform(identifier, "speak", text: "back")
+    assert_equal({"user" => "olga", "text" => "back"}, again.next_frame["message"])
+  end
+
+  # A process that requires the gem before Rails (a boot file, a Gemfile order) still gets the Railtie and the
+  # extensions, and `ActionCable.server.broadcast` reaches clients through the adapter.
+  def test_the_gem_required_before_rails_still_integrates_and_broadcasts
+    c = connect("quinn")
+    c.next_frame
+    identifier = JSON.generate(channel: "StateChannel", name: "quinn")
+    c.subscribe(identifier)
+    assert_equal "confirm_subscription", c.next_frame["type"]
+    out = app.run_ruby!("-e", <<~RUBY)
+      require "./config/boot"
+      require "ferrocable"
+      abort "Rails loaded early" if defined?(::Rails::Application)
+      require "./config/environment"
+      puts StateChannel.method(:state_attr_accessor).owner, Ferrocable::Rails::Railtie.name
+      ActionCable.server.broadcast("state_quinn", {from: "early require"})
+    RUBY
+    assert_equal %w[Ferrocable::Rails::StateAttributes Ferrocable::Rails::Railtie], out.lines.last(2).map(&:strip)
+    assert_equal({"identifier" => identifier, "message" => {"from" => "early require"}}, c.next_frame)
+  end
+
+  def test_periodically_timers_run_per_subscription_with_its_state_until_unsubscribed
+    fast = JSON.generate(channel: "TickerChannel")
+    slow = JSON.generate(channel: "TickerChannel", slow: true)
+    clients = [fast, slow].map do |identifier|
+      c = connect("rita")
+      c.next_frame
+      c.subscribe(identifier)
+      assert_equal({"identifier" => identifier, "type" => "confirm_subscription"}, c.next_frame)
+      c
+    end
+    frames = clients.map { |c| Thread.new { c.frames_within(1.6) } }.map(&:value)
+    ticks = frames.map { |list| list.map { |f| f["message"]["tick"] }.compact }
+    blocks = frames[0].map { |f| f["message"] }.select { |m| m.key?("block") }
+    assert_operator ticks[0].size, :>=, 5, frames[0].inspect
+    assert_equal (1..ticks[0].size).to_a, ticks[0], "each tick sees the state the one before left"
+    assert_operator ticks[1].size, :>=, 2, frames[1].inspect
+    assert_operator ticks[1].size, :<=, 6, "a tick that outlasts the interval delays the next one"
+    assert_equal (1..ticks[1].size).to_a, ticks[1], "ticks of one subscription never overlap"
+    assert_operator blocks.size, :>=, 2, "the block timer runs too"
+    assert(blocks.all? { |m| m["block"].is_a?(Integer) && m["block"] >= 1 }, blocks.inspect)
+
+    clients.zip([fast, slow]).each { |c, identifier| c.send_json(command: "unsubscribe", identifier: identifier) }
+    clients.each { |c| c.frames_within(0.4) }
+    clients.each { |c| assert_empty c.frames_within(0.8), "no tick after unsubscribe" }
+  end
+
+  def test_a_stream_from_block_rewrites_broadcasts_for_its_subscriptions_only
+    block_client = connect("nina")
+    raw_client = connect("omar")
+    [block_client, raw_client].each(&:next_frame)
+    block_id = JSON.generate(channel: "NewsChannel")
+    raw_id = JSON.generate(channel: "NewsChannel", raw: true)
+    block_client.subscribe(block_id)
+    raw_client.subscribe(raw_id)
+    assert_equal "confirm_subscription", block_client.next_frame["type"]
+    assert_equal "confirm_subscription", raw_client.next_frame["type"]
+    app.run_ruby!("-e", 'require "./config/environment"; %w[x y].each { |h| ActionCable.server.broadcast("news", {headline: h}) }')
+    assert_equal({"identifier" => block_id, "message" => {"headline" => "X", "seen" => 1, "reader" => "nina"}},
+      block_client.next_frame)
+    assert_equal({"identifier" => block_id, "message" => {"headline" => "Y", "seen" => 2, "reader" => "nina"}},
+      block_client.next_frame)
+    assert_equal({"identifier" => raw_id, "message" => {"headline" => "x"}}, raw_client.next_frame)
+    assert_equal({"identifier" => raw_id, "message" => {"headline" => "y"}}, raw_client.next_frame)
+
+    block_client.send_json(command: "unsubscribe", identifier: block_id)
+    block_client.frames_within(0.3)
+    app.run_ruby!("-e", 'require "./config/environment"; ActionCable.server.broadcast("news", {headline: "z"})')
+    assert_equal({"identifier" => raw_id, "message" => {"headline" => "z"}}, raw_client.next_frame)
+    assert_empty block_client.frames_within(0.3)
+  end
+end
+
+# The same cases with anycable-rails' Action Cable extensions in the bundle too (loaded after Ferrocable):
+# with `adapter: ferrocable`, Ferrocable's state, streams, broadcasts, remote disconnects and identifiers win.
+class RailsWithAnyCableRailsTest < RailsTest
+  def app
+    DummyApp.shared(:with_anycable_rails)
   end
 end

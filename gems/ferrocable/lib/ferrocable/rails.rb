@@ -9,7 +9,7 @@ require "ferrocable/rails/serializer"
 require "ferrocable/rails/state"
 require "ferrocable/rails/socket"
 require "ferrocable/rails/rack_env"
-require "ferrocable/rails/warnings"
+require "ferrocable/rails/stream_callbacks"
 require "ferrocable/rails/action_cable_ext"
 require "ferrocable/rails/handler"
 require "ferrocable/rails/signed_stream_helper"
@@ -118,6 +118,13 @@ module Ferrocable
         nil
       end
 
+      # Asks every client of the server this process runs to reconnect (`server_restart` disconnect frame) and
+      # keeps serving; returns how many clients that was. Processes that do not run the server have none.
+      def restart_clients
+        server = local_server
+        server ? server.restart_clients : 0
+      end
+
       def http_broadcaster
         @http_broadcaster || MUTEX.synchronize do
           @http_broadcaster ||= ::Ferrocable::HttpBroadcaster.new(config.broadcast_url, key: config.broadcast_key)
@@ -179,8 +186,6 @@ module Ferrocable
         return if settings.grpc?
 
         check_db_pool(settings.pool_size)
-        eager_load_channels
-        Warnings.check_loaded_channels
       end
 
       def check_db_pool(threads)
@@ -194,20 +199,14 @@ module Ferrocable
       rescue StandardError
         nil
       end
-
-      # Loads app/channels so channels using `periodically` are reported at boot, not on first use.
-      def eager_load_channels
-        dir = ::Rails.root.join("app", "channels")
-        return unless dir.directory?
-
-        Dir[dir.join("**", "*.rb").to_s].sort.each do |file|
-          file.delete_prefix("#{dir}/").delete_suffix(".rb").camelize.safe_constantize
-        end
-      rescue StandardError, ScriptError => e
-        logger.warn("Ferrocable: could not load app/channels to check them: #{e.class}: #{e.message}")
-      end
     end
   end
 end
 
-require "ferrocable/rails/railtie"
+# Install the Action Cable extensions as soon as Action Cable's classes load, even when a channel or connection
+# class is defined before the app initializes (in an initializer, an engine, a test helper).
+ActiveSupport.on_load(:action_cable_connection) { Ferrocable::Rails::ActionCableExt.install_connection(self) }
+ActiveSupport.on_load(:action_cable_channel) { Ferrocable::Rails::ActionCableExt.install_channel(self) }
+ActiveSupport.on_load(:action_cable) { Ferrocable::Rails::ActionCableExt.install_server }
+
+require "ferrocable/rails/railtie" if defined?(::Rails::Railtie)

@@ -124,6 +124,12 @@ module Ferrocable
       native.disconnect(identifiers, reconnect ? true : false)
     end
 
+    # Closes every connection with a `server_restart` disconnect frame (`reconnect: true`) and keeps serving,
+    # as `ActionCable.server.restart` does. Returns how many connections that was.
+    def restart_clients
+      native.restart_clients
+    end
+
     # Live counters and gauges by AnyCable's metric names: `{clients_num: 3, broadcast_msg_total: 10, ...}`.
     def stats
       native.stats

@@ -7,6 +7,9 @@ require "active_record/railtie"
 require "action_controller/railtie"
 require "action_cable/engine"
 require "ferrocable"
+# With DUMMY_ANYCABLE_RAILS=1 the bundle also has anycable-rails' Action Cable extensions (a stand-in: the gem
+# is not installable offline), loaded after Ferrocable, as an app moving off AnyCable would have them.
+require_relative "../lib/anycable_rails_stand_in" if ENV["DUMMY_ANYCABLE_RAILS"] == "1"
 
 module Dummy
   # A small chat app written for Action Cable, with no Ferrocable-specific code in its channels: the suite

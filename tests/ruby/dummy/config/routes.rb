@@ -6,4 +6,5 @@ Rails.application.routes.draw do
   post "/rooms/:room/messages", to: "rooms#broadcast"
   post "/kick", to: "rooms#kick"
   get "/events", to: "status#events"
+  post "/restart", to: "status#restart"
 end

@@ -15,9 +15,15 @@ class DummyApp
 
   attr_reader :web_port, :cable_port, :broadcast_port, :log_path, :output_path, :pid
 
-  # One app in Ferrocable mode shared by the tests that need nothing special (stopped after the run).
-  def self.shared
-    @shared ||= new(name: "shared").start.tap do |app|
+  # Environments of the shared apps: Ferrocable mode, and the same with anycable-rails' extensions loaded too.
+  SHARED = {
+    ferrocable: {},
+    with_anycable_rails: {"DUMMY_ANYCABLE_RAILS" => "1"}
+  }.freeze
+
+  # One app per SHARED variant, shared by the tests that need nothing special (stopped after the run).
+  def self.shared(variant = :ferrocable)
+    (@shared ||= {})[variant] ||= new(name: "shared-#{variant}", env: SHARED.fetch(variant)).start.tap do |app|
       Minitest.after_run { app.stop }
     end
   end

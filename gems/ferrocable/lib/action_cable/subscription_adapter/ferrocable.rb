@@ -1,6 +1,8 @@
 # frozen_string_literal: true
 
 require "ferrocable"
+# Action Cable loads this adapter by name, whatever order the app required its gems in.
+require "ferrocable/rails"
 
 module ActionCable
   module SubscriptionAdapter

@@ -84,19 +84,28 @@ module Ferrocable
 
       # Prepended to ActionCable::Channel::Base.
       module Channel
+        # With a block, a callback or a coder, broadcasts to this stream come back to this object as `stream`
+        # calls (StreamCallbacks); without, they go from the server straight to the client.
         def stream_from(broadcasting, callback = nil, coder: nil, &block)
           socket = ferrocable_socket
           return super unless socket
 
           broadcasting = String(broadcasting)
-          Warnings.stream_callback(self.class, broadcasting) if callback || block || coder
-          socket.stream_from(broadcasting)
+          user_handler = callback || block
+          if user_handler || coder
+            handler = stream_handler(broadcasting, user_handler, coder: coder)
+            StreamCallbacks.register(::Ferrocable.current_sid, identifier, broadcasting, self, handler)
+            socket.stream_from(broadcasting, callback: true)
+          else
+            socket.stream_from(broadcasting)
+          end
         end
 
         def stop_stream_from(broadcasting)
           socket = ferrocable_socket
           return super unless socket
 
+          StreamCallbacks.remove(::Ferrocable.current_sid, identifier, String(broadcasting))
           socket.stop_stream(String(broadcasting))
         end
 
@@ -104,7 +113,19 @@ module Ferrocable
           socket = ferrocable_socket
           return super unless socket
 
+          StreamCallbacks.remove(::Ferrocable.current_sid, identifier)
           socket.stop_all_streams
+        end
+
+        # Runs a stream callback kept from an earlier call with this call's connection: `transmit` reaches the
+        # socket of this call, and `state_attr_accessor` attributes are read again from this call's state.
+        def ferrocable_run_stream_callback(connection, handler, message)
+          @connection = connection
+          self.class.ferrocable_state_names.each do |name|
+            ivar = :"@#{name}"
+            remove_instance_variable(ivar) if instance_variable_defined?(ivar)
+          end
+          handler.call(message)
         end
 
         private
@@ -117,7 +138,7 @@ module Ferrocable
           ferrocable_socket&.istate_for(identifier)
         end
 
-        # Timers cannot run without a live channel object; Warnings reports them at boot.
+        # The server runs the timers (one per subscription; see Handler#periodic), not Action Cable's event loop.
         def start_periodic_timers
           super unless ferrocable_socket
         end
@@ -127,10 +148,13 @@ module Ferrocable
         end
       end
 
-      # Prepended to ActionCable::Channel::PeriodicTimers::ClassMethods.
-      module PeriodicTimers
-        def periodically(*args, **options, &block)
-          super.tap { Warnings.periodically(self) }
+      # Prepended to ActionCable::Server::Base: `ActionCable.server.restart` (apps and deploy scripts call it,
+      # and Rails does before unloading code in development) closes every client of the server this process
+      # runs with `server_restart`, so they reconnect, as Action Cable closes its own connections.
+      module Server
+        def restart
+          ::Ferrocable::Rails.restart_clients if ::Ferrocable::Rails.enabled?
+          super
         end
       end
 
@@ -146,19 +170,21 @@ module Ferrocable
 
       module_function
 
+      # `state_attr_accessor` is prepended to the class's singleton class, so it wins over one that another gem
+      # (anycable-rails) extends into the same class, whichever loaded first.
       def install_connection(base)
         base.prepend(Connection)
         base.singleton_class.prepend(LazyIdentification)
-        base.extend(StateAttributes)
+        base.singleton_class.prepend(StateAttributes)
       end
 
       def install_channel(base)
         base.prepend(Channel)
-        base.extend(StateAttributes)
-        ::ActionCable::Channel::PeriodicTimers::ClassMethods.prepend(PeriodicTimers)
+        base.singleton_class.prepend(StateAttributes)
       end
 
-      def install_remote_connections
+      def install_server
+        ::ActionCable::Server::Base.prepend(Server)
         require "action_cable/remote_connections"
         ::ActionCable::RemoteConnections::RemoteConnection.prepend(RemoteConnection)
       end

@@ -11,7 +11,9 @@ module Ferrocable
     # Connect   allocate the connection, run `connect`, then Action Cable's welcome (or its `unauthorized`
     #           disconnect frame on `reject_unauthorized_connection`); answer the identifiers and cstate.
     # Command   `subscribe` goes through Action Cable's own add/confirm/reject path; `unsubscribe` and
-    #           `message` re-create the channel from its identifier, with state from istate.
+    #           `message` re-create the channel from its identifier, with state from istate. A confirmed
+    #           subscribe answers the channel's `periodically` intervals; the server then sends `periodic`
+    #           with the timer's index each time one is due, and its callback runs on the re-created channel.
     # Disconnect re-create every subscribed channel with its istate, run each `unsubscribed`, then the
     #           connection's `disconnect`.
     #
@@ -57,11 +59,16 @@ module Ferrocable
             when "subscribe" then subscribe(connection, identifier)
             when "unsubscribe" then unsubscribe(connection, identifier)
             when "message" then perform(connection, identifier, request[:data])
+            when "periodic" then periodic(connection, identifier, request[:data])
+            when "stream" then stream_message(connection, identifier, request[:data])
             else
               logger.error("Ferrocable: unknown command #{request[:command].inspect} for #{identifier}")
               :error
             end
-          command_response(status, socket, identifier)
+          response = command_response(status, socket, identifier)
+          response[:callback_streams] = socket.callback_streams unless socket.callback_streams.empty?
+          response[:periodic_timers] = periodic_intervals(identifier) if request[:command] == "subscribe" && status == :success
+          response
         end
       rescue *HandlerPool::HANDLER_FAILURES => e
         failed(e, signature(identifier, request), connection, socket: socket, command: true)
@@ -83,6 +90,8 @@ module Ferrocable
             log_failure(e, "#{channel_name(identifier)}#unsubscribed", connection)
           end
           connection.disconnect if connection.respond_to?(:disconnect)
+        ensure
+          StreamCallbacks.remove(::Ferrocable.current_sid)
         end
         return {status: :success} if failures.empty?
 
@@ -126,12 +135,47 @@ module Ferrocable
         restore_channel(connection, identifier)
         connection.subscriptions.remove("identifier" => identifier)
         :success
+      ensure
+        StreamCallbacks.remove(::Ferrocable.current_sid, identifier)
       end
 
       def perform(connection, identifier, data)
         restore_channel(connection, identifier)
         connection.subscriptions.perform_action("identifier" => identifier, "data" => data)
         :success
+      end
+
+      # One tick of the subscription's `periodically` timer number `index`, as Action Cable's worker runs it.
+      def periodic(connection, identifier, index)
+        channel = restore_channel(connection, identifier)
+        callback, = channel.class.periodic_timers[Integer(index, 10)]
+        raise ArgumentError, "#{channel.class.name} has no periodic timer #{index.inspect}" unless callback
+
+        channel.instance_exec(&callback)
+        :success
+      end
+
+      # A broadcast to a stream whose `stream_from` was given a block, a callback or a coder: its callback runs on
+      # the channel object that registered it. Without one (the process restarted since), the broadcast is
+      # transmitted as Action Cable transmits a stream without a callback.
+      def stream_message(connection, identifier, data)
+        message = ActiveSupport::JSON.decode(data.to_s)
+        channel, handler = StreamCallbacks.fetch(::Ferrocable.current_sid, identifier, message["stream"])
+        if channel
+          channel.ferrocable_run_stream_callback(connection, handler, message["data"])
+        else
+          restore_channel(connection, identifier).send(:transmit, ActiveSupport::JSON.decode(message["data"]),
+            via: "streamed from #{message["stream"]}")
+        end
+        :success
+      end
+
+      # The intervals (milliseconds) of a channel's `periodically` timers, in declaration order.
+      def periodic_intervals(identifier)
+        klass = channel_class(identifier)
+        return [] unless klass
+
+        klass.periodic_timers.map { |_, options| [(options.fetch(:every).to_f * 1000).round, 1].max }
       end
 
       # The channel object of an existing subscription, as Action Cable would hold it (without running
@@ -168,8 +212,13 @@ module Ferrocable
 
       def signature(identifier, request)
         action =
-          if request[:command] == "message"
+          case request[:command]
+          when "message"
             (ActiveSupport::JSON.decode(request[:data].to_s)["action"] rescue nil) || "receive"
+          when "periodic"
+            "periodically[#{request[:data]}]"
+          when "stream"
+            "stream_from(#{(ActiveSupport::JSON.decode(request[:data].to_s)["stream"] rescue nil).inspect})"
           else
             request[:command] == "subscribe" ? "subscribed" : "unsubscribed"
           end

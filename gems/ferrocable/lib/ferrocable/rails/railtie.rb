@@ -2,17 +2,11 @@
 
 module Ferrocable
   module Rails
-    # Wires Ferrocable into the app: Action Cable extensions (inert unless a call runs under Ferrocable),
+    # Wires Ferrocable into the app (the Action Cable extensions install from load hooks, see rails.rb):
     # `config.ferrocable`, the logger, Action Cable's own mount switched off when `adapter: ferrocable`,
     # and the start in server processes.
     class Railtie < ::Rails::Railtie
       config.ferrocable = ActiveSupport::OrderedOptions.new
-
-      initializer "ferrocable.action_cable_extensions" do
-        ActiveSupport.on_load(:action_cable_connection) { ActionCableExt.install_connection(self) }
-        ActiveSupport.on_load(:action_cable_channel) { ActionCableExt.install_channel(self) }
-        ActiveSupport.on_load(:action_cable) { ActionCableExt.install_remote_connections }
-      end
 
       initializer "ferrocable.signed_stream_helper" do
         ActiveSupport.on_load(:action_view) { include ::Ferrocable::Rails::SignedStreamHelper }

@@ -8,7 +8,7 @@ module Ferrocable
     class Socket
       PROTOCOL = "actioncable-v1-json"
 
-      attr_reader :transmissions, :streams, :stopped_streams, :cstate, :url, :headers
+      attr_reader :transmissions, :streams, :stopped_streams, :callback_streams, :cstate, :url, :headers
 
       # `istates`: a callable giving the raw istate map of a channel identifier.
       def initialize(env, istates)
@@ -20,6 +20,7 @@ module Ferrocable
         @transmissions = []
         @streams = []
         @stopped_streams = []
+        @callback_streams = []
         @stop_all = false
         @closed = false
         @rack_env = nil
@@ -53,18 +54,22 @@ module Ferrocable
 
       # -- streams of the subscription this call is about
 
-      def stream_from(broadcasting)
+      # `callback`: the server hands this stream's broadcasts to the handler (a `stream` call) instead of the client.
+      def stream_from(broadcasting, callback: false)
         @stopped_streams.delete(broadcasting)
         @streams << broadcasting unless @streams.include?(broadcasting)
+        @callback_streams << broadcasting if callback && !@callback_streams.include?(broadcasting)
       end
 
       def stop_stream(broadcasting)
         @streams.delete(broadcasting)
+        @callback_streams.delete(broadcasting)
         @stopped_streams << broadcasting unless @stopped_streams.include?(broadcasting)
       end
 
       def stop_all_streams
         @streams.clear
+        @callback_streams.clear
         @stopped_streams.clear
         @stop_all = true
       end

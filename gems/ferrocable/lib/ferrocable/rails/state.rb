@@ -31,7 +31,14 @@ module Ferrocable
     # (channels) or the connection's cstate (connections). Outside Ferrocable (plain Action Cable, tests)
     # they are ordinary accessors.
     module StateAttributes
+      # Every `state_attr_accessor` name of this class and its ancestors.
+      def ferrocable_state_names
+        inherited = superclass.respond_to?(:ferrocable_state_names) ? superclass.ferrocable_state_names : []
+        inherited | (@ferrocable_state_names || [])
+      end
+
       def state_attr_accessor(*names)
+        (@ferrocable_state_names ||= []).concat(names.map(&:to_sym))
         names.each do |name|
           name = name.to_sym
           ivar = :"@#{name}"
