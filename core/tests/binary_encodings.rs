@@ -43,14 +43,7 @@ impl BinaryClient {
     async fn send(&mut self, command: Value) {
         let bytes = if self.protobuf() {
             let text = |key: &str| command[key].as_str().unwrap_or_default().to_owned();
-            let kind = match command["command"].as_str().unwrap_or_default() {
-                "subscribe" => protobuf::Command::Subscribe,
-                "unsubscribe" => protobuf::Command::Unsubscribe,
-                "message" => protobuf::Command::Message,
-                "history" => protobuf::Command::History,
-                "pong" => protobuf::Command::Pong,
-                _ => protobuf::Command::UnknownCommand,
-            };
+            let kind = protobuf::Command::from_name(command["command"].as_str().unwrap_or_default());
             let history = command.get("history").map(|h| protobuf::HistoryRequest {
                 since: h["since"].as_i64().unwrap_or(0),
                 streams: h["streams"]
@@ -114,11 +107,7 @@ impl BinaryClient {
         if !self.protobuf() {
             return msgpack::read_value(bytes).unwrap();
         }
-        let kind = |n: i32| {
-            let names = ["", "welcome", "disconnect", "ping", "confirm_subscription", "reject_subscription"];
-            let more = ["confirm_history", "reject_history"];
-            names.iter().chain(&more).nth(n as usize).copied().unwrap_or_default()
-        };
+        let kind = |n: i32| protobuf::Type::try_from(n).map_or("", |t| if n == 0 { "" } else { t.name() });
         let mut frame = serde_json::Map::new();
         let mut put = |key: &str, value: Value| {
             let empty = value == json!("") || value == json!(0) || value == json!(false) || value == json!([]);

@@ -26,18 +26,25 @@ pub enum Type {
 }
 
 impl Type {
+    const NAMES: [(Self, &'static str); 8] = [
+        (Self::NoType, "no_type"),
+        (Self::Welcome, "welcome"),
+        (Self::Disconnect, "disconnect"),
+        (Self::Ping, "ping"),
+        (Self::ConfirmSubscription, "confirm_subscription"),
+        (Self::RejectSubscription, "reject_subscription"),
+        (Self::ConfirmHistory, "confirm_history"),
+        (Self::RejectHistory, "reject_history"),
+    ];
+
     /// The type named by a JSON frame's `type`; a name the schema does not have is `no_type`.
-    fn from_name(name: &str) -> Self {
-        match name {
-            "welcome" => Self::Welcome,
-            "disconnect" => Self::Disconnect,
-            "ping" => Self::Ping,
-            "confirm_subscription" => Self::ConfirmSubscription,
-            "reject_subscription" => Self::RejectSubscription,
-            "confirm_history" => Self::ConfirmHistory,
-            "reject_history" => Self::RejectHistory,
-            _ => Self::NoType,
-        }
+    pub fn from_name(name: &str) -> Self {
+        Self::NAMES.iter().find(|(_, n)| *n == name).map_or(Self::NoType, |(t, _)| *t)
+    }
+
+    /// The type's name in the schema, which is its `type` in the JSON protocol.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize].1
     }
 }
 
@@ -54,16 +61,22 @@ pub enum Command {
 }
 
 impl Command {
-    /// The command's name in the JSON protocol.
-    fn name(self) -> Option<&'static str> {
-        match self {
-            Self::UnknownCommand => None,
-            Self::Subscribe => Some("subscribe"),
-            Self::Unsubscribe => Some("unsubscribe"),
-            Self::Message => Some("message"),
-            Self::History => Some("history"),
-            Self::Pong => Some("pong"),
-        }
+    const NAMES: [(Self, &'static str); 5] = [
+        (Self::Subscribe, "subscribe"),
+        (Self::Unsubscribe, "unsubscribe"),
+        (Self::Message, "message"),
+        (Self::History, "history"),
+        (Self::Pong, "pong"),
+    ];
+
+    /// The command's name in the JSON protocol (`unknown_command` has none).
+    pub fn name(self) -> Option<&'static str> {
+        Self::NAMES.iter().find(|(c, _)| *c == self).map(|(_, n)| *n)
+    }
+
+    /// The command a JSON command name stands for; `unknown_command` for any other name.
+    pub fn from_name(name: &str) -> Self {
+        Self::NAMES.iter().find(|(_, n)| *n == name).map_or(Self::UnknownCommand, |(c, _)| *c)
     }
 }
 
