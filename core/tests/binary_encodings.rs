@@ -259,7 +259,7 @@ async fn bad_binary_input_is_ignored_and_counted_like_bad_json() {
     let mut bystander = fx.client("bystander").await;
     assert_eq!(bystander.recv().await["type"], "welcome");
     bystander.subscribe(CHAT_A).await;
-    let deep_msgpack = [vec![0x81, 0xa1, b'k'].repeat(100), vec![0xc0]].concat();
+    let deep_msgpack = [[0x81, 0xa1, b'k'].repeat(100), vec![0xc0]].concat();
     let subscribe_json = json!({"command": "subscribe", "identifier": CHAT_A}).to_string();
     for protocol in PLAIN.into_iter().chain(EXTENDED) {
         let mut c = BinaryClient::connect(&fx, protocol, "mallory").await;

@@ -432,7 +432,7 @@ pub async fn broadcast_round(
         for p in 0..publishers {
             let mut ws = client::connect_welcomed(target, 60_000 + p).await.context("publisher connection")?;
             let identifier = identifier_for(&opts.identifier, &format!("bench_{}", p % streams));
-            client::subscribe(&mut ws, &identifier, &target).await?;
+            client::subscribe(&mut ws, &identifier, target).await?;
             action_sockets.push((identifier, ws));
         }
     }
