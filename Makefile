@@ -27,12 +27,12 @@ test: setup
 # cargo-fuzz is installed when missing. Findings are written to core/fuzz/artifacts/<target>/ and fail the run;
 # the corpus grows in core/fuzz/corpus/<target>/ (both ignored by git). See docs/reliability.md, "Bad input".
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= client_frame publication config_options config_toml
+FUZZ_TARGETS ?= client_frame binary_frame publication config_options config_toml
 fuzz:
 	cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	rustup run nightly rustc --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
 	cd core && for target in $(FUZZ_TARGETS); do \
-	  case $$target in config_toml) dict=$(CURDIR)/core/fuzz/dicts/toml.dict ;; config_options) dict= ;; *) dict=$(CURDIR)/core/fuzz/dicts/json.dict ;; esac; \
+	  case $$target in config_toml) dict=$(CURDIR)/core/fuzz/dicts/toml.dict ;; config_options|binary_frame) dict= ;; *) dict=$(CURDIR)/core/fuzz/dicts/json.dict ;; esac; \
 	  cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
 	    -print_final_stats=1 $${dict:+-dict=$$dict}; \
 	done

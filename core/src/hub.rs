@@ -2,8 +2,8 @@
 //!
 //! Streams are spread over shards so that subscribing and broadcasting never share one global lock.
 //! Subscribers of a stream are grouped by channel identifier, because the frame a subscriber receives
-//! depends only on (stream, identifier): it is encoded once per group and the same bytes go to every
-//! member. Fan-out works on an immutable snapshot of the subscribers, rebuilt only after a change, so no
+//! depends only on (stream, identifier, the client's protocol): it is encoded once per group and protocol and
+//! the same bytes go to every member speaking it. Fan-out works on an immutable snapshot of the subscribers, rebuilt only after a change, so no
 //! lock is held while frames are queued. Publications of one stream always go through the same worker,
 //! which keeps them in order. A subscription whose application handles the stream's broadcasts itself (Action
 //! Cable's `stream_from` with a block, in-process handlers only) is a callback member of its group: it gets the
@@ -21,9 +21,14 @@ use tokio::sync::mpsc;
 use crate::broadcast::Publication;
 use crate::client::{ClientHandle, CloseRequest, StreamMessage};
 use crate::metrics::Metrics;
-use crate::protocol;
+use crate::protocol::{self, Encoding, Protocol};
 
 const SHARDS: usize = 64;
+
+/// How many protocols a client can speak (the variants of [`Protocol`]): a broadcast has one frame per
+/// protocol and group.
+const PROTOCOLS: usize = 6;
+const _: () = assert!(Protocol::ExtProtobuf as usize + 1 == PROTOCOLS);
 
 type Shards<K, V, S = std::collections::hash_map::RandomState> = Box<[RwLock<HashMap<K, V, S>>]>;
 
@@ -87,6 +92,7 @@ struct Group {
 }
 
 struct SnapshotGroup {
+    /// The identifier as it is, for binary frames and callback members.
     identifier: Arc<str>,
     escaped_identifier: Bytes,
     members: Box<[Arc<ClientHandle>]>,
@@ -239,30 +245,42 @@ impl Hub {
             .as_ref()
             .map(|p| (protocol::json_string(&publication.stream), protocol::json_string(&p.epoch), p.offset));
         let exclude = publication.exclude_socket.as_deref();
+        // The payload as MessagePack, packed once per publication when a binary client is there.
+        let mut packed: Option<Bytes> = None;
         let mut delivered = 0;
         let mut refused = 0u64;
         for group in snapshot.iter() {
-            // Each encoded once per group, when a member needs it.
-            let mut plain: Option<Bytes> = None;
-            let mut positioned: Option<Bytes> = None;
+            // Each encoded once per group, when a member needs it: one slot per protocol.
+            let mut frames: [Option<Bytes>; PROTOCOLS] = Default::default();
             for client in group.members.iter() {
                 if exclude.is_some_and(|sid| *client.sid == *sid) {
                     continue;
                 }
-                let frame = match &position {
-                    Some((stream, epoch, offset)) if client.protocol.is_extended() => {
-                        positioned.get_or_insert_with(|| {
-                            protocol::positioned_message_frame(
+                let protocol = client.protocol;
+                let frame = frames[protocol as usize].get_or_insert_with(|| {
+                    let extended = protocol.is_extended();
+                    match protocol.encoding() {
+                        Encoding::Json => match position.as_ref().filter(|_| extended) {
+                            Some((stream, epoch, offset)) => protocol::positioned_message_frame(
                                 &group.escaped_identifier,
                                 &payload,
                                 stream.as_bytes(),
                                 epoch.as_bytes(),
                                 *offset,
-                            )
-                        })
+                            ),
+                            None => protocol::message_frame(&group.escaped_identifier, &payload),
+                        },
+                        encoding => {
+                            let packed = packed.get_or_insert_with(|| protocol::msgpack::pack_json(&payload));
+                            let at = publication
+                                .position
+                                .as_ref()
+                                .filter(|_| extended)
+                                .map(|p| (publication.stream.as_str(), &*p.epoch, p.offset));
+                            protocol::binary_message_frame(encoding, &group.identifier, packed, at)
+                        }
                     }
-                    _ => plain.get_or_insert_with(|| protocol::message_frame(&group.escaped_identifier, &payload)),
-                };
+                });
                 if client.send(frame.clone()) {
                     delivered += 1;
                 } else {
@@ -481,7 +499,6 @@ impl BroadcastQueue {
 mod tests {
     use super::*;
     use crate::config::PingPrecision;
-    use crate::protocol::Protocol;
 
     #[test]
     fn client_ids_of_one_shard_spread_over_the_buckets_of_its_map() {
@@ -564,6 +581,55 @@ mod tests {
         // Not registered (no broker, or transient): both get the plain frame.
         assert_eq!(hub.deliver(&Publication::new("chat", "2")), 2);
         assert_eq!(frames(&plain), frames(&ext));
+    }
+
+    #[test]
+    fn a_broadcast_is_encoded_once_per_identifier_and_protocol_and_shared_by_its_clients() {
+        let hub = Hub::new(Arc::default());
+        let protocols =
+            [Protocol::Json, Protocol::Msgpack, Protocol::ExtMsgpack, Protocol::Protobuf, Protocol::ExtProtobuf];
+        let clients: Vec<Vec<Arc<ClientHandle>>> = protocols
+            .iter()
+            .enumerate()
+            .map(|(n, protocol)| {
+                (0..3u64)
+                    .map(|k| {
+                        let id = n as u64 * 10 + k;
+                        Arc::new(ClientHandle::new(
+                            id,
+                            format!("sid{id}").into(),
+                            64,
+                            None,
+                            PingPrecision::Seconds,
+                            *protocol,
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        let stream: Arc<str> = "chat".into();
+        let id: Arc<str> = r#"{"channel":"A"}"#.into();
+        clients.iter().flatten().for_each(|c| hub.subscribe(&stream, &id, c));
+        let mut p = Publication::new("chat", r#"{"n":1}"#);
+        p.position = Some(crate::broker::StreamPosition { offset: 3, epoch: "ep".into() });
+        assert_eq!(hub.deliver(&p), 15);
+        let received: Vec<Vec<Bytes>> =
+            clients.iter().map(|group| group.iter().map(|c| c.drain().frames.pop_front().unwrap()).collect()).collect();
+        for (protocol, frames) in protocols.iter().zip(&received) {
+            // The very same buffer for every client of one protocol: encoded once, not per recipient.
+            assert!(frames.iter().all(|f| f.as_ptr() == frames[0].as_ptr()), "{protocol:?}");
+            let expected = protocol::binary_message_frame(
+                protocol.encoding(),
+                &id,
+                &protocol::msgpack::pack_json(br#"{"n":1}"#),
+                protocol.is_extended().then_some(("chat", "ep", 3)),
+            );
+            if protocol.encoding().is_binary() {
+                assert_eq!(frames[0], expected, "{protocol:?}");
+            }
+        }
+        assert_eq!(&received[0][0][..], br#"{"identifier":"{\"channel\":\"A\"}","message":{"n":1}}"#);
+        assert_ne!(received[1][0], received[2][0], "the extended frame carries the position");
     }
 
     #[test]

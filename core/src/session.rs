@@ -926,9 +926,24 @@ impl Session {
         }
     }
 
+    /// Queues a handler's transmissions. A binary client gets each in its encoding now: a handler may send any
+    /// text, and only JSON objects have a binary form (the rest is logged and skipped, the connection stays).
     fn transmit(&self, transmissions: Vec<String>) {
+        let protocol = self.client.protocol;
         for t in transmissions {
-            self.client.send(Bytes::from(t));
+            if !protocol.encoding().is_binary() {
+                self.client.send(Bytes::from(t));
+                continue;
+            }
+            match protocol::encode_json_frame(protocol, t.as_bytes()) {
+                Ok(frame) => {
+                    self.client.send(frame);
+                }
+                Err(error) => {
+                    Metrics::inc(&self.deps.metrics.failed_server_msg_total);
+                    tracing::warn!(sid = %self.client.sid, %error, "transmission skipped");
+                }
+            }
         }
     }
 

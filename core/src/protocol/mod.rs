@@ -1,6 +1,6 @@
 //! The Action Cable v1 JSON protocol (with AnyCable's `whisper`) and AnyCable's extended protocol
 //! (`actioncable-v1-ext-json`: stream positions, history, session recovery): decoding client commands and
-//! encoding server frames.
+//! encoding server frames. Both also come in MessagePack and Protocol Buffers (see [`encoding`]).
 //!
 //! Pure functions over bytes and strings; this module never touches sockets, sessions or the hub.
 //! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
@@ -12,6 +12,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub mod encoding;
+pub mod msgpack;
+pub mod protobuf;
+
+pub use encoding::{EncodeError, Encoding, binary_message_frame, decode_binary_command, encode_for, encode_json_frame};
+
 /// The sub-protocol every Action Cable client speaks.
 pub const ACTIONCABLE_V1_JSON: &str = "actioncable-v1-json";
 
@@ -19,10 +25,26 @@ pub const ACTIONCABLE_V1_JSON: &str = "actioncable-v1-json";
 /// restore their session.
 pub const ACTIONCABLE_V1_EXT_JSON: &str = "actioncable-v1-ext-json";
 
-/// Sub-protocols this server can speak.
-pub const SUPPORTED_PROTOCOLS: &[&str] = &[ACTIONCABLE_V1_JSON, ACTIONCABLE_V1_EXT_JSON];
+/// Action Cable in MessagePack.
+pub const ACTIONCABLE_V1_MSGPACK: &str = "actioncable-v1-msgpack";
+/// The extended protocol in MessagePack.
+pub const ACTIONCABLE_V1_EXT_MSGPACK: &str = "actioncable-v1-ext-msgpack";
+/// Action Cable in Protocol Buffers (AnyCable's `action_cable` schema).
+pub const ACTIONCABLE_V1_PROTOBUF: &str = "actioncable-v1-protobuf";
+/// The extended protocol in Protocol Buffers.
+pub const ACTIONCABLE_V1_EXT_PROTOBUF: &str = "actioncable-v1-ext-protobuf";
 
-/// Which protocol a client speaks.
+/// Sub-protocols this server can speak.
+pub const SUPPORTED_PROTOCOLS: &[&str] = &[
+    ACTIONCABLE_V1_JSON,
+    ACTIONCABLE_V1_EXT_JSON,
+    ACTIONCABLE_V1_MSGPACK,
+    ACTIONCABLE_V1_EXT_MSGPACK,
+    ACTIONCABLE_V1_PROTOBUF,
+    ACTIONCABLE_V1_EXT_PROTOBUF,
+];
+
+/// Which protocol a client speaks, and in which encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
     /// Action Cable JSON (also what a client that offered nothing known gets).
@@ -30,6 +52,10 @@ pub enum Protocol {
     Json,
     /// The extended protocol.
     ExtJson,
+    Msgpack,
+    ExtMsgpack,
+    Protobuf,
+    ExtProtobuf,
 }
 
 impl Protocol {
@@ -37,13 +63,38 @@ impl Protocol {
     pub fn from_name(name: Option<&str>) -> Self {
         match name {
             Some(ACTIONCABLE_V1_EXT_JSON) => Self::ExtJson,
+            Some(ACTIONCABLE_V1_MSGPACK) => Self::Msgpack,
+            Some(ACTIONCABLE_V1_EXT_MSGPACK) => Self::ExtMsgpack,
+            Some(ACTIONCABLE_V1_PROTOBUF) => Self::Protobuf,
+            Some(ACTIONCABLE_V1_EXT_PROTOBUF) => Self::ExtProtobuf,
             _ => Self::Json,
+        }
+    }
+
+    /// The sub-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => ACTIONCABLE_V1_JSON,
+            Self::ExtJson => ACTIONCABLE_V1_EXT_JSON,
+            Self::Msgpack => ACTIONCABLE_V1_MSGPACK,
+            Self::ExtMsgpack => ACTIONCABLE_V1_EXT_MSGPACK,
+            Self::Protobuf => ACTIONCABLE_V1_PROTOBUF,
+            Self::ExtProtobuf => ACTIONCABLE_V1_EXT_PROTOBUF,
         }
     }
 
     /// Whether broadcasts carry stream positions and the client may restore its session.
     pub fn is_extended(self) -> bool {
-        self == Self::ExtJson
+        matches!(self, Self::ExtJson | Self::ExtMsgpack | Self::ExtProtobuf)
+    }
+
+    /// How the client's frames are written.
+    pub fn encoding(self) -> Encoding {
+        match self {
+            Self::Json | Self::ExtJson => Encoding::Json,
+            Self::Msgpack | Self::ExtMsgpack => Encoding::Msgpack,
+            Self::Protobuf | Self::ExtProtobuf => Encoding::Protobuf,
+        }
     }
 }
 
@@ -167,6 +218,14 @@ pub enum DecodeError {
     MissingWhisperData,
     #[error("malformed history request: {0}")]
     BadHistory(&'static str),
+    #[error("frame is not a MessagePack command: {0}")]
+    NotMsgpack(String),
+    #[error("frame is not a Protobuf command: {0}")]
+    NotProtobuf(String),
+    #[error("binary frame on a JSON connection")]
+    UnexpectedBinary,
+    #[error("text frame on a connection that negotiated {0}")]
+    UnexpectedText(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -347,9 +406,13 @@ pub fn positioned_message_frame(
     buf.freeze()
 }
 
-/// The stream position of a frame written by [`positioned_message_frame`], read back; `None` for any other
-/// frame. Only the catch-up of one connection reads frames back, and only while it lasts.
+/// The stream position of a frame written by [`positioned_message_frame`] (or [`binary_message_frame`] with a
+/// position), read back; `None` for any other frame. Only the catch-up of one connection reads frames back, and
+/// only while it lasts.
 pub fn frame_position(frame: &[u8]) -> Option<(String, String, u64)> {
+    if frame.first() != Some(&b'{') {
+        return encoding::binary_frame_position(frame);
+    }
     #[derive(Deserialize)]
     struct Positioned {
         stream_id: String,

@@ -329,7 +329,7 @@ fn run_connection(
             // The write future is boxed and bound by `let` before it is awaited, and it owns the frames and the
             // close request: neither it nor what it writes is part of this task's state, they exist only while
             // writing (held here across the await, they would take ~90 bytes of every idle connection's task).
-            let writing = Box::pin(write_out(&mut socket, frames, close, &metrics));
+            let writing = Box::pin(write_out(&mut socket, frames, close, &client, &metrics));
             match writing.await {
                 Written::Open => {}
                 Written::Closed { ok } => {
@@ -407,19 +407,30 @@ fn handle_frame(
     message: Message,
     metrics: &Metrics,
 ) -> Option<PendingCall> {
-    let text = match message {
-        Message::Text(text) => text,
+    // A client sends in the encoding it negotiated: text frames for JSON, binary frames otherwise.
+    let encoding = client.protocol.encoding();
+    let decoded = match message {
+        Message::Text(text) if !encoding.is_binary() => {
+            Metrics::add(&metrics.data_rcvd_total, text.len() as u64);
+            protocol::decode_command(text.as_str())
+        }
+        Message::Binary(data) if encoding.is_binary() => {
+            Metrics::add(&metrics.data_rcvd_total, data.len() as u64);
+            protocol::decode_binary_command(encoding, &data)
+        }
+        Message::Text(text) => {
+            Metrics::add(&metrics.data_rcvd_total, text.len() as u64);
+            Err(protocol::DecodeError::UnexpectedText(encoding.name()))
+        }
         Message::Binary(data) => {
-            Metrics::inc(&metrics.failed_client_msg_total);
-            tracing::warn!(sid = %client.sid, bytes = data.len(), "binary frame ignored: this protocol is JSON text");
-            return None;
+            Metrics::add(&metrics.data_rcvd_total, data.len() as u64);
+            Err(protocol::DecodeError::UnexpectedBinary)
         }
         // Pings are answered by the WebSocket layer; pongs and close frames need nothing from us.
         Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
     };
     Metrics::inc(&metrics.client_msg_total);
-    Metrics::add(&metrics.data_rcvd_total, text.len() as u64);
-    match protocol::decode_command(text.as_str()) {
+    match decoded {
         Ok(command) => session.start_command(command),
         Err(error) => {
             Metrics::inc(&metrics.failed_client_msg_total);
@@ -461,34 +472,65 @@ async fn write_out(
     socket: &mut WebSocket,
     frames: Option<VecDeque<Bytes>>,
     close: Option<CloseRequest>,
+    client: &ClientHandle,
     metrics: &Metrics,
 ) -> Written {
     if let Some(frames) = frames {
-        if let Err(error) = bounded(write_frames(socket, frames, metrics), metrics).await {
+        if let Err(error) = bounded(write_frames(socket, frames, client, metrics), metrics).await {
             return Written::Failed(error);
         }
     }
     match close {
-        Some(close) => Written::Closed { ok: bounded(write_close(socket, close, metrics), metrics).await.is_ok() },
+        Some(close) => {
+            Written::Closed { ok: bounded(write_close(socket, close, client, metrics), metrics).await.is_ok() }
+        }
         None => Written::Open,
     }
 }
 
-async fn write_frames(socket: &mut WebSocket, frames: VecDeque<Bytes>, metrics: &Metrics) -> Result<(), axum::Error> {
+async fn write_frames(
+    socket: &mut WebSocket,
+    frames: VecDeque<Bytes>,
+    client: &ClientHandle,
+    metrics: &Metrics,
+) -> Result<(), axum::Error> {
     if frames.is_empty() {
         return Ok(());
     }
     for frame in frames {
-        Metrics::add(&metrics.data_sent_total, frame.len() as u64);
-        let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
-        socket.feed(Message::Text(text)).await?;
+        let message = if client.protocol.encoding().is_binary() {
+            // Frames built as JSON (transmissions, pings, confirmations) take the client's encoding here;
+            // broadcasts come already encoded.
+            match protocol::encode_for(client.protocol, frame) {
+                Ok(binary) => Message::Binary(binary),
+                Err(error) => {
+                    Metrics::inc(&metrics.failed_server_msg_total);
+                    tracing::warn!(sid = %client.sid, %error, "frame skipped");
+                    continue;
+                }
+            }
+        } else {
+            Message::Text(Utf8Bytes::try_from(frame).map_err(axum::Error::new)?)
+        };
+        let len = match &message {
+            Message::Binary(bytes) => bytes.len(),
+            Message::Text(text) => text.len(),
+            _ => 0,
+        };
+        Metrics::add(&metrics.data_sent_total, len as u64);
+        socket.feed(message).await?;
     }
     socket.flush().await
 }
 
-async fn write_close(socket: &mut WebSocket, close: CloseRequest, metrics: &Metrics) -> Result<(), axum::Error> {
+async fn write_close(
+    socket: &mut WebSocket,
+    close: CloseRequest,
+    client: &ClientHandle,
+    metrics: &Metrics,
+) -> Result<(), axum::Error> {
     if let Some(frame) = close.frame {
-        write_frames(socket, VecDeque::from([frame]), metrics).await?;
+        write_frames(socket, VecDeque::from([frame]), client, metrics).await?;
     }
     socket
         .send(Message::Close(Some(CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) })))

@@ -99,6 +99,13 @@ impl ChatApp {
                             json!({"cstate": env.cstate, "istate": env.istate, "ids": req.connection_identifiers});
                         resp.transmissions = vec![json!({"identifier": req.identifier, "message": msg}).to_string()];
                     }
+                    // A transmission that is not JSON, then a good one.
+                    "garble" => {
+                        resp.transmissions = vec![
+                            "<not json>".to_owned(),
+                            json!({"identifier": req.identifier, "message": "after the garbage"}).to_string(),
+                        ];
+                    }
                     "follow" => resp.streams = vec![data["stream"].as_str().unwrap_or("").to_owned()],
                     "unfollow" => resp.stopped_streams = vec![data["stream"].as_str().unwrap_or("").to_owned()],
                     "stop_all" => resp.stop_streams = true,

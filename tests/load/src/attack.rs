@@ -101,7 +101,7 @@ pub async fn attack(target: &Target, opts: &AttackOptions, server_pid: Option<&s
 
     // The real client, subscribed before the attack starts.
     let mut reader = connect_welcomed(target, 0).await?;
-    subscribe(&mut reader, &opts.identifier, target.timeout).await?;
+    subscribe(&mut reader, &opts.identifier, target).await?;
     let mut publisher = HttpClient::new(&opts.broadcast_url, opts.broadcast_key.as_deref())?;
 
     let cpu_before = server_pid.and_then(cpu_time);

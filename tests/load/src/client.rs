@@ -1,12 +1,15 @@
 //! Action Cable v1 client pieces: connecting from a chosen loopback source address (in the plain or the extended
-//! protocol, optionally restoring a session by its sid), the welcome and subscription handshakes, and a minimal
-//! keep-alive HTTP/1.1 client for broadcasts.
+//! protocol, in JSON, MessagePack or Protobuf, optionally restoring a session by its sid), the welcome and
+//! subscription handshakes, and a minimal keep-alive HTTP/1.1 client for broadcasts. Binary server frames are read
+//! as the JSON text they stand for, so every scenario looks at frames one way.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use ferrocable::protocol::{Encoding, Protocol, msgpack, protobuf};
 use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -80,17 +83,19 @@ impl Target {
         })
     }
 
-    /// The same target offering (and requiring) the extended protocol `actioncable-v1-ext-json` instead.
-    pub fn extended(mut self) -> Self {
-        let plain = format!("Sec-WebSocket-Protocol: {PLAIN_PROTOCOL}\r\n");
-        let extended = format!("Sec-WebSocket-Protocol: {EXTENDED_PROTOCOL}\r\n");
-        self.request_head = self.request_head.replacen(&plain, &extended, 1).into();
-        self.protocol = EXTENDED_PROTOCOL;
+    /// The same target offering (and requiring) the plain or extended protocol in `encoding`.
+    pub fn with_protocol(mut self, extended: bool, encoding: Encoding) -> Self {
+        let name = format!("actioncable-v1-{}{}", if extended { "ext-" } else { "" }, encoding.name());
+        let protocol = Protocol::from_name(Some(&name)).name();
+        let current = format!("Sec-WebSocket-Protocol: {}\r\n", self.protocol);
+        let wanted = format!("Sec-WebSocket-Protocol: {protocol}\r\n");
+        self.request_head = self.request_head.replacen(&current, &wanted, 1).into();
+        self.protocol = protocol;
         self
     }
 
     pub fn is_extended(&self) -> bool {
-        self.protocol == EXTENDED_PROTOCOL
+        Protocol::from_name(Some(self.protocol)).is_extended()
     }
 
     /// Opens a WebSocket from the `n`-th source address offering the target's sub-protocol.
@@ -227,8 +232,14 @@ pub struct Frame<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// The next text frame before `deadline`; other frames are skipped, a close ends the wait with an error.
-pub async fn next_text(ws: &mut Ws, deadline: tokio::time::Instant, what: &str) -> anyhow::Result<Utf8Bytes> {
+/// The next frame before `deadline` as JSON text (a binary frame of `protocol` read as the JSON it stands for);
+/// other frames are skipped, a close ends the wait with an error.
+pub async fn next_text(
+    ws: &mut Ws,
+    deadline: tokio::time::Instant,
+    what: &str,
+    protocol: &str,
+) -> anyhow::Result<Utf8Bytes> {
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
@@ -236,22 +247,62 @@ pub async fn next_text(ws: &mut Ws, deadline: tokio::time::Instant, what: &str) 
             .ok_or_else(|| anyhow!("closed while waiting for {what}"))??;
         match msg {
             Message::Text(text) => return Ok(text),
+            Message::Binary(bytes) => return binary_as_json(protocol, &bytes),
             Message::Close(_) => bail!("closed while waiting for {what}"),
             _ => {}
         }
     }
 }
 
+/// A binary server frame of `protocol` as the JSON text of the same frame (Protobuf's empty fields left out).
+pub fn binary_as_json(protocol: &str, bytes: &[u8]) -> anyhow::Result<Utf8Bytes> {
+    let protocol = Protocol::from_name(Some(protocol));
+    let value = match protocol.encoding() {
+        Encoding::Json => bail!("binary frame on a JSON connection"),
+        Encoding::Msgpack => msgpack::read_value(bytes)?,
+        Encoding::Protobuf => {
+            let (kind, identifier, message, reason) = if protocol.is_extended() {
+                let r = protobuf::Reply::decode(bytes)?;
+                let mut extra = serde_json::Map::new();
+                if !r.stream_id.is_empty() {
+                    extra.insert("stream_id".into(), r.stream_id.into());
+                    extra.insert("epoch".into(), r.epoch.into());
+                    extra.insert("offset".into(), r.offset.into());
+                }
+                (r.r#type, r.identifier, r.message, (r.reason, extra))
+            } else {
+                let m = protobuf::Message::decode(bytes)?;
+                (m.r#type, m.identifier, m.message, (m.reason, serde_json::Map::new()))
+            };
+            let (reason, mut frame) = reason;
+            let kind = protobuf::Type::try_from(kind).unwrap_or(protobuf::Type::NoType).name();
+            if kind != "no_type" {
+                frame.insert("type".into(), kind.into());
+            }
+            for (key, text) in [("identifier", identifier), ("reason", reason)] {
+                if !text.is_empty() {
+                    frame.insert(key.into(), text.into());
+                }
+            }
+            if !message.is_empty() {
+                frame.insert("message".into(), msgpack::read_value(&message)?);
+            }
+            serde_json::Value::Object(frame)
+        }
+    };
+    Ok(value.to_string().into())
+}
+
 /// Reads frames until one satisfies `want`; pings are skipped.
 pub async fn wait_for(
     ws: &mut Ws,
-    timeout: Duration,
+    target: &Target,
     what: &str,
     want: impl Fn(&Frame<'_>) -> bool,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + target.timeout;
     loop {
-        let text = next_text(ws, deadline, what).await?;
+        let text = next_text(ws, deadline, what, target.protocol).await?;
         let frame: Frame<'_> = serde_json::from_str(&text).with_context(|| format!("bad frame {text}"))?;
         if frame.kind == Some("disconnect") {
             bail!("disconnected ({}) while waiting for {what}", frame.reason.unwrap_or("?"));
@@ -268,24 +319,48 @@ pub async fn wait_for(
 /// Connects and waits for the welcome frame.
 pub async fn connect_welcomed(target: &Target, n: usize) -> anyhow::Result<Ws> {
     let mut ws = target.connect(n).await?;
-    wait_for(&mut ws, target.timeout, "welcome", |f| f.kind == Some("welcome")).await?;
+    wait_for(&mut ws, target, "welcome", |f| f.kind == Some("welcome")).await?;
     Ok(ws)
 }
 
-/// The `subscribe` command for `identifier`; prepared once when every client sends the same.
-pub fn subscribe_command(identifier: &str) -> Utf8Bytes {
-    serde_json::json!({"command":"subscribe","identifier":identifier}).to_string().into()
+/// A command given as its JSON form, as a frame of `protocol`; prepared once when every client sends the same.
+pub fn command_frame(command: &serde_json::Value, protocol: &str) -> Message {
+    let protocol = Protocol::from_name(Some(protocol));
+    match protocol.encoding() {
+        Encoding::Json => Message::Text(command.to_string().into()),
+        Encoding::Msgpack => {
+            let mut out = Vec::new();
+            msgpack::write_value(&mut out, command);
+            Message::Binary(out.into())
+        }
+        Encoding::Protobuf => {
+            let text = |key: &str| command[key].as_str().unwrap_or_default().to_owned();
+            let kind = protobuf::Command::from_name(command["command"].as_str().unwrap_or_default());
+            let message = protobuf::Message {
+                command: kind as i32,
+                identifier: text("identifier"),
+                data: text("data"),
+                ..Default::default()
+            };
+            Message::Binary(message.encode_to_vec().into())
+        }
+    }
+}
+
+/// The `subscribe` command for `identifier` in the target's protocol.
+pub fn subscribe_command(identifier: &str, target: &Target) -> Message {
+    command_frame(&serde_json::json!({"command":"subscribe","identifier":identifier}), target.protocol)
 }
 
 /// Subscribes with `identifier` and waits for the confirmation.
-pub async fn subscribe(ws: &mut Ws, identifier: &str, timeout: Duration) -> anyhow::Result<()> {
-    send_subscribe(ws, subscribe_command(identifier), timeout).await
+pub async fn subscribe(ws: &mut Ws, identifier: &str, target: &Target) -> anyhow::Result<()> {
+    send_subscribe(ws, subscribe_command(identifier, target), target).await
 }
 
 /// Sends a prepared `subscribe` command and waits for the confirmation.
-pub async fn send_subscribe(ws: &mut Ws, command: Utf8Bytes, timeout: Duration) -> anyhow::Result<()> {
-    ws.send(Message::Text(command)).await?;
-    wait_for(ws, timeout, "confirm_subscription", |f| f.kind == Some("confirm_subscription")).await
+pub async fn send_subscribe(ws: &mut Ws, command: Message, target: &Target) -> anyhow::Result<()> {
+    ws.send(command).await?;
+    wait_for(ws, target, "confirm_subscription", |f| f.kind == Some("confirm_subscription")).await
 }
 
 /// A keep-alive HTTP/1.1 connection for POSTing broadcasts.
@@ -447,7 +522,9 @@ mod tests {
 
     #[test]
     fn the_extended_target_offers_and_requires_the_extended_protocol_and_restores_by_query() {
-        let t = Target::new("ws://127.0.0.1:8080/cable?jid=a.b", 1, None, Duration::from_secs(1)).unwrap().extended();
+        let t = Target::new("ws://127.0.0.1:8080/cable?jid=a.b", 1, None, Duration::from_secs(1))
+            .unwrap()
+            .with_protocol(true, Encoding::Json);
         assert!(t.is_extended());
         assert!(t.request_head.contains("\r\nSec-WebSocket-Protocol: actioncable-v1-ext-json\r\n"));
         assert!(!t.request_head.contains("actioncable-v1-json"));
@@ -469,5 +546,27 @@ mod tests {
             check_handshake_response(&response, &accept, PLAIN_PROTOCOL).is_err(),
             "a server that picked the other one"
         );
+    }
+
+    #[test]
+    fn binary_frames_read_as_the_json_frame_they_stand_for() {
+        use ferrocable::protocol::binary_message_frame;
+        let packed = msgpack::pack_json(br#"{"seq":3,"ts":17,"p":0}"#);
+        for (protocol, encoding) in
+            [("actioncable-v1-msgpack", Encoding::Msgpack), ("actioncable-v1-protobuf", Encoding::Protobuf)]
+        {
+            let frame = binary_message_frame(encoding, "id", &packed, None);
+            let json: serde_json::Value = serde_json::from_str(&binary_as_json(protocol, &frame).unwrap()).unwrap();
+            assert_eq!(json, serde_json::json!({"identifier": "id", "message": {"seq": 3, "ts": 17, "p": 0}}));
+        }
+        let frame = binary_message_frame(Encoding::Protobuf, "id", &packed, Some(("s", "e", 9)));
+        let json: serde_json::Value =
+            serde_json::from_str(&binary_as_json("actioncable-v1-ext-protobuf", &frame).unwrap()).unwrap();
+        assert_eq!((json["stream_id"].as_str(), json["offset"].as_u64()), (Some("s"), Some(9)));
+        let subscribe =
+            command_frame(&serde_json::json!({"command": "subscribe", "identifier": "id"}), "actioncable-v1-protobuf");
+        let Message::Binary(bytes) = subscribe else { panic!("a binary frame") };
+        let decoded = ferrocable::protocol::decode_binary_command(Encoding::Protobuf, &bytes).unwrap();
+        assert_eq!(decoded, ferrocable::protocol::ClientCommand::Subscribe { identifier: "id".into(), history: None });
     }
 }

@@ -52,6 +52,10 @@ struct Common {
     /// frames must then carry their stream position
     #[arg(long)]
     extended: bool,
+    /// Client encoding: `json` (text frames), or AnyCable's binary `msgpack` or `protobuf` (the
+    /// `actioncable-v1[-ext]-msgpack|protobuf` sub-protocols)
+    #[arg(long, default_value = "json", value_parser = ["json", "msgpack", "protobuf"])]
+    encoding: String,
 }
 
 const PUBSUB_IDENTIFIER: &str = r#"{"channel":"$pubsub","stream_name":"{stream}"}"#;
@@ -410,7 +414,12 @@ fn broadcast_options(b: &BroadcastArgs, common: &Common) -> anyhow::Result<Broad
 fn target(common: &Common, connections: usize) -> anyhow::Result<client::Target> {
     let sources = if common.sources == 0 { connections / 25_000 + 1 } else { common.sources };
     let t = client::Target::new(&common.url, sources, common.cookie.clone(), Duration::from_secs(common.timeout))?;
-    Ok(if common.extended { t.extended() } else { t })
+    let encoding = match common.encoding.as_str() {
+        "msgpack" => ferrocable::protocol::Encoding::Msgpack,
+        "protobuf" => ferrocable::protocol::Encoding::Protobuf,
+        _ => ferrocable::protocol::Encoding::Json,
+    };
+    Ok(t.with_protocol(common.extended, encoding))
 }
 
 fn emit<T: Serialize + std::fmt::Debug>(common: &Common, report: &T) -> anyhow::Result<()> {

@@ -297,7 +297,7 @@ pub async fn storm(target: &Target, opts: &StormOptions, server_pid: Option<&str
     for (_, ws) in audience.sockets.drain(..) {
         let (stop, progress) = (stop.clone(), progress.clone());
         // The publisher index of a frame is its stream's: sequence numbers count per stream.
-        receivers.spawn(receive(ws, streams, target.is_extended(), stop, progress));
+        receivers.spawn(receive(ws, streams, target.protocol, stop, progress));
     }
 
     let rss_before = server_pid.and_then(stats::rss_kib);

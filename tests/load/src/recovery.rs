@@ -134,7 +134,8 @@ pub async fn reconnect_storm(
     opts: &ReconnectOptions,
     server_pid: Option<&str>,
 ) -> anyhow::Result<ReconnectReport> {
-    let target = target.clone().extended();
+    // Its own frames are JSON text: the recovery scenario speaks `actioncable-v1-ext-json` whatever was asked.
+    let target = target.clone().with_protocol(true, ferrocable::protocol::Encoding::Json);
     let streams = opts.streams.max(1);
     let progress = Arc::new(Progress::default());
     let ticker = stats::progress_line("reconnect-storm", progress.clone());
@@ -328,7 +329,7 @@ async fn subscribe_all(
                 }
                 let sid = welcome["sid"].as_str().ok_or_else(|| anyhow!("welcome without a sid: {welcome}"))?;
                 let sid = sid.to_owned();
-                client::subscribe(&mut ws, &identifier, target.timeout).await?;
+                client::subscribe(&mut ws, &identifier, &target).await?;
                 anyhow::Ok((n, sid, ws))
             }
             .await;
@@ -511,7 +512,7 @@ async fn restore(
 async fn next_json(ws: &mut Ws, timeout: Duration, what: &str) -> anyhow::Result<Value> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let text = client::next_text(ws, deadline, what).await?;
+        let text = client::next_text(ws, deadline, what, client::EXTENDED_PROTOCOL).await?;
         let frame: Value = serde_json::from_str(&text).with_context(|| format!("bad frame {text}"))?;
         if frame["type"] == "ping" {
             continue;

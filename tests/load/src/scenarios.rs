@@ -46,7 +46,7 @@ pub async fn open_many(
             let result = async {
                 let mut ws = client::connect_welcomed(&target, n).await?;
                 if let Some(id) = identifier_of {
-                    client::subscribe(&mut ws, &id(n), target.timeout).await?;
+                    client::subscribe(&mut ws, &id(n), &target).await?;
                 }
                 anyhow::Ok(ws)
             }
@@ -241,6 +241,10 @@ pub struct BroadcastReport {
     pub latency: Percentiles,
     pub subscribe_failures: usize,
     pub first_error: Option<String>,
+    /// Average size of a delivered benchmark frame on the wire (payload bytes, in the protocol's encoding).
+    pub frame_bytes: f64,
+    /// Server CPU time per delivered frame, in microseconds (with --server-pid).
+    pub server_cpu_us_per_delivery: Option<f64>,
     pub cpu: CpuReport,
 }
 
@@ -259,6 +263,8 @@ pub(crate) struct ReceiverResult {
     pub offsets_out_of_order: u64,
     /// The server closed the connection before the scenario stopped reading.
     pub closed: bool,
+    /// Payload bytes of the benchmark frames received (their size on the wire, in the protocol's encoding).
+    pub bytes: u64,
 }
 
 /// Pulls an unsigned integer field (`"name":123`) out of a frame without parsing the whole JSON: the receive
@@ -270,16 +276,17 @@ pub(crate) fn int_field(text: &str, name: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-/// Reads one subscriber's frames until `stop`, timing every benchmark message. With `extended` (a subscriber of
-/// one stream in the extended protocol) every benchmark frame must also carry its stream position, the offsets
-/// rising.
+/// Reads one subscriber's frames until `stop`, timing every benchmark message. In the extended `protocol` (a
+/// subscriber of one stream) every benchmark frame must also carry its stream position, the offsets rising.
+/// Binary frames are read as the JSON they stand for, after their size on the wire is counted.
 pub(crate) async fn receive(
     mut ws: Ws,
     publishers: usize,
-    extended: bool,
+    protocol: &'static str,
     stop: tokio_util::sync::CancellationToken,
     progress: Arc<Progress>,
 ) -> (Ws, ReceiverResult) {
+    let extended = ferrocable::protocol::Protocol::from_name(Some(protocol)).is_extended();
     let mut last = vec![0u64; publishers];
     let mut last_offset = 0u64;
     let mut result = ReceiverResult {
@@ -289,6 +296,7 @@ pub(crate) async fn receive(
         without_position: 0,
         offsets_out_of_order: 0,
         closed: false,
+        bytes: 0,
     };
     loop {
         let msg = tokio::select! {
@@ -296,8 +304,15 @@ pub(crate) async fn receive(
             m = ws.next() => m,
             () = stop.cancelled() => break,
         };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
+        let (text, wire_bytes) = match msg {
+            Some(Ok(Message::Text(t))) => {
+                let len = t.len();
+                (t, len)
+            }
+            Some(Ok(Message::Binary(b))) => match client::binary_as_json(protocol, &b) {
+                Ok(t) => (t, b.len()),
+                Err(_) => continue,
+            },
             Some(Ok(_)) => continue,
             _ => {
                 result.closed = true;
@@ -307,6 +322,7 @@ pub(crate) async fn receive(
         if !text.contains("\"seq\"") {
             continue;
         }
+        result.bytes += wire_bytes as u64;
         let (Some(seq), Some(ts), Some(p)) =
             (int_field(&text, "\"seq\""), int_field(&text, "\"ts\""), int_field(&text, "\"p\""))
         else {
@@ -406,8 +422,8 @@ pub async fn broadcast_round(
     let mut receivers = JoinSet::new();
     for (n, ws) in audience.sockets.drain(..) {
         let (stop, progress) = (stop.clone(), progress.clone());
-        let extended = target.is_extended();
-        receivers.spawn(async move { (n, receive(ws, publishers, extended, stop, progress).await) });
+        let protocol = target.protocol;
+        receivers.spawn(async move { (n, receive(ws, publishers, protocol, stop, progress).await) });
     }
 
     // Action publishers are extra connections subscribed like everyone else; their deliveries are not counted.
@@ -416,7 +432,7 @@ pub async fn broadcast_round(
         for p in 0..publishers {
             let mut ws = client::connect_welcomed(target, 60_000 + p).await.context("publisher connection")?;
             let identifier = identifier_for(&opts.identifier, &format!("bench_{}", p % streams));
-            client::subscribe(&mut ws, &identifier, target.timeout).await?;
+            client::subscribe(&mut ws, &identifier, target).await?;
             action_sockets.push((identifier, ws));
         }
     }
@@ -490,16 +506,23 @@ pub async fn broadcast_round(
     let mut delivered = 0;
     let mut out_of_order = 0;
     let (mut without_position, mut offsets_out_of_order) = (0, 0);
+    let mut bytes = 0;
     while let Some(joined) = receivers.join_next().await {
         let (n, (ws, r)) = joined?;
         samples.extend(r.samples);
         delivered += r.received;
+        bytes += r.bytes;
         out_of_order += r.out_of_order;
         without_position += r.without_position;
         offsets_out_of_order += r.offsets_out_of_order;
         audience.sockets.push((n, ws));
     }
+    let cpu_seconds = started.elapsed().as_secs_f64();
     let cpu = cpu.finish();
+    let server_cpu_us_per_delivery = cpu
+        .server_cpu_percent
+        .filter(|_| delivered > 0)
+        .map(|percent| (percent / 100.0 * cpu_seconds * 1e6 / delivered as f64 * 100.0).round() / 100.0);
     Ok(BroadcastReport {
         scenario: "broadcast",
         subscribers: audience.sockets.len(),
@@ -518,6 +541,8 @@ pub async fn broadcast_round(
         latency: stats::percentiles(samples),
         subscribe_failures: audience.failures.len(),
         first_error: error_summary(&audience.failures),
+        frame_bytes: if delivered > 0 { stats::round1(bytes as f64 / delivered as f64) } else { 0.0 },
+        server_cpu_us_per_delivery,
         cpu,
     })
 }
@@ -633,7 +658,7 @@ pub async fn connect(
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut set = JoinSet::new();
-    let command = client::subscribe_command(&identifier);
+    let command = client::subscribe_command(&identifier, target);
     for n in 0..clients {
         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
         let (target, command, progress) = (target.clone(), command.clone(), progress.clone());
@@ -642,7 +667,7 @@ pub async fn connect(
             let t = Instant::now();
             let result = async {
                 let mut ws = client::connect_welcomed(&target, n).await?;
-                client::send_subscribe(&mut ws, command, target.timeout).await?;
+                client::send_subscribe(&mut ws, command, &target).await?;
                 let elapsed = t.elapsed().as_micros() as u32;
                 let _ = ws.close(None).await;
                 anyhow::Ok(elapsed)

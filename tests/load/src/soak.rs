@@ -265,7 +265,7 @@ async fn churn(target: Target, streams: usize, counters: Arc<Churn>, backend: Ar
         let during_outage = backend.outage.load(Ordering::Acquire);
         let attempt = async {
             let mut ws = client::connect_welcomed(&target, n).await?;
-            client::subscribe(&mut ws, &identifier(n % streams), target.timeout).await?;
+            client::subscribe(&mut ws, &identifier(n % streams), &target).await?;
             anyhow::Ok(ws)
         }
         .await;
@@ -391,7 +391,7 @@ pub async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
 
     // Warm up the paths whose connections stay open (the server's gRPC channel), then take the baseline.
     let mut ws = client::connect_welcomed(&target, 0).await.context("first connection")?;
-    client::subscribe(&mut ws, &identifier(0), target.timeout).await.context("first subscription")?;
+    client::subscribe(&mut ws, &identifier(0), &target).await.context("first subscription")?;
     let _ = ws.close(None).await;
     drop(ws);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -413,7 +413,7 @@ pub async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
     let stayers_stop = CancellationToken::new();
     for n in 0..opts.stayers {
         let mut ws = client::connect_welcomed(&target, n).await.context("a staying client")?;
-        client::subscribe(&mut ws, &identifier(n % streams), target.timeout).await.context("a staying client")?;
+        client::subscribe(&mut ws, &identifier(n % streams), &target).await.context("a staying client")?;
         let stop = stayers_stop.clone();
         stayers.spawn(async move { (n % streams, stay(ws, stop).await) });
     }
@@ -464,7 +464,7 @@ pub async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
                     probe += 1;
                     let attempt = async {
                         let mut ws = client::connect_welcomed(&probe_target, probe).await?;
-                        client::subscribe(&mut ws, &identifier(0), probe_target.timeout).await?;
+                        client::subscribe(&mut ws, &identifier(0), &probe_target).await?;
                         let _ = ws.close(None).await;
                         anyhow::Ok(())
                     };

@@ -282,6 +282,41 @@ async fn extended_broadcast_counts_deliveries_and_checks_their_stream_positions(
     without.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_broadcasts_are_counted_like_json_ones_and_smaller_on_the_wire() {
+    let server = server(&[("public", "true"), ("norpc", "true"), ("broker", "memory")]).await;
+    let url = format!("ws://{}/cable", server.local_addr());
+    let broadcast_url = format!("http://{}/_broadcast", server.broadcast_addr().unwrap());
+    let mut sizes = Vec::new();
+    for (encoding, extended, protocol) in [
+        ("json", false, "actioncable-v1-json"),
+        ("msgpack", false, "actioncable-v1-msgpack"),
+        ("protobuf", false, "actioncable-v1-protobuf"),
+        ("msgpack", true, "actioncable-v1-ext-msgpack"),
+        ("protobuf", true, "actioncable-v1-ext-protobuf"),
+    ] {
+        let mut args = s(&["broadcast", "--encoding", encoding, "--url", &url, "--broadcast-url", &broadcast_url]);
+        args.extend(s(&["--subscribers", "20", "--streams", "2", "--rate", "20", "--duration", "1", "--grace", "3"]));
+        if extended {
+            args.push("--extended".into());
+        }
+        let report = bench(args).await;
+        assert_eq!(report["protocol"], protocol);
+        assert_eq!((report["expected_deliveries"].as_u64(), report["delivered"].as_u64()), (Some(200), Some(200)));
+        assert_eq!((report["missing"].as_u64(), report["out_of_order"].as_u64()), (Some(0), Some(0)), "{report}");
+        if extended {
+            assert_eq!(
+                (report["without_position"].as_u64(), report["offsets_out_of_order"].as_u64()),
+                (Some(0), Some(0))
+            );
+        }
+        sizes.push(report["frame_bytes"].as_f64().unwrap());
+    }
+    // The benchmark payload is an object of numbers and a string: both binary forms are smaller than JSON.
+    assert!(sizes[1] < sizes[0] && sizes[2] < sizes[0], "{sizes:?}");
+    server.shutdown().await;
+}
+
 fn reconnect_storm_args(url: &str, broadcast_url: &str, away: &str) -> Vec<String> {
     s(&["reconnect-storm", "--url", url, "--broadcast-url", broadcast_url, "--clients", "60", "--streams", "3"])
         .into_iter()

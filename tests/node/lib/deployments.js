@@ -8,7 +8,8 @@
 //
 // Each serves the same chat: a user authenticates with a cookie (`cookieFor`), subscribes to the chat channel
 // of a room (`chatChannel`), and messages published to that room (`publish`, through the deployment's own
-// broadcast path: HTTP, a direct call, the app's `broadcast_to`) reach subscribers as `{ text, ... }`.
+// broadcast path: HTTP, a direct call, the app's `broadcast_to`) reach subscribers as `{ text, ... }`;
+// `publishText` publishes a plain string the same way. The chat channel's `echo` action transmits its data back.
 // `calls(user)` counts the Connect and subscribe calls the application saw for a user.
 //
 // Options are core options by their AnyCable names (`{ broker: 'memory', history_limit: 3 }`): flags for the
@@ -38,6 +39,7 @@ async function binaryDeployment (options) {
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: JSON.stringify({ text }) }),
+    publishText: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: text }),
     calls: async (user) => ({
       connects: backend.callsOf('Connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
       subscribes: backend.commandsFor(user, (r) => r.command === 'subscribe').length
@@ -66,6 +68,7 @@ async function nodeDeployment (options) {
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => inProcess.broadcast(`chat_${room}`, { text }),
+    publishText: (room, text) => inProcess.broadcast(`chat_${room}`, text),
     calls: async (user) => ({
       connects: recorder.callsOf('connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
       subscribes: recorder.commandsFor(user, (r) => r.command === 'subscribe').length
@@ -148,6 +151,7 @@ async function railsDeployment (options) {
     },
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text }),
+    publishText: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text, plain: '1' }),
     async calls (user) {
       const events = await (await fetch(`${web}/events?user=${encodeURIComponent(user)}`)).json()
       return {

@@ -23,6 +23,10 @@ class ChatChannel < ApplicationCable::Channel
     ChatChannel.broadcast_to(room, {user: current_user.name, text: data["text"]})
   end
 
+  def echo(data)
+    transmit(data)
+  end
+
   def whoami
     transmit({user: current_user.name, room: room.name, joined_at: joined_at}.merge(connection.request_details))
   end

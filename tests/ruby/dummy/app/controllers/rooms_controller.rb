@@ -1,10 +1,11 @@
 # frozen_string_literal: true
 
 class RoomsController < ApplicationController
-  # Broadcasts to a room from a web request (through the cable adapter, from whichever process serves it).
+  # Broadcasts to a room from a web request (through the cable adapter, from whichever process serves it); with
+  # `plain`, the text itself rather than a message object.
   def broadcast
     room = Room.find_or_create_by!(name: params[:room])
-    ChatChannel.broadcast_to(room, {user: "web", text: params[:text]})
+    ChatChannel.broadcast_to(room, params[:plain] ? params[:text] : {user: "web", text: params[:text]})
     render json: {pid: Process.pid, in_process: Ferrocable::Rails.running?}
   end
 
