@@ -224,6 +224,8 @@ impl Hub {
                     continue;
                 }
                 let frame = match &position {
+                    _ if publication.presence => plain
+                        .get_or_insert_with(|| protocol::presence::presence_frame(&group.escaped_identifier, &payload)),
                     Some((stream, epoch, offset)) if client.protocol.is_extended() => {
                         positioned.get_or_insert_with(|| {
                             protocol::positioned_message_frame(

@@ -31,6 +31,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 mod ordering;
+pub mod presence;
 pub mod protocol;
 mod pubsub;
 pub mod rate_limit;
