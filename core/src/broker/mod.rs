@@ -181,6 +181,9 @@ pub(crate) async fn start(
             Started { broker: redis.clone(), presence: Some(redis) }
         }
         BrokerAdapter::Nats => {
+            tracing::info!(
+                "the nats broker keeps no presence sets: presence commands are refused (use memory or redis)"
+            );
             Started { broker: nats::NatsBroker::connect(config, limits, stop).await?, presence: None }
         }
     };

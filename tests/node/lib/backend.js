@@ -20,7 +20,7 @@
 //   set_state         {cstate, istate}: returned as env changes
 //   whoami            transmits the env (cstate, istate, url) and connection identifiers it received
 //   kick              transmits {"bye":true} and asks for disconnect
-//   leave_presence    leaves the subscription's presence set
+//   leave             leaves the subscription's presence set
 import { fork } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -241,7 +241,7 @@ export class Backend extends RecordingBackend {
         }
       case 'kick':
         return { ...base, disconnect: true, transmissions: [transmit({ bye: true })] }
-      case 'leave_presence':
+      case 'leave':
         return { ...base, presence: { type: 'leave', id: '', info: '', ttl: 0 } }
       default:
         return { ...base, status: 'ERROR', error_msg: `unknown action ${data.action}` }

@@ -8,7 +8,9 @@
 //
 // Each serves the same chat: a user authenticates with a cookie (`cookieFor`), subscribes to the chat channel
 // of a room (`chatChannel`), and messages published to that room (`publish`, through the deployment's own
-// broadcast path: HTTP, a direct call, the app's `broadcast_to`) reach subscribers as `{ text, ... }`.
+// broadcast path: HTTP, a direct call, the app's `broadcast_to`) reach subscribers as `{ text, ... }`. The presence
+// channel of a room (`presenceChannel`) joins its subscriber to the room's presence set as the user, with info
+// `{ name: user }`; its action `leave` leaves, `who` transmits the set as the server reads it.
 // `calls(user)` counts the Connect and subscribe calls the application saw for a user.
 //
 // Options are core options by their AnyCable names (`{ broker: 'memory', history_limit: 3 }`): flags for the
@@ -37,6 +39,7 @@ async function binaryDeployment (options) {
     get port () { return server.port },
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
+    presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: JSON.stringify({ text }) }),
     calls: async (user) => ({
       connects: backend.callsOf('Connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
@@ -65,6 +68,7 @@ async function nodeDeployment (options) {
     get port () { return inProcess.port },
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
+    presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => inProcess.broadcast(`chat_${room}`, { text }),
     calls: async (user) => ({
       connects: recorder.callsOf('connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
@@ -147,6 +151,7 @@ async function railsDeployment (options) {
       return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
     },
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
+    presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text }),
     async calls (user) {
       const events = await (await fetch(`${web}/events?user=${encodeURIComponent(user)}`)).json()

@@ -2,10 +2,10 @@
 // stream's presence set (channel.presence.join / leave / info), watchers receive join and leave events, a client
 // killed without closing leaves only after presence_ttl, and a restored session keeps its membership. Once on one
 // node with the memory broker, once on two nodes sharing a Redis broker (members on one node, watchers on the
-// other). Then bad input from a raw client: refused with a reason, no effect on anyone else.
+// other). Then bad input from a raw client: refused with a reason, no effect on anyone else. Presence for channels
+// (the Command answer's presence, Node's Channel, Rails' join_presence): presence-deployments.test.js.
 import assert from 'node:assert/strict'
 import { after, before, describe } from 'node:test'
-import { startBackend } from '../lib/backend.js'
 import { extClient, nextEvent } from '../lib/clients.js'
 import { startRedis } from '../lib/engines.js'
 import { eventually, scenario, startServer, unique } from '../lib/harness.js'
@@ -142,45 +142,6 @@ for (const [name, deployment] of Object.entries(DEPLOYMENTS)) {
     }, { timeout: 30000 })
   })
 }
-
-describe('presence: channels of an RPC application', () => {
-  let backend, server
-
-  before(async () => {
-    backend = await startBackend()
-    server = await startServer({ rpcPort: backend.port, args: ['--broker', 'memory', '--presence_ttl', String(TTL)] })
-  })
-
-  after(async () => {
-    await server?.stop()
-    await backend?.stop()
-  })
-
-  /** A PresenceChannel subscription of `user`: the backend joins it to the room's presence set on subscribe. */
-  async function subscriber (user, room) {
-    const { cable } = extClient(server.url(), { cookie: `user=${user}` })
-    const channel = cable.subscribeTo('PresenceChannel', { room })
-    const events = []
-    channel.on('presence', (event) => events.push(event))
-    await channel.ensureSubscribed()
-    return { cable, channel, events }
-  }
-
-  scenario('the Command answer joins and leaves on the client\'s behalf; clients read the set with info()', async () => {
-    const room = unique('room')
-    const ann = unique('ann')
-    const bob = unique('bob')
-    const first = await subscriber(ann, room)
-    const second = await subscriber(bob, room)
-    await sawEvent(first, 'join', bob)
-    assert.deepEqual(await second.channel.presence.info(), { [ann]: { name: ann }, [bob]: { name: bob } })
-    await first.channel.perform('leave_presence')
-    await sawEvent(second, 'leave', ann)
-    const carl = unique('carl')
-    const third = await subscriber(carl, room)
-    assert.deepEqual(Object.keys(await third.channel.presence.info()).sort(), [bob, carl].sort())
-  })
-})
 
 describe('presence: bad input', () => {
   let server

@@ -8,7 +8,7 @@ module Ferrocable
     class Socket
       PROTOCOL = "actioncable-v1-json"
 
-      attr_reader :transmissions, :streams, :stopped_streams, :cstate, :url, :headers
+      attr_reader :transmissions, :streams, :stopped_streams, :cstate, :url, :headers, :presence
 
       # `istates`: a callable giving the raw istate map of a channel identifier.
       def initialize(env, istates)
@@ -21,6 +21,7 @@ module Ferrocable
         @streams = []
         @stopped_streams = []
         @stop_all = false
+        @presence = nil
         @closed = false
         @rack_env = nil
       end
@@ -71,6 +72,16 @@ module Ferrocable
 
       def stop_all?
         @stop_all
+      end
+
+      # -- presence of the subscription this call is about (the server applies it after the call)
+
+      def presence_join(id, info)
+        @presence = {type: "join", id: id.to_s, info: info.nil? ? "" : ActiveSupport::JSON.encode(info)}
+      end
+
+      def presence_leave
+        @presence = {type: "leave", id: "", info: ""}
       end
 
       # -- state
