@@ -154,6 +154,18 @@ export interface CommandResponse {
   transmissions?: string[]
   errorMsg?: string
   env?: EnvChanges
+  /** Joins or leaves the subscription's presence set on the client's behalf (needs a broker). */
+  presence?: PresenceChange
+}
+
+/** `info` as a string is JSON text (as rpc.proto carries it); any other value is JSON-encoded. */
+export type PresenceChange = { type: 'join', id: string | number, info?: unknown } | { type: 'leave' }
+
+/** A stream's presence set: its members (distinct ids) with their info. */
+export interface PresenceInfo<T = unknown> {
+  total: number
+  /** Left out when asked with `{ records: false }`. */
+  records?: Array<{ id: string, info?: T }>
 }
 
 export interface DisconnectRequest {
@@ -278,6 +290,8 @@ export declare class Server extends EventEmitter<ServerEvents> {
   broadcastMany(publications: Publication[]): Promise<void>
   /** Closes every connection with these identifiers; returns how many. */
   disconnect(identifiers: string | object, options?: { reconnect?: boolean }): number
+  /** The presence set of a stream (needs a broker); rejects with EPRESENCE or ENOTRUNNING. */
+  presence<T = unknown>(stream: string, options?: { records?: boolean }): Promise<PresenceInfo<T>>
   stats(): Stats
 }
 
@@ -330,6 +344,11 @@ export declare class ChannelHandle<I extends object = Record<string, unknown>, P
   transmit(data: unknown): this
   reject(): this
   close(): this
+  /** Joins a presence set as `id` on behalf of this connection (default stream: `$p`, else the first stream). */
+  joinPresence(id: string | number, info?: unknown, options?: { stream?: string }): this
+  leavePresence(): this
+  /** Reads a presence set (default: this subscription's presence stream). */
+  presence<T = unknown>(stream?: string, options?: { records?: boolean }): Promise<PresenceInfo<T>>
 }
 
 export declare class Channel<I extends object = Record<string, unknown>, P extends object = Record<string, any>> {

@@ -150,8 +150,11 @@ class ConnectionHandle extends BaseHandle {
 
 /** The handle channel callbacks and actions receive: one subscription during one call. */
 class ChannelHandle extends BaseHandle {
+  #server
+
   constructor (app, request, identifiersText, cstate, istate, params) {
     super(app, request, identifiersText, cstate)
+    this.#server = app.server
     this.identifier = request.identifier
     this.params = params
     this.istate = new State(istate)
@@ -161,6 +164,7 @@ class ChannelHandle extends BaseHandle {
     this.stoppedStreams = []
     this.stopStreams = false
     this.transmissions = []
+    this.presenceChange = undefined
   }
 
   /** Starts streaming broadcasts on `stream` to this subscription. */
@@ -197,6 +201,29 @@ class ChannelHandle extends BaseHandle {
   close () {
     this.closed = true
     return this
+  }
+
+  /**
+   * Joins the presence set of `stream` (default: this subscription's presence stream, else its first stream) as
+   * `id` with `info`, on behalf of this connection. Needs a broker; applied after this call.
+   */
+  joinPresence (id, info, { stream } = {}) {
+    if (typeof id !== 'string' && typeof id !== 'number') throw new TypeError('joinPresence() expects an id (string or number)')
+    if (stream !== undefined) this.istate.set('$p', String(stream))
+    this.presenceChange = { type: 'join', id: String(id), info }
+    return this
+  }
+
+  /** Leaves this subscription's presence set (applied after this call). */
+  leavePresence () {
+    this.presenceChange = { type: 'leave' }
+    return this
+  }
+
+  /** Reads the presence set of `stream` (default: this subscription's presence stream): see `server.presence()`. */
+  async presence (stream = this.istate.get('$p'), options) {
+    if (!this.#server) throw new TypeError('presence() needs the application to run in a server')
+    return this.#server.presence(stream, options)
   }
 }
 
@@ -316,7 +343,8 @@ class Application {
       stopStreams: handle.stopStreams,
       transmissions: handle.transmissions,
       disconnect: handle.closed,
-      env: { cstate: cstate.changes, istate: handle.istate.changes }
+      env: { cstate: cstate.changes, istate: handle.istate.changes },
+      presence: handle.presenceChange
     })
 
     switch (request.command) {

@@ -90,6 +90,19 @@ function envResponse (result) {
 
 const NO_CHANGES = Object.freeze({ cstate: undefined, istate: undefined })
 
+// A Command answer's `presence`: `{ type: 'join', id, info }` or `{ type: 'leave' }`. `info` is JSON text when it
+// is a string (as rpc.proto carries it), any other value is JSON-encoded.
+function presenceChange (result) {
+  const value = result.presence
+  if (value === undefined || value === null) return undefined
+  if (typeof value !== 'object' || Array.isArray(value)) throw malformed('presence must be an object')
+  if (value.type === 'leave') return { kind: 'leave' }
+  if (value.type !== 'join') throw malformed(`presence.type must be 'join' or 'leave', got ${JSON.stringify(value.type)}`)
+  if (typeof value.id !== 'string' && typeof value.id !== 'number') throw malformed('presence.id must be a string or a number')
+  const info = value.info === undefined || value.info === null ? undefined : typeof value.info === 'string' ? value.info : JSON.stringify(value.info)
+  return { kind: 'join', id: String(value.id), info }
+}
+
 function resultObject (result) {
   if (result === null || typeof result !== 'object' || Array.isArray(result)) {
     throw malformed(`expected a response object, got ${result === null ? 'null' : Array.isArray(result) ? 'an array' : typeof result}`)
@@ -128,7 +141,8 @@ const answer = {
     const transmissions = stringList(result, 'transmissions')
     const errorMsg = optionalString(result, 'errorMsg')
     const env = envResponse(result)
-    native.settleCommand(id, statusValue, flags, lone(streams), lone(stoppedStreams), lone(transmissions), errorMsg, env.cstate, env.istate)
+    const presence = presenceChange(result)
+    native.settleCommand(id, statusValue, flags, lone(streams), lone(stoppedStreams), lone(transmissions), errorMsg, env.cstate, env.istate, presence)
   },
   disconnect (id, result) {
     // A disconnect handler may return nothing: the connection is gone either way.
@@ -313,6 +327,25 @@ class Server extends EventEmitter {
       }
       this.#batch.push({ publications: converted, resolve, reject })
     })
+  }
+
+  /**
+   * The presence set of `stream`: `{ total, records: [{ id, info }] }` (`records` left out with
+   * `{ records: false }`). Needs a broker (`broker: 'memory'` or `'redis'`); rejects with a FerrocableError
+   * (`EPRESENCE`) when there is none or it cannot be reached, `ENOTRUNNING` when the server is not running.
+   */
+  async presence (stream, { records = true } = {}) {
+    if (typeof stream !== 'string' || stream === '') throw new TypeError('presence() expects a stream name')
+    let info
+    try {
+      info = await this.#native.presence(stream, Boolean(records))
+    } catch (error) {
+      throw new FerrocableError(error.message, 'EPRESENCE')
+    }
+    if (info === null || info === undefined) throw notRunning('presence')
+    const result = { total: info.total }
+    if (info.records) result.records = info.records.map((m) => ({ id: m.id, info: m.info === undefined || m.info === null ? undefined : JSON.parse(m.info) }))
+    return result
   }
 
   /**

@@ -20,6 +20,30 @@ impl From<JsPublication> for Publication {
     }
 }
 
+/// A stream's presence set; each member's `info` is its JSON text (absent when it has none).
+#[napi(object)]
+pub struct JsPresenceInfo {
+    pub total: u32,
+    pub records: Option<Vec<JsPresenceMember>>,
+}
+
+#[napi(object)]
+pub struct JsPresenceMember {
+    pub id: String,
+    pub info: Option<String>,
+}
+
+impl From<ferrocable::presence::PresenceInfo> for JsPresenceInfo {
+    fn from(info: ferrocable::presence::PresenceInfo) -> Self {
+        Self {
+            total: u32::try_from(info.total).unwrap_or(u32::MAX),
+            records: info
+                .records
+                .map(|records| records.into_iter().map(|m| JsPresenceMember { id: m.id, info: m.info }).collect()),
+        }
+    }
+}
+
 /// A handler call that failed inside the server (time limit, or an answer that could not be read).
 #[napi(object)]
 pub struct JsHandlerFailure {

@@ -427,6 +427,14 @@ pub fn settle_connect(
     }
 }
 
+/// A Command answer's presence change: `kind` join or leave, the member's id and its info as JSON text.
+#[napi(object)]
+pub struct JsPresenceChange {
+    pub kind: String,
+    pub id: Option<String>,
+    pub info: Option<String>,
+}
+
 /// Delivers a Command answer (`flags`: `DISCONNECT | STOP_STREAMS`); an unknown id is ignored.
 #[napi]
 #[allow(clippy::too_many_arguments)]
@@ -440,6 +448,7 @@ pub fn settle_command(
     error_msg: Text,
     cstate: Option<HashMap<String, String>>,
     istate: Option<HashMap<String, String>>,
+    presence: Option<JsPresenceChange>,
 ) {
     if let Some(Waiter::Command(tx)) = take(id) {
         let _ = tx.send(Ok(CommandResponse {
@@ -451,7 +460,12 @@ pub fn settle_command(
             transmissions: transmissions.0,
             error_msg: error_msg.0.unwrap_or_default(),
             env: env_response(cstate, istate),
-            presence: None,
+            presence: presence.map(|p| ferrocable::handler::PresenceResponse {
+                r#type: p.kind,
+                id: p.id.unwrap_or_default(),
+                info: p.info.unwrap_or_default(),
+                ttl: 0,
+            }),
             periodic_timers: Vec::new(),
             callback_streams: Vec::new(),
         }));

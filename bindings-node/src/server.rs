@@ -16,7 +16,7 @@ use napi::bindgen_prelude::{Function, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::convert::{self, JsHandlerFailure, JsMetric, JsPublication};
+use crate::convert::{self, JsHandlerFailure, JsMetric, JsPresenceInfo, JsPublication};
 use crate::handler::{JsHandler, threadsafe};
 
 /// `(failure) => void`, held strongly while the server runs.
@@ -175,6 +175,17 @@ impl NativeServer {
     }
 
     /// Remote disconnect by identifiers; the number of sessions closed, or `null` when not running.
+    /// The presence set of `stream`; `None` when the server is not running, an error when its broker keeps no
+    /// presence or cannot be reached.
+    #[napi]
+    pub async fn presence(&self, stream: String, records: bool) -> napi::Result<Option<JsPresenceInfo>> {
+        let Some(server) = self.running_server() else { return Ok(None) };
+        match server.presence(&stream, records).await {
+            Ok(info) => Ok(Some(JsPresenceInfo::from(info))),
+            Err(error) => Err(napi::Error::new(Status::GenericFailure, error.to_string())),
+        }
+    }
+
     #[napi]
     pub fn disconnect(&self, identifiers: String, reconnect: bool) -> Option<u32> {
         self.running_server().map(|server| server.disconnect(&identifiers, reconnect) as u32)

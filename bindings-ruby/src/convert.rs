@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use ferrocable::handler::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, DisconnectResponse, Env,
-    EnvResponse, Status,
+    EnvResponse, PresenceResponse, Status,
 };
 use magnus::r_hash::ForEach;
 use magnus::{Error, Integer, RArray, RHash, RString, Ruby, Symbol, Value, prelude::*};
@@ -103,6 +103,8 @@ pub(crate) fn command_response(ruby: &Ruby, value: Value) -> Result<CommandRespo
             "env" => response.env = Some(env_response(ruby, value)?),
             "periodic_timers" => response.periodic_timers = intervals(ruby, value)?,
             "callback_streams" => response.callback_streams = strings(ruby, value, "callback_streams")?,
+            "presence" if value.is_nil() => {}
+            "presence" => response.presence = Some(presence_response(ruby, value)?),
             other => return Err(unknown_field(ruby, "command", other)),
         }
         Ok(())
@@ -127,6 +129,21 @@ pub(crate) fn disconnect_response(ruby: &Ruby, value: Value) -> Result<Disconnec
     })?;
     require_status(ruby, has_status, "disconnect")?;
     Ok(response)
+}
+
+/// `{type: "join" | "leave", id: String, info: String (JSON text)}`.
+fn presence_response(ruby: &Ruby, value: Value) -> Result<PresenceResponse, Error> {
+    let mut presence = PresenceResponse::default();
+    fields(ruby, value, "presence", |field, value| {
+        match field {
+            "type" => presence.r#type = string(ruby, value, "presence type")?,
+            "id" => presence.id = string(ruby, value, "presence id")?,
+            "info" => presence.info = string(ruby, value, "presence info")?,
+            other => return Err(unknown_field(ruby, "presence", other)),
+        }
+        Ok(())
+    })?;
+    Ok(presence)
 }
 
 fn env_response(ruby: &Ruby, value: Value) -> Result<EnvResponse, Error> {

@@ -145,6 +145,28 @@ impl RbServer {
         }
     }
 
+    /// The presence set of `stream`: `[total, [[id, info_json_or_nil], ...]]` (`nil` records unless `records`).
+    #[allow(clippy::type_complexity)]
+    fn presence(
+        ruby: &Ruby,
+        rb_self: &Self,
+        stream: String,
+        records: bool,
+    ) -> Result<(usize, Option<Vec<(String, Option<String>)>>), Error> {
+        let (server, handle) = rb_self.live(ruby)?;
+        // The broker may be remote: the wait must not hold the GVL.
+        let read = move || handle.block_on(server.presence(&stream, records));
+        let result = match without_gvl(read, None) {
+            Outcome::Ran(Ok(result)) => result,
+            Outcome::Ran(Err(panic)) => return Err(errors::error(ruby, "Error", panic_message(&*panic))),
+            Outcome::Interrupted(read) => read(),
+        };
+        match result {
+            Ok(info) => Ok((info.total, info.records.map(|r| r.into_iter().map(|m| (m.id, m.info)).collect()))),
+            Err(error) => Err(errors::error(ruby, "PresenceError", &error.to_string())),
+        }
+    }
+
     fn disconnect(ruby: &Ruby, rb_self: &Self, identifiers: String, reconnect: bool) -> Result<usize, Error> {
         Ok(rb_self.live(ruby)?.0.disconnect(&identifiers, reconnect))
     }
@@ -240,6 +262,7 @@ pub(crate) fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("broadcast_many", method!(RbServer::broadcast_many, 1))?;
     class.define_method("disconnect", method!(RbServer::disconnect, 2))?;
     class.define_method("restart_clients", method!(RbServer::restart_clients, 0))?;
+    class.define_method("presence", method!(RbServer::presence, 2))?;
     class.define_method("stats", method!(RbServer::stats, 0))?;
     class.define_method("begin_stop", method!(RbServer::begin_stop, 0))?;
     class.define_method("wait_stopped", method!(RbServer::wait_stopped, 1))?;

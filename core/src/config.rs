@@ -396,6 +396,8 @@ options! {
     streams_secret: Option<String> = "", false;
     /// Allow whispers on signed `$pubsub` streams (public streams always allow them)
     streams_whisper: bool = "false", true;
+    /// Allow presence (join, leave, info) on signed `$pubsub` streams (public streams always allow it; needs a broker)
+    streams_presence: bool = "true", true;
     /// Whispers per second one connection may send (bursts up to as many); more are dropped; 0 means no limit
     whisper_rate: u32 = "20", false;
     /// Confirm signed `Turbo::StreamsChannel` subscriptions without the backend
@@ -424,6 +426,8 @@ options! {
     history_ttl: u64 = "300", false;
     /// Seconds a disconnected session is kept for recovery; 0 disables session recovery
     sessions_ttl: u64 = "300", false;
+    /// Seconds a disconnected session's presence records are kept before its members leave
+    presence_ttl: u64 = "15", false;
     /// Configuration presets, comma-separated: broker (history and session recovery with the engines configured)
     presets: Vec<String> = "", false;
     /// Redis URL (also REDIS_URL) for the redis and redisx broadcasters and the redis pub/sub
@@ -605,6 +609,7 @@ impl Config {
             ("read_header_timeout", self.read_header_timeout),
             ("http_idle_timeout", self.http_idle_timeout),
             ("http_broadcast_body_timeout", self.http_broadcast_body_timeout),
+            ("presence_ttl", self.presence_ttl),
         ] {
             if seconds == 0 {
                 return Err(ConfigError::Inconsistent { name, reason: "must be at least 1 second".into() });
@@ -620,6 +625,7 @@ impl Config {
             ("rpc_request_timeout", self.rpc_request_timeout / 1000),
             ("history_ttl", self.history_ttl),
             ("sessions_ttl", self.sessions_ttl),
+            ("presence_ttl", self.presence_ttl),
             ("read_header_timeout", self.read_header_timeout),
             ("http_idle_timeout", self.http_idle_timeout),
             ("http_broadcast_body_timeout", self.http_broadcast_body_timeout),

@@ -258,6 +258,10 @@ impl Hub {
                 }
                 let protocol = client.protocol;
                 let frame = frames[protocol as usize].get_or_insert_with(|| {
+                    if publication.presence {
+                        // Presence events are JSON frames, re-encoded on the way out for binary clients.
+                        return protocol::presence::presence_frame(&group.escaped_identifier, &payload);
+                    }
                     let extended = protocol.is_extended();
                     match protocol.encoding() {
                         Encoding::Json => match position.as_ref().filter(|_| extended) {
@@ -288,7 +292,8 @@ impl Hub {
                     refused += 1;
                 }
             }
-            if group.callback_members.is_empty() {
+            // Presence events are the server's own frames, not the application's broadcasts.
+            if group.callback_members.is_empty() || publication.presence {
                 continue;
             }
             let stream: Arc<str> = publication.stream.as_str().into();

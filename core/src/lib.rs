@@ -32,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 mod ordering;
 pub mod periodic;
+pub mod presence;
 pub mod protocol;
 mod pubsub;
 pub mod rate_limit;

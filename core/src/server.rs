@@ -76,6 +76,8 @@ struct Shared {
     pubsub: Option<Arc<PubSub>>,
     /// Whether broadcasts that reached this node only are registered with the broker.
     registers: bool,
+    /// Presence sets, when the broker keeps them (set once at start).
+    presence: std::sync::OnceLock<Arc<crate::presence::Presence>>,
 }
 
 impl Shared {
@@ -222,9 +224,13 @@ impl Server {
                 Some((pubsub, receiver)) => (Some(Arc::new(pubsub)), Some(receiver)),
                 None => (None, None),
             };
-        let broker = crate::broker::start(&config, &tasks, stop_tasks.clone())
+        let started = crate::broker::start(&config, &tasks, stop_tasks.clone())
             .await
             .map_err(|e| StartError::Engine(e.to_string()))?;
+        let (broker, presence_store) = match started {
+            Some(started) => (Some(started.broker), started.presence),
+            None => (None, None),
+        };
         let registrar = broker.clone().map(|broker| Arc::new(Registrar::new(broker, pubsub.clone())));
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
         let broadcasts = BroadcastQueue::start(hub.clone(), workers, registrar, &tasks, stop_tasks.clone());
@@ -235,16 +241,26 @@ impl Server {
             broadcasts,
             pubsub,
             registers: broker.is_some(),
+            presence: std::sync::OnceLock::new(),
         });
         if let Some(broker) = broker.clone().filter(|_| config.sessions_ttl > 0) {
             let every = Duration::from_secs((config.sessions_ttl / 2).max(1));
             tasks.spawn(touch_sessions(hub.clone(), broker, every, stop_tasks.clone()));
         }
 
-        // Whispers enter the broadcast path like HTTP broadcasts do (this node's workers, then the cluster
-        // pub/sub), through a bounded queue sessions never wait on.
+        // Whispers and presence events enter the broadcast path like HTTP broadcasts do (this node's workers, then
+        // the cluster pub/sub), through a bounded queue sessions never wait on.
         let (whispers, whisper_queue) = mpsc::channel(WHISPER_QUEUE);
         tasks.spawn(forward_whispers(shared.clone(), whisper_queue, stop_tasks.clone()));
+        let presence = presence_store.map(|store| {
+            let ttl = Duration::from_secs(config.presence_ttl);
+            let presence = Arc::new(crate::presence::Presence::new(store, ttl, whispers.clone()));
+            presence.start(&tasks, stop_tasks.clone());
+            presence
+        });
+        if let Some(presence) = &presence {
+            let _ = shared.presence.set(presence.clone());
+        }
         let deps = Arc::new(SessionDeps {
             hub: hub.clone(),
             controller,
@@ -256,6 +272,7 @@ impl Server {
             command_rate: CommandRate::from_options(config.command_rate_limit, config.command_rate_burst),
             sessions_cache: broker.is_some() && config.sessions_ttl > 0,
             broker,
+            presence,
         });
         let ws_state = Arc::new(WsState::new(deps, config.clone(), sessions.clone(), stop_accepting.clone()));
 
@@ -411,6 +428,17 @@ impl Server {
         self.shared.accept(vec![IngressMessage::Broadcast(publication)], Reach::ThisNode).await;
     }
 
+    /// The presence set of `stream` (every member with its info when `records`); an error without a broker that
+    /// keeps presence.
+    pub async fn presence(
+        &self,
+        stream: &str,
+        records: bool,
+    ) -> Result<crate::presence::PresenceInfo, crate::presence::PresenceError> {
+        let presence = self.shared.presence.get().ok_or(crate::presence::PresenceError::NoBroker)?;
+        presence.info(stream, records).await
+    }
+
     /// Delivers publications in order.
     pub async fn broadcast_many(&self, publications: impl IntoIterator<Item = Publication>) {
         let messages = publications.into_iter().map(IngressMessage::Broadcast).collect();
@@ -530,7 +558,8 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
     Err(error(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to no address"))))
 }
 
-/// Whispers waiting to enter the broadcast path; while it is full, new whispers are dropped (they are transient).
+/// Whispers and presence events waiting to enter the broadcast path; while it is full, new ones are dropped (they
+/// are transient).
 const WHISPER_QUEUE: usize = 1024;
 
 /// Hands whispers to the broadcast ingress, in the order sessions queued them.

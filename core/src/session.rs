@@ -10,6 +10,10 @@
 //! every change, kept `sessions_ttl` after the connection ends) and restored from it by a reconnecting
 //! client's previous sid, without any handler call; their history requests are replayed through the
 //! connection's catch-up (`catchup.rs`).
+//!
+//! Presence commands (`join`, `leave`, `presence`, and the `presence` of a subscribe or of a Command answer) go to
+//! the node's [`Presence`] for the subscription's presence stream (istate `$p`); the member a subscription joined
+//! as is kept with it, so a restored session takes its records over.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -32,6 +36,8 @@ use crate::handler::{
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::periodic::{PERIODIC_COMMAND, PeriodicTimers};
+use crate::presence::{Member, PRESENCE_STREAM_STATE, Presence, PresenceError, PresenceInfo};
+use crate::protocol::presence::PresenceJoin;
 use crate::protocol::{self, ClientCommand, HistoryRequest};
 use crate::rate_limit::{CommandBudget, CommandRate, CommandVerdict};
 use crate::subscriptions::{StateMap, Subscription, Subscriptions};
@@ -53,6 +59,8 @@ pub(crate) struct SessionDeps {
     pub broker: Option<Arc<dyn Broker>>,
     /// Whether sessions are cached for recovery (a broker, and `sessions_ttl` > 0).
     pub sessions_cache: bool,
+    /// Presence sets (`None` without a broker that keeps them).
+    pub presence: Option<Arc<Presence>>,
 }
 
 /// How long the streams of a restored session are held for the client's history request before their live
@@ -118,6 +126,8 @@ pub(crate) enum CallOutcome {
         routed: Routed<CommandResponse>,
         /// A subscribe's history request, replayed once it is confirmed.
         history: Option<Box<HistoryRequest>>,
+        /// A subscribe's presence, joined once it is confirmed.
+        presence: Option<Box<PresenceJoin>>,
     },
     /// The session cache's answer for the previous sid a client brought.
     Restore {
@@ -133,6 +143,47 @@ pub(crate) enum CallOutcome {
     },
     /// The session was written to the cache.
     Committed,
+    /// A presence change of a subscription: `joined` is the member it joined as, `None` for a leave.
+    Presence {
+        identifier: Arc<str>,
+        joined: Option<Member>,
+        result: Result<(), PresenceError>,
+    },
+    /// The presence set a `presence` command asked for.
+    PresenceInfo {
+        identifier: Arc<str>,
+        result: Result<PresenceInfo, PresenceError>,
+    },
+    /// Two calls that ran one after the other.
+    Both(Box<CallOutcome>, Box<CallOutcome>),
+}
+
+/// Runs `first`, then `then`; their outcomes are applied in that order.
+fn both(first: Option<PendingCall>, then: Option<PendingCall>) -> Option<PendingCall> {
+    match (first, then) {
+        (Some(first), Some(then)) => Some(Box::pin(async move {
+            let first = first.await;
+            CallOutcome::Both(Box::new(first), Box::new(then.await))
+        })),
+        (first, then) => first.or(then),
+    }
+}
+
+/// What a presence command asks.
+enum PresenceRequest {
+    Join(PresenceJoin),
+    Leave,
+    Info { records: bool },
+}
+
+impl PresenceRequest {
+    fn command(&self) -> &'static str {
+        match self {
+            Self::Join(_) => "join",
+            Self::Leave => "leave",
+            Self::Info { .. } => "presence",
+        }
+    }
 }
 
 /// What the session cache keeps of a session: everything a restore needs, nothing else.
@@ -149,6 +200,8 @@ struct SubscriptionRef<'a> {
     identifier: &'a str,
     streams: Vec<&'a str>,
     istate: &'a StateMap,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence: Option<&'a Member>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +217,8 @@ struct CachedSubscription {
     identifier: String,
     streams: Vec<String>,
     istate: HashMap<String, String>,
+    #[serde(default)]
+    presence: Option<Member>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +266,8 @@ pub(crate) struct Session {
     /// Publications waiting for their `stream` handler call (subscriptions with stream callbacks); only while
     /// there are any.
     stream_messages: Option<Box<std::collections::VecDeque<StreamMessage>>>,
+    /// Allocated on the first presence command: most clients never send one.
+    presence_budget: Option<Box<crate::presence::PresenceBudget>>,
 }
 
 /// The command a subscription's stream callback runs as: data is `{"stream": name, "data": payload}`.
@@ -232,6 +289,7 @@ impl Session {
             catchup: None,
             timers: None,
             stream_messages: None,
+            presence_budget: None,
         }
     }
 
@@ -285,11 +343,19 @@ impl Session {
     /// Runs a client command: at once when the server answers it itself or refuses it (logged), otherwise by
     /// starting the handler call, returned for the connection task to drive.
     pub(crate) fn start_command(&mut self, command: ClientCommand) -> Option<PendingCall> {
-        let mut history = None;
+        let (mut history, mut presence) = (None, None);
         let (kind, identifier, data) = match command {
-            ClientCommand::Subscribe { identifier, history: requested } => {
+            ClientCommand::Subscribe { identifier, history: requested, presence: joining } => {
                 history = requested.map(Box::new);
+                presence = joining.map(Box::new);
                 (CommandKind::Subscribe, identifier, String::new())
+            }
+            ClientCommand::Join { identifier, presence } => {
+                return self.start_presence(identifier, PresenceRequest::Join(presence));
+            }
+            ClientCommand::Leave { identifier } => return self.start_presence(identifier, PresenceRequest::Leave),
+            ClientCommand::Presence { identifier, records } => {
+                return self.start_presence(identifier, PresenceRequest::Info { records });
             }
             ClientCommand::History { identifier, history } => return self.start_history(&identifier, history),
             ClientCommand::Unsubscribe { identifier } => (CommandKind::Unsubscribe, identifier, String::new()),
@@ -325,9 +391,10 @@ impl Session {
         // Share the identifier with the subscription map when we already hold it.
         let identifier: Arc<str> = existing.map(|(k, _)| k.clone()).unwrap_or_else(|| identifier.into());
         if let Some(response) = self.deps.controller.command_locally(kind.as_str(), &identifier) {
-            return self.finish_command(kind, identifier, Routed { result: Ok(response), via_backend: false }, history);
+            let routed = Routed { result: Ok(response), via_backend: false };
+            return self.finish_command(kind, identifier, routed, history, presence);
         }
-        Some(self.call_command(kind, identifier, data, istate, history))
+        Some(self.call_command(kind, identifier, data, istate, history, presence))
     }
 
     /// Polls the session's periodic timers: the subscription and timer index of one that is due. The connection
@@ -342,7 +409,7 @@ impl Session {
     /// Runs one tick of a subscription's periodic timer: a `periodic` command with the timer's index as data.
     pub(crate) fn start_tick(&mut self, identifier: Arc<str>, index: u32) -> Option<PendingCall> {
         let istate = self.subscriptions.get(&*identifier)?.istate.to_map();
-        Some(self.call_command(CommandKind::Periodic, identifier, index.to_string(), istate, None))
+        Some(self.call_command(CommandKind::Periodic, identifier, index.to_string(), istate, None, None))
     }
 
     /// Takes publications for stream callbacks off the client's queue. More waiting than the client's queue holds
@@ -374,7 +441,7 @@ impl Session {
         }
         let istate = sub.istate.to_map();
         let data = serde_json::json!({"stream": &*message.stream, "data": &*message.data}).to_string();
-        Some(self.call_command(CommandKind::Stream, message.identifier, data, istate, None))
+        Some(self.call_command(CommandKind::Stream, message.identifier, data, istate, None, None))
     }
 
     /// The handler call of a command, with the connection's state and this subscription's istate.
@@ -385,6 +452,7 @@ impl Session {
         data: String,
         istate: HashMap<String, String>,
         history: Option<Box<HistoryRequest>>,
+        presence: Option<Box<PresenceJoin>>,
     ) -> PendingCall {
         let request = CommandMessage {
             command: kind.as_str().into(),
@@ -397,7 +465,7 @@ impl Session {
         let ctx = self.call_context();
         Box::pin(async move {
             let routed = controller.command_via_backend(&ctx, request).await;
-            CallOutcome::Command { kind, identifier, routed, history }
+            CallOutcome::Command { kind, identifier, routed, history, presence }
         })
     }
 
@@ -513,6 +581,151 @@ impl Session {
         tracing::warn!(sid = %self.client.sid, command, identifier, "{why}; command ignored");
     }
 
+    /// Runs a presence command on a subscription's presence set: refused (logged, and answered with a presence
+    /// error for `presence`) without a presence store, an unknown subscription, a subscription without a
+    /// presence stream, a bad member, or a connection over its presence rate.
+    fn start_presence(&mut self, identifier: String, request: PresenceRequest) -> Option<PendingCall> {
+        let command = request.command();
+        let checked = self.presence_target(&identifier).and_then(|target| {
+            match self.presence_budget.get_or_insert_with(Default::default).take(std::time::Instant::now()) {
+                Ok(()) => Ok(target),
+                Err(first) => Err(PresenceError::OverRate { first }),
+            }
+        });
+        let (presence, identifier, stream) = match checked {
+            Ok(target) => target,
+            Err(error) => {
+                match error {
+                    // One line per stretch over the rate: a flood must not flood the log.
+                    PresenceError::OverRate { first: false } => {
+                        Metrics::inc(&self.deps.metrics.failed_client_msg_total)
+                    }
+                    _ => self.refuse(command, &identifier, &error.to_string()),
+                }
+                if matches!(request, PresenceRequest::Info { .. }) {
+                    self.client.send(protocol::presence::presence_error_frame(&identifier));
+                }
+                return None;
+            }
+        };
+        let sid = self.client.sid.clone();
+        match request {
+            PresenceRequest::Join(join) => match Member::checked(join.id, join.info) {
+                Ok(member) => Some(Box::pin(async move {
+                    let result = presence.join(&stream, &sid, &member).await.map(drop);
+                    CallOutcome::Presence { identifier, joined: Some(member), result }
+                })),
+                Err(error) => {
+                    self.refuse(command, &identifier, &error.to_string());
+                    None
+                }
+            },
+            PresenceRequest::Leave => Some(Box::pin(async move {
+                let result = presence.leave(&stream, &sid).await.map(drop);
+                CallOutcome::Presence { identifier, joined: None, result }
+            })),
+            PresenceRequest::Info { records } => Some(Box::pin(async move {
+                let result = presence.info(&stream, records).await;
+                CallOutcome::PresenceInfo { identifier, result }
+            })),
+        }
+    }
+
+    /// The presence sets, the subscription's identifier and its presence stream.
+    fn presence_target(&self, identifier: &str) -> Result<(Arc<Presence>, Arc<str>, String), PresenceError> {
+        let presence = self.deps.presence.clone().ok_or(PresenceError::NoBroker)?;
+        let Some((identifier, sub)) = self.subscriptions.get_key_value(identifier) else {
+            return Err(PresenceError::UnknownSubscription);
+        };
+        let stream =
+            sub.istate.get(PRESENCE_STREAM_STATE).filter(|s| !s.is_empty()).ok_or(PresenceError::NotEnabled)?;
+        Ok((presence, identifier.clone(), stream.to_owned()))
+    }
+
+    /// The leave owed when a member unsubscribes.
+    fn leave_on_unsubscribe(&mut self, identifier: &str) -> Option<PendingCall> {
+        let sub = self.subscriptions.get(identifier)?;
+        sub.presence.as_ref()?;
+        let stream = sub.istate.get(PRESENCE_STREAM_STATE)?.to_owned();
+        let presence = self.deps.presence.clone()?;
+        let sid = self.client.sid.clone();
+        Some(Box::pin(async move {
+            if let Err(error) = presence.leave(&stream, &sid).await {
+                tracing::warn!(%sid, %stream, %error, "presence record not removed on unsubscribe: it expires after presence_ttl");
+            }
+            CallOutcome::Committed
+        }))
+    }
+
+    /// Applies the `presence` of a Command answer (the application joining or leaving on the client's behalf).
+    /// Its stream is the subscription's `$p`, or else its first stream, which becomes its `$p` so the client can
+    /// read the set too.
+    fn apply_answered_presence(
+        &mut self,
+        identifier: &Arc<str>,
+        answered: crate::handler::PresenceResponse,
+    ) -> Option<PendingCall> {
+        let request = match answered.r#type.as_str() {
+            "join" => {
+                let info = (!answered.info.is_empty()).then(|| {
+                    // The info is JSON text as the application wrote it; anything else is taken as a string.
+                    if serde_json::from_str::<serde::de::IgnoredAny>(&answered.info).is_ok() {
+                        answered.info
+                    } else {
+                        protocol::json_string(&answered.info)
+                    }
+                });
+                PresenceRequest::Join(PresenceJoin { id: answered.id, info })
+            }
+            "leave" => PresenceRequest::Leave,
+            other => {
+                tracing::warn!(sid = %self.client.sid, %identifier, kind = other, "unknown presence type in a Command answer; ignored");
+                return None;
+            }
+        };
+        let sub = self.subscriptions.get_mut(identifier)?;
+        if sub.istate.get(PRESENCE_STREAM_STATE).is_none() {
+            let stream = sub.streams.first()?.to_string();
+            sub.istate.merge(HashMap::from([(PRESENCE_STREAM_STATE.to_owned(), stream)]));
+        }
+        // The application's changes are not the client's: they do not count against its presence rate.
+        let budget = self.presence_budget.take();
+        let call = self.start_presence(identifier.to_string(), request);
+        self.presence_budget = budget;
+        call
+    }
+
+    /// Records a subscription's presence change once the store applied it.
+    fn finish_presence(
+        &mut self,
+        identifier: &str,
+        joined: Option<Member>,
+        result: Result<(), PresenceError>,
+    ) -> Option<PendingCall> {
+        if let Err(error) = result {
+            Metrics::inc(&self.deps.metrics.failed_client_msg_total);
+            let command = if joined.is_some() { "join" } else { "leave" };
+            tracing::warn!(sid = %self.client.sid, command, identifier, %error, "presence command failed");
+            return None;
+        }
+        let sub = self.subscriptions.get_mut(identifier)?;
+        sub.presence = joined.map(Box::new);
+        self.commit()
+    }
+
+    fn finish_presence_info(&mut self, identifier: &str, result: Result<PresenceInfo, PresenceError>) {
+        match result {
+            Ok(info) => self.client.send(protocol::presence::presence_frame(
+                protocol::json_string(identifier).as_bytes(),
+                info.to_json().as_bytes(),
+            )),
+            Err(error) => {
+                tracing::warn!(sid = %self.client.sid, identifier, %error, "presence set not read");
+                self.client.send(protocol::presence::presence_error_frame(identifier))
+            }
+        };
+    }
+
     /// Hands a whisper to the broadcast path, addressed to the subscription's whisper stream without this
     /// client, when the controller allows it. Whispers are transient: nothing waits for them, and one that
     /// finds the whisper queue full is dropped.
@@ -543,8 +756,8 @@ impl Session {
     pub(crate) fn finish(&mut self, outcome: CallOutcome) -> Option<PendingCall> {
         match outcome {
             CallOutcome::Connect(routed) => self.finish_connect(routed),
-            CallOutcome::Command { kind, identifier, routed, history } => {
-                self.finish_command(kind, identifier, routed, history)
+            CallOutcome::Command { kind, identifier, routed, history, presence } => {
+                self.finish_command(kind, identifier, routed, history, presence)
             }
             CallOutcome::Restore { previous, snapshot, token } => self.finish_restore(previous, snapshot, token),
             CallOutcome::History { identifier, results } => {
@@ -552,6 +765,16 @@ impl Session {
                 None
             }
             CallOutcome::Committed => None,
+            CallOutcome::Presence { identifier, joined, result } => self.finish_presence(&identifier, joined, result),
+            CallOutcome::PresenceInfo { identifier, result } => {
+                self.finish_presence_info(&identifier, result);
+                None
+            }
+            CallOutcome::Both(first, then) => {
+                let first = self.finish(*first);
+                let then = self.finish(*then);
+                both(first, then)
+            }
         }
     }
 
@@ -600,11 +823,12 @@ impl Session {
                 None => {}
             }
         }
-        self.restore(snapshot);
-        self.commit()
+        let take_over = self.restore(snapshot, &previous);
+        both(self.commit(), take_over)
     }
 
-    fn restore(&mut self, snapshot: Snapshot) {
+    /// Restores a cached session; returns the call that moves its presence records to this session's sid.
+    fn restore(&mut self, snapshot: Snapshot, previous: &str) -> Option<PendingCall> {
         let identifiers: Arc<str> = snapshot.identifiers.into();
         self.deps.hub.identify(&self.client, &identifiers);
         self.identifiers = Some(identifiers);
@@ -612,6 +836,7 @@ impl Session {
         self.used_backend = snapshot.used_backend;
         let deadline = std::time::Instant::now() + RESTORE_HOLD;
         let mut restored_ids = Vec::with_capacity(snapshot.subscriptions.len());
+        let mut take_over = None;
         for cached in snapshot.subscriptions {
             if self.subscriptions.get(&cached.identifier).is_some() {
                 continue;
@@ -619,6 +844,9 @@ impl Session {
             let identifier: Arc<str> = cached.identifier.into();
             let mut sub = Subscription::default();
             sub.istate.merge(cached.istate);
+            if let Some(member) = cached.presence {
+                take_over = both(take_over, self.take_over_presence(&identifier, &sub, previous, member));
+            }
             for stream in cached.streams {
                 let stream: Arc<str> = stream.into();
                 if sub.streams.contains(&stream) {
@@ -637,6 +865,25 @@ impl Session {
         self.client.send(protocol::restored_welcome_frame(&self.client.sid, &ids));
         self.client.mark_welcomed();
         tracing::debug!(sid = %self.client.sid, subscriptions = ids.len(), "session restored");
+        take_over
+    }
+
+    /// The call that moves a restored subscription's presence record from the previous sid to this one: the member
+    /// stays present throughout (no leave, no join).
+    fn take_over_presence(
+        &self,
+        identifier: &Arc<str>,
+        sub: &Subscription,
+        previous: &str,
+        member: Member,
+    ) -> Option<PendingCall> {
+        let presence = self.deps.presence.clone()?;
+        let stream = sub.istate.get(PRESENCE_STREAM_STATE)?.to_owned();
+        let (identifier, previous, sid) = (identifier.clone(), previous.to_owned(), self.client.sid.clone());
+        Some(Box::pin(async move {
+            let result = presence.take_over(&stream, &previous, &sid, &member).await;
+            CallOutcome::Presence { identifier, joined: Some(member), result }
+        }))
     }
 
     /// The session as the cache keeps it.
@@ -649,6 +896,7 @@ impl Session {
                 identifier: id,
                 streams: sub.streams.iter().map(|s| &**s).collect(),
                 istate: &sub.istate,
+                presence: sub.presence.as_deref(),
             })
             .collect();
         let snapshot =
@@ -772,6 +1020,7 @@ impl Session {
         identifier: Arc<str>,
         routed: Routed<CommandResponse>,
         history: Option<Box<HistoryRequest>>,
+        presence: Option<Box<PresenceJoin>>,
     ) -> Option<PendingCall> {
         self.used_backend |= routed.via_backend;
         let mut response = match routed.result {
@@ -802,6 +1051,7 @@ impl Session {
         };
         let mut changed = matches!((kind, status), (CommandKind::Subscribe, Status::Success))
             || matches!((kind, status), (CommandKind::Unsubscribe, Status::Success | Status::Failure));
+        let mut presence_call = None;
         match (kind, status) {
             (CommandKind::Subscribe, Status::Success) => {
                 self.subscriptions.insert(identifier.clone(), Subscription::default());
@@ -811,10 +1061,13 @@ impl Session {
                 }
             }
             (CommandKind::Unsubscribe, Status::Success | Status::Failure) => {
+                // A member that unsubscribes leaves at once (when it was its id's last session).
+                presence_call = self.leave_on_unsubscribe(&identifier);
                 self.remove_subscription(&identifier);
             }
             _ => {}
         }
+        let answered_presence = response.presence.take();
         changed |= self.apply_streams_and_istate(&identifier, &mut response, replay.is_some());
         if let Some(env) = response.env.take() {
             changed |= !env.cstate.is_empty();
@@ -825,21 +1078,22 @@ impl Session {
             self.client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "Command Failed" });
             return None;
         }
+        if let Some(answered) = answered_presence.filter(|_| status == Status::Success) {
+            presence_call = both(presence_call, self.apply_answered_presence(&identifier, answered));
+        }
+        if let Some(join) = presence.filter(|_| kind == CommandKind::Subscribe && status == Status::Success) {
+            presence_call =
+                both(presence_call, self.start_presence(identifier.to_string(), PresenceRequest::Join(*join)));
+        }
         if let Some(history) = replay {
             let streams = self.subscriptions.get(&identifier).map(|s| s.streams.clone()).unwrap_or_default();
             // The replay's call is what follows; the session is cached again once it is done (below, on the next
             // change) or when the connection ends. Committing first keeps a reconnect during the replay safe.
             let commit = self.commit();
             let fetch = self.fetch_history(identifier, streams, history);
-            return match (commit, fetch) {
-                (Some(commit), Some(fetch)) => Some(Box::pin(async move {
-                    commit.await;
-                    fetch.await
-                })),
-                (commit, fetch) => fetch.or(commit),
-            };
+            return both(both(commit, fetch), presence_call);
         }
-        if changed { self.commit() } else { None }
+        both(if changed { self.commit() } else { None }, presence_call)
     }
 
     /// `stop_streams` first, then `stopped_streams`, then new `streams` (held first when `hold`: their history is
@@ -950,6 +1204,10 @@ impl Session {
     /// Cleans up after the connection closed and queues the Disconnect call when one is owed.
     pub(crate) async fn end(mut self) {
         self.keep_for_recovery().await;
+        // Its presence records are no longer touched: they expire after presence_ttl unless a restore takes them.
+        if let Some(presence) = &self.deps.presence {
+            presence.forget_session(&self.client.sid);
+        }
         let identifiers = self.identifiers.take();
         let subscriptions = std::mem::take(&mut self.subscriptions).into_vec();
         for (identifier, sub) in &subscriptions {

@@ -72,6 +72,8 @@ pub(crate) struct Subscription {
     pub(crate) istate: StateMap,
     /// The streams it receives, each once.
     pub(crate) streams: Vec<Arc<str>>,
+    /// The member this session joined the presence set of the subscription's stream as; boxed, as most never do.
+    pub(crate) presence: Option<Box<crate::presence::Member>>,
 }
 
 impl Subscription {

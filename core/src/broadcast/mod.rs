@@ -28,6 +28,8 @@ pub struct Publication {
     pub exclude_socket: Option<String>,
     /// Not kept in stream history (`meta.transient`; whispers): delivered to whoever is subscribed now.
     pub transient: bool,
+    /// A presence event (`meta.broadcast_type = "presence"`): delivered as `{"type":"presence",…}` frames.
+    pub presence: bool,
     /// Where the broker registered it: set once registered, or as the registering node published it.
     pub position: Option<StreamPosition>,
 }
@@ -35,9 +37,19 @@ pub struct Publication {
 impl Publication {
     /// A publication with no meta.
     pub fn new(stream: impl Into<String>, data: impl Into<String>) -> Self {
-        Self { stream: stream.into(), data: data.into(), exclude_socket: None, transient: false, position: None }
+        Self {
+            stream: stream.into(),
+            data: data.into(),
+            exclude_socket: None,
+            transient: false,
+            presence: false,
+            position: None,
+        }
     }
 }
+
+/// The `meta.broadcast_type` of presence events.
+const PRESENCE_BROADCAST_TYPE: &str = "presence";
 
 /// Close every session whose identifiers equal `identifiers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +140,7 @@ struct RawMeta {
     exclude_socket: Option<String>,
     #[serde(default)]
     transient: bool,
+    broadcast_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +188,8 @@ pub fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
         exclude_socket: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         transient: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broadcast_type: Option<&'static str>,
     }
     #[derive(serde::Serialize)]
     struct Payload<'a> {
@@ -205,8 +220,11 @@ pub fn encode_node_message(node: &str, message: &IngressMessage) -> Vec<u8> {
         IngressMessage::Broadcast(p) => Wire::Broadcast {
             stream: &p.stream,
             data: &p.data,
-            meta: (p.exclude_socket.is_some() || p.transient)
-                .then(|| Meta { exclude_socket: p.exclude_socket.as_deref(), transient: p.transient }),
+            meta: (p.exclude_socket.is_some() || p.transient || p.presence).then(|| Meta {
+                exclude_socket: p.exclude_socket.as_deref(),
+                transient: p.transient,
+                broadcast_type: p.presence.then_some(PRESENCE_BROADCAST_TYPE),
+            }),
             node,
             offset: p.position.as_ref().map(|pos| pos.offset),
             epoch: p.position.as_ref().map(|pos| &*pos.epoch),
@@ -239,11 +257,15 @@ fn entry_to_message(index: usize, entry: RawEntry<'_>) -> Result<IngressMessage,
     let raw = entry.data.ok_or(PublicationError::Data(index))?;
     // `data` is normally a string; an object or array is taken as its JSON text.
     let data = serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned());
-    let (exclude_socket, transient) = match entry.meta {
-        Some(meta) => (meta.exclude_socket.filter(|s| !s.is_empty()), meta.transient),
-        None => (None, false),
+    let (exclude_socket, transient, presence) = match entry.meta {
+        Some(meta) => (
+            meta.exclude_socket.filter(|s| !s.is_empty()),
+            meta.transient,
+            meta.broadcast_type.as_deref() == Some(PRESENCE_BROADCAST_TYPE),
+        ),
+        None => (None, false, false),
     };
-    Ok(IngressMessage::Broadcast(Publication { exclude_socket, transient, ..Publication::new(stream, data) }))
+    Ok(IngressMessage::Broadcast(Publication { exclude_socket, transient, presence, ..Publication::new(stream, data) }))
 }
 
 #[cfg(test)]
@@ -308,9 +330,18 @@ mod tests {
         let disconnect =
             IngressMessage::Disconnect(RemoteDisconnect { identifiers: r#"{"user":1}"#.into(), reconnect: false });
         let transient = IngressMessage::Broadcast(Publication { transient: true, ..Publication::new("t", "x") });
-        for message in
-            [publication, disconnect, transient, IngressMessage::Broadcast(Publication::new("s", "plain text"))]
-        {
+        let presence = IngressMessage::Broadcast(Publication {
+            transient: true,
+            presence: true,
+            ..Publication::new("room", r#"{"type":"leave","id":"1"}"#)
+        });
+        for message in [
+            publication,
+            disconnect,
+            transient,
+            presence,
+            IngressMessage::Broadcast(Publication::new("s", "plain text")),
+        ] {
             let body = encode_node_message("n1", &message);
             assert_eq!(parse_node_message(&body).unwrap(), (Some("n1".into()), message.clone()));
             assert_eq!(parse_ingress(&body).unwrap(), vec![message], "the wire format is the ingress format");

@@ -153,25 +153,41 @@ impl std::fmt::Display for Limits {
     }
 }
 
+/// A started broker and its presence store (`None` when the adapter keeps no presence).
+pub(crate) struct Started {
+    pub broker: Arc<dyn Broker>,
+    pub presence: Option<Arc<dyn crate::presence::PresenceStore>>,
+}
+
 /// Starts the broker named by `broker`, with its background work on `tasks` until `stop`; `None` for `none`.
 pub(crate) async fn start(
     config: &crate::Config,
     tasks: &tokio_util::task::TaskTracker,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<Option<Arc<dyn Broker>>, BrokerError> {
+) -> Result<Option<Started>, BrokerError> {
     use crate::config::BrokerAdapter;
     let limits = Limits::from_config(config);
-    let broker: Arc<dyn Broker> = match config.broker {
+    let started = match config.broker {
         BrokerAdapter::None => return Ok(None),
         BrokerAdapter::Memory => {
             let memory = Arc::new(memory::MemoryBroker::new(limits));
             memory.start_sweeper(tasks, stop);
-            memory
+            let presence: Arc<dyn crate::presence::PresenceStore> =
+                Arc::new(crate::presence::memory::MemoryPresence::default());
+            Started { broker: memory, presence: Some(presence) }
         }
-        BrokerAdapter::Redis => redis::RedisBroker::connect(config, limits).await?,
-        BrokerAdapter::Nats => nats::NatsBroker::connect(config, limits, stop).await?,
+        BrokerAdapter::Redis => {
+            let redis = redis::RedisBroker::connect(config, limits).await?;
+            Started { broker: redis.clone(), presence: Some(redis) }
+        }
+        BrokerAdapter::Nats => {
+            tracing::info!(
+                "the nats broker keeps no presence sets: presence commands are refused (use memory or redis)"
+            );
+            Started { broker: nats::NatsBroker::connect(config, limits, stop).await?, presence: None }
+        }
     };
-    tracing::info!("Using {}", broker.describe());
+    tracing::info!("Using {}", started.broker.describe());
     let legacy: Vec<&str> =
         config.broadcast_adapter.iter().map(String::as_str).filter(|a| matches!(*a, "redis" | "nats")).collect();
     if !legacy.is_empty() {
@@ -181,5 +197,5 @@ pub(crate) async fn start(
              stream position and are not kept in history (use http or redisx for reliable streams)"
         );
     }
-    Ok(Some(broker))
+    Ok(Some(started))
 }

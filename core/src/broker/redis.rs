@@ -174,7 +174,7 @@ impl RedisBroker {
     }
 
     /// The open connection, or a new one when the backoff allows an attempt.
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BrokerError> {
+    pub(crate) async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BrokerError> {
         let mut link = self.link.lock().await;
         if let Some(conn) = &link.conn {
             return Ok(conn.clone());
@@ -199,7 +199,7 @@ impl RedisBroker {
     }
 
     /// Maps a command's error; a lost connection is dropped so that the next call reconnects.
-    async fn failed(&self, error: redis::RedisError) -> BrokerError {
+    pub(crate) async fn failed(&self, error: redis::RedisError) -> BrokerError {
         if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
             let mut link = self.link.lock().await;
             if link.conn.take().is_some() {

@@ -27,6 +27,7 @@ use super::{
 use crate::broadcast::Publication;
 use crate::config::Config;
 use crate::metrics::{Histogram, Metrics};
+use crate::presence::PRESENCE_STREAM_STATE;
 use crate::protocol;
 
 pub use super::streams::PUBSUB_CHANNEL;
@@ -58,6 +59,8 @@ pub struct StandaloneRules {
     pub streams: Option<MessageVerifier>,
     /// Signed `$pubsub` subscriptions may whisper.
     pub streams_whisper: bool,
+    /// Signed `$pubsub` subscriptions may join presence sets.
+    pub streams_presence: bool,
     /// Verifies signed `Turbo::StreamsChannel` names; `None` leaves that channel to the backend.
     pub turbo_streams: Option<MessageVerifier>,
     /// Whispers per second per connection; 0 means no limit.
@@ -73,6 +76,7 @@ impl StandaloneRules {
             public_streams: config.public_streams,
             streams: config.streams_secret().map(MessageVerifier::new),
             streams_whisper: config.streams_whisper,
+            streams_presence: config.streams_presence,
             turbo_streams: config
                 .turbo_streams
                 .then(|| config.turbo_streams_secret().map(MessageVerifier::new))
@@ -80,6 +84,13 @@ impl StandaloneRules {
             whisper_rate: config.whisper_rate,
         }
     }
+}
+
+/// A standalone subscription's verified stream and what it may do there.
+struct Verified {
+    stream: String,
+    whisper: bool,
+    presence: bool,
 }
 
 /// Why a whisper was not delivered.
@@ -240,12 +251,14 @@ impl Controller {
     ) -> CommandResponse {
         match command {
             "subscribe" => match self.verified_stream(subscription) {
-                Ok((stream, may_whisper)) => {
-                    let istate = if may_whisper {
-                        HashMap::from([(WHISPER_STREAM_STATE.to_owned(), stream.clone())])
-                    } else {
-                        HashMap::new()
-                    };
+                Ok(Verified { stream, whisper, presence }) => {
+                    let mut istate = HashMap::new();
+                    if whisper {
+                        istate.insert(WHISPER_STREAM_STATE.to_owned(), stream.clone());
+                    }
+                    if presence {
+                        istate.insert(PRESENCE_STREAM_STATE.to_owned(), stream.clone());
+                    }
                     CommandResponse {
                         status: Status::Success as i32,
                         streams: vec![stream],
@@ -270,21 +283,23 @@ impl Controller {
         }
     }
 
-    /// The stream a standalone subscription may stream from, and whether it may whisper there.
-    fn verified_stream(&self, subscription: StandaloneSubscription) -> Result<(String, bool), String> {
-        let (request, verifier, signed_whisper) = match subscription {
+    /// The stream a standalone subscription may stream from, and whether it may whisper and join presence there.
+    fn verified_stream(&self, subscription: StandaloneSubscription) -> Result<Verified, String> {
+        let (request, verifier, signed_whisper, signed_presence) = match subscription {
             StandaloneSubscription::Pubsub(request) => {
-                (request, self.rules.streams.as_ref(), self.rules.streams_whisper)
+                (request, self.rules.streams.as_ref(), self.rules.streams_whisper, self.rules.streams_presence)
             }
-            StandaloneSubscription::Turbo(request) => (request, self.rules.turbo_streams.as_ref(), false),
+            StandaloneSubscription::Turbo(request) => (request, self.rules.turbo_streams.as_ref(), false, false),
         };
         match request {
-            StreamRequest::Public(name) if self.rules.public_streams => Ok((name, true)),
+            StreamRequest::Public(stream) if self.rules.public_streams => {
+                Ok(Verified { stream, whisper: true, presence: true })
+            }
             StreamRequest::Public(_) => Err("public streams are not allowed (public_streams is off)".into()),
             StreamRequest::Signed(signed) => {
                 let verifier = verifier.ok_or("no key to verify signed stream names: set streams_secret or secret")?;
                 let stream = verifier.verified_stream(&signed).map_err(|e| e.to_string())?;
-                Ok((stream, signed_whisper))
+                Ok(Verified { stream, whisper: signed_whisper, presence: signed_presence })
             }
             StreamRequest::Missing => Err("identifier names no stream_name or signed_stream_name string".into()),
         }
@@ -455,7 +470,9 @@ mod tests {
         assert_eq!(resp.status, Status::Success as i32);
         assert_eq!(resp.streams, vec!["news"]);
         assert!(resp.transmissions[0].contains("confirm_subscription"));
-        assert_eq!(resp.env.unwrap().istate.get("$w").map(String::as_str), Some("news"), "public streams whisper");
+        let istate = resp.env.unwrap().istate;
+        assert_eq!(istate.get("$w").map(String::as_str), Some("news"), "public streams whisper");
+        assert_eq!(istate.get("$p").map(String::as_str), Some("news"), "and have presence");
 
         let closed = controller(StandaloneRules { noauth: true, ..Default::default() });
         let resp = closed.command(&ctx(), command("subscribe", id)).await.result.unwrap();
@@ -473,7 +490,16 @@ mod tests {
         let resp = r.result.unwrap();
         assert_eq!(resp.status, Status::Success as i32);
         assert_eq!(resp.streams, vec!["chat/2024"]);
-        assert!(resp.env.unwrap().istate.is_empty(), "signed streams whisper only with streams_whisper");
+        let istate = resp.env.unwrap().istate;
+        assert_eq!(istate.get("$w"), None, "signed streams whisper only with streams_whisper");
+        assert_eq!(istate.get("$p"), None, "and have presence only with streams_presence");
+        let (present, _) = with_backend(StandaloneRules {
+            streams: Some(MessageVerifier::new("s3cr3t")),
+            streams_presence: true,
+            ..Default::default()
+        });
+        let resp = present.command(&ctx(), command("subscribe", &id)).await.result.unwrap();
+        assert_eq!(resp.env.unwrap().istate.get("$p").map(String::as_str), Some("chat/2024"));
 
         let whispering = controller(StandaloneRules {
             streams: Some(MessageVerifier::new("s3cr3t")),

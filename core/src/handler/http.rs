@@ -384,6 +384,21 @@ struct CommandAnswer {
     #[serde(deserialize_with = "or_default", alias = "errorMsg")]
     error_msg: String,
     env: Option<EnvAnswer>,
+    presence: Option<PresenceAnswer>,
+}
+
+/// A Command answer's presence change (`type` join / leave, the member's `id` and `info` JSON text).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PresenceAnswer {
+    #[serde(deserialize_with = "or_default", rename = "type")]
+    kind: String,
+    #[serde(deserialize_with = "or_default")]
+    id: String,
+    #[serde(deserialize_with = "or_default")]
+    info: String,
+    #[serde(deserialize_with = "or_default")]
+    ttl: u32,
 }
 
 impl From<CommandAnswer> for CommandResponse {
@@ -397,8 +412,13 @@ impl From<CommandAnswer> for CommandResponse {
             error_msg: a.error_msg,
             env: a.env.map(Into::into),
             stopped_streams: a.stopped_streams,
-            presence: None,
-            // Timers are for in-process handlers only.
+            presence: a.presence.map(|p| super::PresenceResponse {
+                r#type: p.kind,
+                id: p.id,
+                info: p.info,
+                ttl: p.ttl,
+            }),
+            // Timers and stream callbacks are for in-process handlers only.
             periodic_timers: Vec::new(),
             callback_streams: Vec::new(),
         }
@@ -549,6 +569,15 @@ mod tests {
         assert!(r.streams.is_empty());
         assert_eq!(r.error_msg, "x");
         assert_eq!(r.env.unwrap().istate["k"], "v");
+        assert!(r.presence.is_none());
+        let a: CommandAnswer =
+            serde_json::from_str(r#"{"status":1,"presence":{"type":"join","id":"7","info":"{\"name\":\"Ann\"}"}}"#)
+                .unwrap();
+        let presence = CommandResponse::from(a).presence.unwrap();
+        assert_eq!(
+            (presence.r#type.as_str(), presence.id.as_str(), presence.info.as_str()),
+            ("join", "7", r#"{"name":"Ann"}"#)
+        );
         let a: ConnectAnswer = serde_json::from_str(r#"{"status":"FAILURE","transmissions":["t"]}"#).unwrap();
         assert_eq!((a.status, a.transmissions.len()), (2, 1));
         assert!(serde_json::from_str::<ConnectAnswer>(r#"{"status":7}"#).is_err());

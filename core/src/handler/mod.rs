@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 pub use crate::rpc::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest, DisconnectResponse, Env,
-    EnvResponse, Status,
+    EnvResponse, PresenceResponse, Status,
 };
 
 /// What a handler call knows besides its request.

@@ -1,12 +1,14 @@
 //! The Action Cable v1 JSON protocol (with AnyCable's `whisper`) and AnyCable's extended protocol
-//! (`actioncable-v1-ext-json`: stream positions, history, session recovery): decoding client commands and
-//! encoding server frames. Both also come in MessagePack and Protocol Buffers (see [`encoding`]).
+//! (`actioncable-v1-ext-json`: stream positions, history, session recovery, presence in `presence.rs`): decoding
+//! client commands and encoding server frames. Both also come in MessagePack and Protocol Buffers (see [`encoding`]).
 //!
 //! Pure functions over bytes and strings; this module never touches sockets, sessions or the hub.
 //! The channel identifier is opaque: it is unescaped from its JSON string once on the way in and
 //! escaped once on the way out, never parsed as JSON itself.
 
 use std::borrow::Cow;
+
+pub mod presence;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -142,6 +144,8 @@ pub enum ClientCommand {
         identifier: String,
         /// Extended protocol: replay history once subscribed.
         history: Option<HistoryRequest>,
+        /// Extended protocol: join the subscription's presence set once subscribed.
+        presence: Option<presence::PresenceJoin>,
     },
     Unsubscribe {
         identifier: String,
@@ -164,6 +168,20 @@ pub enum ClientCommand {
         identifier: String,
         history: HistoryRequest,
     },
+    /// Extended protocol: join the presence set of a subscription's stream.
+    Join {
+        identifier: String,
+        presence: presence::PresenceJoin,
+    },
+    /// Extended protocol: leave it.
+    Leave {
+        identifier: String,
+    },
+    /// Extended protocol: read it (`records`: every member, else the total only).
+    Presence {
+        identifier: String,
+        records: bool,
+    },
 }
 
 impl ClientCommand {
@@ -172,13 +190,26 @@ impl ClientCommand {
     /// as decoded: the decoder takes `"data":null` for no data.
     pub fn encode(&self) -> String {
         match self {
-            Self::Subscribe { identifier, history: None } => {
-                format!(r#"{{"command":"subscribe","identifier":{}}}"#, json_string(identifier))
+            Self::Subscribe { identifier, history, presence } => {
+                let mut frame = format!(r#"{{"command":"subscribe","identifier":{}"#, json_string(identifier));
+                if let Some(history) = history {
+                    frame.push_str(&format!(r#","history":{}"#, history.to_json()));
+                }
+                if let Some(presence) = presence {
+                    frame.push_str(&format!(r#","presence":{}"#, presence.to_json()));
+                }
+                frame.push('}');
+                frame
             }
-            Self::Subscribe { identifier, history: Some(history) } => format!(
-                r#"{{"command":"subscribe","identifier":{},"history":{}}}"#,
+            Self::Join { identifier, presence } => format!(
+                r#"{{"command":"join","identifier":{},"presence":{}}}"#,
                 json_string(identifier),
-                history.to_json()
+                presence.to_json()
+            ),
+            Self::Leave { identifier } => format!(r#"{{"command":"leave","identifier":{}}}"#, json_string(identifier)),
+            Self::Presence { identifier, records } => format!(
+                r#"{{"command":"presence","identifier":{},"data":{{"return_records":{records}}}}}"#,
+                json_string(identifier)
             ),
             Self::History { identifier, history } => format!(
                 r#"{{"command":"history","identifier":{},"history":{}}}"#,
@@ -226,6 +257,8 @@ pub enum DecodeError {
     UnexpectedBinary,
     #[error("text frame on a connection that negotiated {0}")]
     UnexpectedText(&'static str),
+    #[error("malformed presence: {0}")]
+    BadPresence(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -238,6 +271,8 @@ struct RawCommand<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     history: Option<&'a RawValue>,
+    #[serde(borrow)]
+    presence: Option<&'a RawValue>,
 }
 
 /// Positions a client may name in one history request; more is not a client of ours.
@@ -310,9 +345,22 @@ pub fn decode_command(text: &str) -> Result<ClientCommand, DecodeError> {
     let command = as_text(raw.command).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
     let identifier = |name| as_string(raw.identifier).ok_or(DecodeError::MissingIdentifier(name));
     match &*command {
-        "subscribe" => {
-            Ok(ClientCommand::Subscribe { identifier: identifier("subscribe")?, history: decode_history(raw.history)? })
+        "subscribe" => Ok(ClientCommand::Subscribe {
+            identifier: identifier("subscribe")?,
+            history: decode_history(raw.history)?,
+            presence: presence::decode_join(raw.presence)?,
+        }),
+        "join" => {
+            let identifier = identifier("join")?;
+            let presence =
+                presence::decode_join(raw.presence)?.ok_or(DecodeError::BadPresence("join needs presence"))?;
+            Ok(ClientCommand::Join { identifier, presence })
         }
+        "leave" => Ok(ClientCommand::Leave { identifier: identifier("leave")? }),
+        "presence" => Ok(ClientCommand::Presence {
+            identifier: identifier("presence")?,
+            records: presence::decode_records(raw.data),
+        }),
         "history" => {
             let identifier = identifier("history")?;
             let history = decode_history(raw.history)?.ok_or(DecodeError::BadHistory("nothing requested"))?;
@@ -354,10 +402,15 @@ pub fn broadcast_payload(data: &str) -> Bytes {
 
 /// `{"identifier":<identifier>,"message":<payload>}` from an already escaped identifier and a prepared payload.
 pub fn message_frame(escaped_identifier: &[u8], payload: &[u8]) -> Bytes {
-    const HEAD: &[u8] = b"{\"identifier\":";
+    identified_frame(b"{\"identifier\":", escaped_identifier, payload)
+}
+
+/// `<head><identifier>,"message":<payload>}` in one buffer: the frames that differ only in what precedes the
+/// identifier.
+fn identified_frame(head: &[u8], escaped_identifier: &[u8], payload: &[u8]) -> Bytes {
     const MID: &[u8] = b",\"message\":";
-    let mut buf = BytesMut::with_capacity(HEAD.len() + escaped_identifier.len() + MID.len() + payload.len() + 1);
-    buf.put_slice(HEAD);
+    let mut buf = BytesMut::with_capacity(head.len() + escaped_identifier.len() + MID.len() + payload.len() + 1);
+    buf.put_slice(head);
     buf.put_slice(escaped_identifier);
     buf.put_slice(MID);
     buf.put_slice(payload);
@@ -526,7 +579,10 @@ mod tests {
     fn decodes_subscribe_keeping_the_identifier_bytes() {
         let id = r#"{"channel":"ChatChannel","id":1,"b":  "x"}"#;
         let frame = format!(r#"{{"command":"subscribe","identifier":{}}}"#, json_string(id));
-        assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier: id.to_owned(), history: None }));
+        assert_eq!(
+            decode_command(&frame),
+            Ok(ClientCommand::Subscribe { identifier: id.to_owned(), history: None, presence: None })
+        );
     }
 
     #[test]
@@ -575,7 +631,10 @@ mod tests {
     fn escaped_commands_decode_like_plain_ones() {
         let plain = decode_command(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#);
         let escaped = decode_command(r#"{"command":"sub\u0073cribe","identifier":"{\"chan\u006eel\":\"A\"}"}"#);
-        assert_eq!(plain, Ok(ClientCommand::Subscribe { identifier: r#"{"channel":"A"}"#.into(), history: None }));
+        assert_eq!(
+            plain,
+            Ok(ClientCommand::Subscribe { identifier: r#"{"channel":"A"}"#.into(), history: None, presence: None })
+        );
         assert_eq!(escaped, plain);
         assert_eq!(decode_command(r#"{"command":""}"#), Err(DecodeError::UnknownCommand(String::new())));
         assert_eq!(decode_command(r#"{"command":"da\"nce"}"#), Err(DecodeError::UnknownCommand("da\"nce".into())));
@@ -606,7 +665,8 @@ mod tests {
             decode_command(frame),
             Ok(ClientCommand::Subscribe {
                 identifier: "x".into(),
-                history: Some(HistoryRequest { since: Some(1_700_000_000), streams: vec![] })
+                history: Some(HistoryRequest { since: Some(1_700_000_000), streams: vec![] }),
+                presence: None,
             })
         );
         let frame = r#"{"command":"history","identifier":"x","history":{"since":1.5e9,"streams":{"chat":{"epoch":"ab","offset":42}}}}"#;
@@ -623,7 +683,10 @@ mod tests {
         // No history asked for: a plain subscribe.
         for history in ["null", "{}", r#"{"since":0}"#, r#"{"streams":{}}"#] {
             let frame = format!(r#"{{"command":"subscribe","identifier":"x","history":{history}}}"#);
-            assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier: "x".into(), history: None }));
+            assert_eq!(
+                decode_command(&frame),
+                Ok(ClientCommand::Subscribe { identifier: "x".into(), history: None, presence: None })
+            );
         }
     }
 
@@ -780,7 +843,7 @@ mod properties {
     fn client_command() -> impl Strategy<Value = ClientCommand> {
         prop_oneof![
             (any::<String>(), prop::option::of(history_request()))
-                .prop_map(|(identifier, history)| ClientCommand::Subscribe { identifier, history }),
+                .prop_map(|(identifier, history)| ClientCommand::Subscribe { identifier, history, presence: None }),
             (any::<String>(), history_request())
                 .prop_map(|(identifier, history)| ClientCommand::History { identifier, history }),
             any::<String>().prop_map(|identifier| ClientCommand::Unsubscribe { identifier }),
@@ -794,7 +857,22 @@ mod properties {
                     data: data.to_string(),
                 }
             ),
+            (any::<String>(), presence_join())
+                .prop_map(|(identifier, presence)| ClientCommand::Join { identifier, presence }),
+            any::<String>().prop_map(|identifier| ClientCommand::Leave { identifier }),
+            (any::<String>(), any::<bool>())
+                .prop_map(|(identifier, records)| ClientCommand::Presence { identifier, records }),
+            (any::<String>(), presence_join()).prop_map(|(identifier, presence)| ClientCommand::Subscribe {
+                identifier,
+                history: None,
+                presence: Some(presence)
+            }),
         ]
+    }
+
+    fn presence_join() -> impl Strategy<Value = presence::PresenceJoin> {
+        (any::<String>(), prop::option::of(json_value().prop_filter("null is no info", |v| !v.is_null())))
+            .prop_map(|(id, info)| presence::PresenceJoin { id, info: info.map(|v| v.to_string()) })
     }
 
     /// Text that looks like JSON often enough to get past the first byte.
@@ -828,7 +906,7 @@ mod properties {
             // Key order, spacing and escapes are the client's: the identifier is never re-serialized.
             let identifier = format!("{{{spaces}\"id\":{},\"channel\" :{spaces}{}}}", json_string(&extra), json_string(&channel));
             let frame = format!("{{\"identifier\":{},\"command\":\"subscribe\"}}", json_string(&identifier));
-            prop_assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier, history: None }));
+            prop_assert_eq!(decode_command(&frame), Ok(ClientCommand::Subscribe { identifier, history: None, presence: None }));
         }
 
         #[test]

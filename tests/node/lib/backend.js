@@ -9,6 +9,7 @@
 //   ChatChannel {room}       streams chat_<room>, istate {room}; room "secret" is rejected
 //   MultiChannel {streams}   streams every name in `streams`
 //   BareChannel {}           no streams
+//   PresenceChannel {room}   streams presence_<room> and joins its presence set as the user, info {name: user}
 // Actions of every channel (data JSON `{"action": ...}`):
 //   speak             nothing (the call is recorded)
 //   touch             transmits {"touched":true}
@@ -19,6 +20,7 @@
 //   set_state         {cstate, istate}: returned as env changes
 //   whoami            transmits the env (cstate, istate, url) and connection identifiers it received
 //   kick              transmits {"bye":true} and asks for disconnect
+//   leave             leaves the subscription's presence set
 import { fork } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -196,6 +198,11 @@ export class Backend extends RecordingBackend {
           return { ...base, streams: params.streams, transmissions: [confirm] }
         case 'BareChannel':
           return { ...base, transmissions: [confirm] }
+        case 'PresenceChannel': {
+          const user = parseCookies(req.env?.headers?.cookie).user
+          const presence = { type: 'join', id: user, info: JSON.stringify({ name: user }), ttl: 0 }
+          return { ...base, streams: [`presence_${params.room}`], transmissions: [confirm], presence }
+        }
         default:
           return reject
       }
@@ -234,6 +241,8 @@ export class Backend extends RecordingBackend {
         }
       case 'kick':
         return { ...base, disconnect: true, transmissions: [transmit({ bye: true })] }
+      case 'leave':
+        return { ...base, presence: { type: 'leave', id: '', info: '', ttl: 0 } }
       default:
         return { ...base, status: 'ERROR', error_msg: `unknown action ${data.action}` }
     }

@@ -10,6 +10,8 @@
 // of a room (`chatChannel`), and messages published to that room (`publish`, through the deployment's own
 // broadcast path: HTTP, a direct call, the app's `broadcast_to`) reach subscribers as `{ text, ... }`;
 // `publishText` publishes a plain string the same way. The chat channel's `echo` action transmits its data back.
+// The presence channel of a room (`presenceChannel`) joins its subscriber to the room's presence set as the user,
+// with info `{ name: user }`; its action `leave` leaves, `who` transmits the set as the server reads it.
 // `calls(user)` counts the Connect and subscribe calls the application saw for a user.
 //
 // Options are core options by their AnyCable names (`{ broker: 'memory', history_limit: 3 }`): flags for the
@@ -38,6 +40,7 @@ async function binaryDeployment (options) {
     get port () { return server.port },
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
+    presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: JSON.stringify({ text }) }),
     publishText: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: text }),
     calls: async (user) => ({
@@ -67,6 +70,7 @@ async function nodeDeployment (options) {
     get port () { return inProcess.port },
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
+    presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => inProcess.broadcast(`chat_${room}`, { text }),
     publishText: (room, text) => inProcess.broadcast(`chat_${room}`, text),
     calls: async (user) => ({
@@ -150,6 +154,7 @@ async function railsDeployment (options) {
       return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
     },
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
+    presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text }),
     publishText: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text, plain: '1' }),
     async calls (user) {

@@ -5,7 +5,7 @@
 // Connect: cookie `user=<name>` authenticates; no cookie or `user=bad` is rejected (unauthorized frame);
 // `user=boom` makes connect throw (an ERROR result, close 1011).
 // Channels: ChatChannel {room} (streams chat_<room>, istate room; room "secret" is rejected),
-// MultiChannel {streams}, BareChannel {}. Actions: speak, touch, echo, follow, unfollow, stop_all, switch,
+// MultiChannel {streams}, BareChannel {}, PresenceChannel {room} (joins presence_<room>'s presence set). Actions: speak, touch, echo, follow, unfollow, stop_all, switch,
 // set_state, whoami, kick — as in lib/backend.js.
 import { Application, Channel, Server } from 'ferrocable'
 import { eventually, onScenarioEnd, parseCookies, WAIT_MS } from './harness.js'
@@ -86,13 +86,30 @@ class MultiChannel extends TestChannel {
 
 class BareChannel extends TestChannel {}
 
+/** PresenceChannel {room}: streams presence_<room> and joins its presence set as the user (as lib/backend.js). */
+class PresenceChannel extends TestChannel {
+  subscribed (handle, { room }) {
+    handle.streamFrom(`presence_${room}`)
+    const user = handle.identifiers.current_user
+    handle.joinPresence(user, { name: user })
+  }
+
+  leave (handle) {
+    handle.leavePresence()
+  }
+
+  async who (handle) {
+    handle.transmit({ who: await handle.presence() })
+  }
+}
+
 export class TestApplication extends Application {
   constructor () {
     super()
     /** Every `unsubscribed` and `disconnect` the high-level API ran: { kind, identifiers, istate, cstate, params }. */
     this.closings = []
     // Instances (not classes) so each channel can record into this application.
-    for (const [name, ChannelClass] of [['ChatChannel', ChatChannel], ['MultiChannel', MultiChannel], ['BareChannel', BareChannel]]) {
+    for (const [name, ChannelClass] of [['ChatChannel', ChatChannel], ['MultiChannel', MultiChannel], ['BareChannel', BareChannel], ['PresenceChannel', PresenceChannel]]) {
       const channel = new ChannelClass()
       channel.app = this
       this.registerChannel(name, channel)

@@ -12,6 +12,7 @@ import {
   signStream,
   type CommandMessage,
   type CommandResponse,
+  type PresenceInfo,
   type Stats
 } from 'ferrocable'
 
@@ -25,6 +26,13 @@ class ChatChannel extends Channel<Identifiers, RoomParams> {
       return
     }
     handle.streamFrom(`room:${params.room}`).istate.set('room', params.room)
+    handle.joinPresence(handle.identifiers?.user ?? 'anonymous', { name: handle.identifiers?.user })
+  }
+
+  async online (handle: ChannelHandle<Identifiers, RoomParams>): Promise<void> {
+    const set: PresenceInfo<{ name: string }> = await handle.presence()
+    handle.transmit({ online: set.total, names: set.records?.map((r) => r.info?.name) })
+    handle.leavePresence()
   }
 
   async speak (handle: ChannelHandle<Identifiers, RoomParams>, params: RoomParams, data: { text: string }): Promise<void> {
@@ -64,9 +72,10 @@ async function main (): Promise<void> {
   await server.broadcast('room:lobby', { text: 'hi' }, { excludeSocket: 'sid' })
   await server.broadcastMany([{ stream: 'a', data: 'x' }, { stream: 'b', data: { y: 1 } }])
   const closed: number = server.disconnect({ user: 'alice' }, { reconnect: false })
+  const online: number = (await server.presence('room:lobby', { records: false })).total
   const stats: Stats = server.stats()
   const clients: number = stats.clientsNum
-  console.log(url, closed, clients)
+  console.log(url, closed, clients, online)
   await server.stop()
 
   const lowLevel = new Server({ port: 0 })
@@ -75,7 +84,8 @@ async function main (): Promise<void> {
     command: async (request: CommandMessage): Promise<CommandResponse> => ({
       status: STATUS.SUCCESS,
       streams: [request.identifier],
-      env: { istate: { seen: 'yes', gone: null } }
+      env: { istate: { seen: 'yes', gone: null } },
+      presence: { type: 'join', id: 7, info: { name: 'Ann' } }
     })
   })
 

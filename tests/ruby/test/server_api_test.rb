@@ -106,6 +106,18 @@ class ServerApiTest < Minitest::Test
     @server.stop # a second stop does nothing
   end
 
+  def test_presence_needs_a_broker_and_reads_a_stream_set
+    error = assert_raises(Ferrocable::PresenceError) { @server.presence("room:x") }
+    assert_match(/needs a broker/, error.message)
+    with_broker = Ferrocable::Server.new(handler: @handler, **QUIET, broker: "memory").start
+    begin
+      assert_equal({total: 0, records: []}, with_broker.presence("room:x"))
+      assert_equal({total: 0}, with_broker.presence("room:x", records: false))
+    ensure
+      with_broker.stop
+    end
+  end
+
   def test_every_core_option_is_a_keyword
     %w[port path rpc_host broadcast_key secret ping_interval disconnect_rate max_conn headers].each do |name|
       assert_includes Ferrocable::Server::OPTIONS, name

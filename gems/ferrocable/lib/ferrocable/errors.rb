@@ -39,6 +39,9 @@ module Ferrocable
   # The server is not started, or already stopped.
   class NotRunningError < Error; end
 
+  # A presence set cannot be read: the server has no broker that keeps presence, or it cannot be reached.
+  class PresenceError < Error; end
+
   # A handler returned something that does not mirror the RPC response message.
   class InvalidResponseError < Error; end
 

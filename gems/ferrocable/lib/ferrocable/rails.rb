@@ -125,6 +125,13 @@ module Ferrocable
         server ? server.restart_clients : 0
       end
 
+      # The presence set of `stream` (see Ferrocable::Server#presence), from the server in this process. With the
+      # server in another process there is nothing to ask here: NotRunningError.
+      def presence(stream, records: true)
+        server = local_server or raise ::Ferrocable::NotRunningError, "no Ferrocable server runs in this process"
+        server.presence(stream, records: records)
+      end
+
       def http_broadcaster
         @http_broadcaster || MUTEX.synchronize do
           @http_broadcaster ||= ::Ferrocable::HttpBroadcaster.new(config.broadcast_url, key: config.broadcast_key)

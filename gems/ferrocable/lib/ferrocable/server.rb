@@ -130,6 +130,16 @@ module Ferrocable
       native.restart_clients
     end
 
+    # The presence set of `stream`: `{total: 2, records: [{id: "1", info: {"name" => "Ann"}}, ...]}` (no
+    # `records` with `records: false`). Needs a broker (`broker: memory` or `redis`); raises PresenceError
+    # without one.
+    def presence(stream, records: true)
+      total, members = native.presence(stream.to_s, records ? true : false)
+      result = {total: total}
+      result[:records] = members.map { |id, info| {id: id, info: info && JSON.parse(info)} } if members
+      result
+    end
+
     # Live counters and gauges by AnyCable's metric names: `{clients_num: 3, broadcast_msg_total: 10, ...}`.
     def stats
       native.stats

@@ -128,6 +128,26 @@ module Ferrocable
           handler.call(message)
         end
 
+        # Joins the presence set of `stream` (default: the subscription's presence stream, else the first stream
+        # this call started) as `id` with `info`, on behalf of this connection; AnyCable's channel API. Needs a
+        # broker on the server; on Action Cable's own server it does nothing.
+        def join_presence(stream = nil, id:, info: nil)
+          socket = ferrocable_socket
+          return unless socket
+
+          istate = socket.istate_for(identifier)
+          stream ||= istate.raw("$p") || socket.streams.first
+          raise ArgumentError, "join_presence needs a stream: stream_from one first or pass it" if stream.nil?
+
+          istate.write_raw("$p", stream.to_s)
+          socket.presence_join(id, info)
+        end
+
+        # Leaves the subscription's presence set.
+        def leave_presence(_id = nil)
+          ferrocable_socket&.presence_leave
+        end
+
         private
 
         def ferrocable_socket

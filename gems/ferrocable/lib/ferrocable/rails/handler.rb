@@ -206,7 +206,8 @@ module Ferrocable
           streams: socket.streams,
           stopped_streams: socket.stopped_streams,
           disconnect: socket.closed?,
-          env: {cstate: socket.cstate.changes, istate: socket.istate_for(identifier).changes}
+          env: {cstate: socket.cstate.changes, istate: socket.istate_for(identifier).changes},
+          presence: socket.presence
         }
       end
 

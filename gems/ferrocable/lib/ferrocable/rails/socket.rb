@@ -8,7 +8,7 @@ module Ferrocable
     class Socket
       PROTOCOL = "actioncable-v1-json"
 
-      attr_reader :transmissions, :streams, :stopped_streams, :callback_streams, :cstate, :url, :headers
+      attr_reader :transmissions, :streams, :stopped_streams, :callback_streams, :cstate, :url, :headers, :presence
 
       # `istates`: a callable giving the raw istate map of a channel identifier.
       def initialize(env, istates)
@@ -22,6 +22,7 @@ module Ferrocable
         @stopped_streams = []
         @callback_streams = []
         @stop_all = false
+        @presence = nil
         @closed = false
         @rack_env = nil
       end
@@ -76,6 +77,16 @@ module Ferrocable
 
       def stop_all?
         @stop_all
+      end
+
+      # -- presence of the subscription this call is about (the server applies it after the call)
+
+      def presence_join(id, info)
+        @presence = {type: "join", id: id.to_s, info: info.nil? ? "" : ActiveSupport::JSON.encode(info)}
+      end
+
+      def presence_leave
+        @presence = {type: "leave", id: "", info: ""}
       end
 
       # -- state

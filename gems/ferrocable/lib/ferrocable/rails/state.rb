@@ -21,7 +21,16 @@ module Ferrocable
       end
 
       def write(name, value)
-        raw = value.nil? ? "" : ActiveSupport::JSON.encode(Serializer.dump(value))
+        write_raw(name, value.nil? ? "" : ActiveSupport::JSON.encode(Serializer.dump(value)))
+      end
+
+      # The value as the server keeps it (keys the server itself reads, such as `$p`, are plain strings).
+      def raw(name)
+        raw = @values[name]
+        raw unless raw.nil? || raw.empty?
+      end
+
+      def write_raw(name, raw)
         @values[name] = raw
         @changes[name] = raw
       end
