@@ -426,6 +426,16 @@ options! {
     sessions_ttl: u64 = "300", false;
     /// Configuration presets, comma-separated: broker (history and session recovery with the engines configured)
     presets: Vec<String> = "", false;
+    /// Serve Durable Streams reads (catch-up, long-poll, SSE) from the broker's history at ds_path; needs a broker
+    ds: bool = "false", true;
+    /// Path prefix of Durable Streams reads: <ds_path>/<stream>
+    ds_path: String = "/ds", false;
+    /// Skip client authentication of Durable Streams readers (their streams are still authorized)
+    ds_skip_auth: bool = "false", true;
+    /// Seconds a Durable Streams long-poll waits for a message before answering 204
+    ds_poll_interval: u64 = "10", false;
+    /// Seconds a Durable Streams SSE response lasts before the client reconnects
+    ds_sse_ttl: u64 = "60", false;
     /// Redis URL (also REDIS_URL) for the redis and redisx broadcasters and the redis pub/sub
     redis_url: String = "redis://localhost:6379/5", false;
     /// Redis broadcast channel and stream name; also the prefix of the pub/sub channels
@@ -623,6 +633,8 @@ impl Config {
             ("read_header_timeout", self.read_header_timeout),
             ("http_idle_timeout", self.http_idle_timeout),
             ("http_broadcast_body_timeout", self.http_broadcast_body_timeout),
+            ("ds_poll_interval", self.ds_poll_interval),
+            ("ds_sse_ttl", self.ds_sse_ttl),
         ] {
             if seconds > MAX_SECONDS {
                 return Err(ConfigError::Inconsistent {
@@ -650,6 +662,7 @@ impl Config {
             });
         }
         self.finalize_engines()?;
+        self.finalize_ds()?;
         if self.jwt_param.is_empty()
             || !self.jwt_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
@@ -799,6 +812,40 @@ impl Config {
     /// Whether the broadcaster `name` (`http`, `redis`, `redisx`, `nats`) is enabled.
     pub fn broadcast_adapter_enabled(&self, name: &str) -> bool {
         self.broadcast_adapter.iter().any(|a| a == name)
+    }
+
+    /// Checks the Durable Streams options when `ds` is on: reads are served from the broker's history.
+    fn finalize_ds(&self) -> Result<(), ConfigError> {
+        if !self.ds {
+            return Ok(());
+        }
+        if self.broker == BrokerAdapter::None {
+            return Err(ConfigError::Inconsistent {
+                name: "ds",
+                reason:
+                    "Durable Streams are read from stream history: set broker (memory, redis or nats) or presets=broker"
+                        .into(),
+            });
+        }
+        let path = self.ds_path.trim_end_matches('/');
+        if !self.ds_path.starts_with('/')
+            || path.is_empty()
+            || !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        {
+            return Err(ConfigError::Inconsistent {
+                name: "ds_path",
+                reason: format!(
+                    "{:?} must be a path like /ds (letters, digits, '/', '-', '_', '.', '~')",
+                    self.ds_path
+                ),
+            });
+        }
+        for (name, seconds) in [("ds_poll_interval", self.ds_poll_interval), ("ds_sse_ttl", self.ds_sse_ttl)] {
+            if seconds == 0 {
+                return Err(ConfigError::Inconsistent { name, reason: "must be at least 1 second".into() });
+            }
+        }
+        Ok(())
     }
 
     /// Checks the Redis and NATS options that are in use, and points `nats_servers` at the embedded
