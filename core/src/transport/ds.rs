@@ -37,6 +37,7 @@ use crate::client::{ClientHandle, CloseRequest, close_code};
 use crate::config::DisconnectMode;
 use crate::handler::controller::PUBSUB_CHANNEL;
 use crate::handler::{CallContext, ConnectionRequest, DisconnectRequest, Env, Status};
+use crate::metrics::Metrics;
 use crate::protocol::{self, Protocol};
 use crate::transport::ws::{ConnectionSlot, WsState, percent_decode, query_param};
 
@@ -530,7 +531,7 @@ impl Reader {
                 Ok(reader)
             }
             Ok(Status::Failure) => {
-                crate::metrics::Metrics::inc(&deps.metrics.failed_auths_total);
+                Metrics::inc(&deps.metrics.failed_auths_total);
                 tracing::debug!(sid = %reader.client.sid, reason = %response.error_msg, "Durable Streams reader rejected");
                 Err(DsError::Unauthenticated)
             }
@@ -570,6 +571,7 @@ impl Reader {
             self.client.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
         }
         hub.subscribe(&stream, &identifier, &self.client);
+        Metrics::up(&self.ws.deps().metrics.clients_num);
         let token = self.ws.tracker().token();
         LiveReader { client: self.client.clone(), reader: self, stream, identifier, after: None, _token: token }
     }
@@ -598,7 +600,8 @@ impl Drop for Reader {
     }
 }
 
-/// A reader registered with the hub, receiving the broadcasts of its stream until it is dropped.
+/// A reader registered with the hub (and counted in `clients_num`), receiving the broadcasts of its stream until
+/// it is dropped.
 struct LiveReader {
     client: Arc<ClientHandle>,
     reader: Reader,
@@ -668,6 +671,7 @@ impl Drop for LiveReader {
         let hub = &self.reader.ws.deps().hub;
         hub.unsubscribe(&self.stream, &self.identifier, self.client.id);
         hub.remove_client(self.client.id, self.reader.identifiers.as_deref());
+        Metrics::down(&self.reader.ws.deps().metrics.clients_num);
     }
 }
 

@@ -9,7 +9,8 @@
 // Each serves the same chat: a user authenticates with a cookie (`cookieFor`), subscribes to the chat channel
 // of a room (`chatChannel`), and messages published to that room (`publish`, through the deployment's own
 // broadcast path: HTTP, a direct call, the app's `broadcast_to`) reach subscribers as `{ text, ... }`.
-// `calls(user)` counts the Connect and subscribe calls the application saw for a user.
+// `calls(user)` counts the Connect and subscribe calls the application saw for a user. `publishTo(stream, data)`
+// broadcasts a JSON value to any named stream through the deployment's broadcast ingress.
 //
 // Options are core options by their AnyCable names (`{ broker: 'memory', history_limit: 3 }`): flags for the
 // binary, camelCase Server options in Node, ANYCABLE_* variables for the Rails app.
@@ -38,6 +39,7 @@ async function binaryDeployment (options) {
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: JSON.stringify({ text }) }),
+    publishTo: (stream, data) => broadcastOk(server, { stream, data: JSON.stringify(data) }),
     calls: async (user) => ({
       connects: backend.callsOf('Connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
       subscribes: backend.commandsFor(user, (r) => r.command === 'subscribe').length
@@ -66,6 +68,7 @@ async function nodeDeployment (options) {
     cookieFor: async (user) => `user=${user}`,
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => inProcess.broadcast(`chat_${room}`, { text }),
+    publishTo: (stream, data) => inProcess.broadcast(stream, data),
     calls: async (user) => ({
       connects: recorder.callsOf('connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
       subscribes: recorder.commandsFor(user, (r) => r.command === 'subscribe').length
@@ -148,6 +151,8 @@ async function railsDeployment (options) {
     },
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text }),
+    // The in-process server's own HTTP broadcast endpoint (no key: the app sets no secret).
+    publishTo: (stream, data) => broadcastOk({ host: '127.0.0.1', broadcastPort }, { stream, data: JSON.stringify(data) }),
     async calls (user) {
       const events = await (await fetch(`${web}/events?user=${encodeURIComponent(user)}`)).json()
       return {
