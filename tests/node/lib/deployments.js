@@ -15,6 +15,7 @@
 // Options are core options by their AnyCable names (`{ broker: 'memory', history_limit: 3 }`): flags for the
 // binary, camelCase Server options in Node, ANYCABLE_* variables for the Rails app.
 import { spawn, spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -30,7 +31,8 @@ const userOfCookie = (header) => parseCookies(header).user
 /** The binary in front of the gRPC backend. */
 async function binaryDeployment (options) {
   const backend = await startBackend()
-  const args = Object.entries(options).flatMap(([name, value]) => [`--${name}`, String(value)])
+  // A switch (`ds: true`) is a flag without a value.
+  const args = Object.entries(options).flatMap(([name, value]) => value === true ? [`--${name}`] : [`--${name}`, String(value)])
   let server = await startServer({ rpcPort: backend.port, args })
   return {
     name: 'binary',
@@ -85,6 +87,8 @@ async function nodeDeployment (options) {
 }
 
 const dummyRoot = path.join(repoRoot, 'tests', 'ruby', 'dummy')
+// The broadcast key the gem derives from the dummy app's secret_key_base (config/application.rb).
+const railsBroadcastKey = crypto.createHmac('sha256', 'dummy-secret-key-base-for-the-ferrocable-test-suite-only').update('ferrocable-broadcast').digest('hex')
 // The Ruby suite's bundle (Debian's gems and the gem from this repository; `make test-node` resolves it).
 const gemfile = path.join(repoRoot, 'tests', 'ruby', 'Gemfile')
 
@@ -151,8 +155,8 @@ async function railsDeployment (options) {
     },
     chatChannel: (room) => ({ channel: 'ChatChannel', room }),
     publish: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text }),
-    // The in-process server's own HTTP broadcast endpoint (no key: the app sets no secret).
-    publishTo: (stream, data) => broadcastOk({ host: '127.0.0.1', broadcastPort }, { stream, data: JSON.stringify(data) }),
+    // The in-process server's own HTTP broadcast endpoint, with the key the gem derives from secret_key_base.
+    publishTo: (stream, data) => broadcastOk({ host: '127.0.0.1', broadcastPort }, { stream, data: JSON.stringify(data) }, { key: railsBroadcastKey }),
     async calls (user) {
       const events = await (await fetch(`${web}/events?user=${encodeURIComponent(user)}`)).json()
       return {
