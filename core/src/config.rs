@@ -1193,6 +1193,35 @@ mod tests {
     }
 
     #[test]
+    fn durable_streams_options_take_anycable_defaults_and_need_a_broker() {
+        let c = Config::default();
+        assert_eq!(
+            (c.ds, c.ds_path.as_str(), c.ds_skip_auth, c.ds_poll_interval, c.ds_sse_ttl),
+            (false, "/ds", false, 10, 60)
+        );
+        let ds = |pairs: &[(&str, &str)]| {
+            let mut c = Config::default();
+            c.set("ds", "true").unwrap();
+            for (name, value) in pairs {
+                c.set(name, value).unwrap();
+            }
+            c.finalize().map_err(|e| e.to_string())
+        };
+        let err = ds(&[]).unwrap_err();
+        assert!(err.contains("`ds`") && err.contains("broker"), "{err}");
+        assert!(ds(&[("presets", "broker")]).is_ok());
+        assert!(ds(&[("broker", "memory"), ("ds_path", "/streams/v1/")]).is_ok());
+        for bad in ["ds", "/", "/a b", "/{x}", "/*"] {
+            let err = ds(&[("broker", "memory"), ("ds_path", bad)]).unwrap_err();
+            assert!(err.contains("ds_path"), "{bad}: {err}");
+        }
+        for name in ["ds_poll_interval", "ds_sse_ttl"] {
+            let err = ds(&[("broker", "memory"), (name, "0")]).unwrap_err();
+            assert!(err.contains(name) && err.contains("at least 1 second"), "{err}");
+        }
+    }
+
+    #[test]
     fn broker_options_take_anycable_names_and_defaults() {
         let c = Config::default().finalize().unwrap();
         assert_eq!(c.broker, BrokerAdapter::None);
