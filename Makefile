@@ -46,6 +46,7 @@ test-node: node-addon ruby-bundle
 	cargo build -p ferrocable
 	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) test/*.test.js
 	cd tests/node && FERROCABLE_RPC_BACKEND=http FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) $(RPC_SCENARIOS)
+	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node_modules/.bin/vitest run --config conformance/vitest.config.mjs
 
 # The soak scenario of the load tool for SOAK_SECONDS: the server binary (FERROCABLE_BIN) in RPC mode under client
 # churn, steady broadcasts and backend restarts; fails on lost broadcasts, open files left behind, memory growth or

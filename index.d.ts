@@ -66,6 +66,16 @@ export interface ServerOptions {
   sessionsTtl?: number
   /** Configuration presets: 'broker' turns on history and session recovery with the engines configured. */
   presets?: string | string[]
+  /** Serve Durable Streams reads (catch-up, long-poll, SSE) at `dsPath`, from the broker's history (needs `broker`). */
+  ds?: boolean
+  /** Path prefix of Durable Streams reads (default '/ds'). */
+  dsPath?: string
+  /** Do not authenticate Durable Streams readers; their streams are still authorized. */
+  dsSkipAuth?: boolean
+  /** Seconds a Durable Streams long-poll waits before answering 204 (default 10). */
+  dsPollInterval?: number
+  /** Seconds a Durable Streams SSE response lasts (default 60). */
+  dsSseTtl?: number
   redisUrl?: string
   redisChannel?: string
   natsServers?: string | string[]

@@ -430,6 +430,16 @@ options! {
     presence_ttl: u64 = "15", false;
     /// Configuration presets, comma-separated: broker (history and session recovery with the engines configured)
     presets: Vec<String> = "", false;
+    /// Serve Durable Streams reads (catch-up, long-poll, SSE) from the broker's history at ds_path; needs a broker
+    ds: bool = "false", true;
+    /// Path prefix of Durable Streams reads: <ds_path>/<stream>
+    ds_path: String = "/ds", false;
+    /// Skip client authentication of Durable Streams readers (their streams are still authorized)
+    ds_skip_auth: bool = "false", true;
+    /// Seconds a Durable Streams long-poll waits for a message before answering 204
+    ds_poll_interval: u64 = "10", false;
+    /// Seconds a Durable Streams SSE response lasts before the client reconnects
+    ds_sse_ttl: u64 = "60", false;
     /// Redis URL (also REDIS_URL) for the redis and redisx broadcasters and the redis pub/sub
     redis_url: String = "redis://localhost:6379/5", false;
     /// Redis broadcast channel and stream name; also the prefix of the pub/sub channels
@@ -629,6 +639,8 @@ impl Config {
             ("read_header_timeout", self.read_header_timeout),
             ("http_idle_timeout", self.http_idle_timeout),
             ("http_broadcast_body_timeout", self.http_broadcast_body_timeout),
+            ("ds_poll_interval", self.ds_poll_interval),
+            ("ds_sse_ttl", self.ds_sse_ttl),
         ] {
             if seconds > MAX_SECONDS {
                 return Err(ConfigError::Inconsistent {
@@ -656,6 +668,7 @@ impl Config {
             });
         }
         self.finalize_engines()?;
+        self.finalize_ds()?;
         if self.jwt_param.is_empty()
             || !self.jwt_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
@@ -805,6 +818,40 @@ impl Config {
     /// Whether the broadcaster `name` (`http`, `redis`, `redisx`, `nats`) is enabled.
     pub fn broadcast_adapter_enabled(&self, name: &str) -> bool {
         self.broadcast_adapter.iter().any(|a| a == name)
+    }
+
+    /// Checks the Durable Streams options when `ds` is on: reads are served from the broker's history.
+    fn finalize_ds(&self) -> Result<(), ConfigError> {
+        if !self.ds {
+            return Ok(());
+        }
+        if self.broker == BrokerAdapter::None {
+            return Err(ConfigError::Inconsistent {
+                name: "ds",
+                reason:
+                    "Durable Streams are read from stream history: set broker (memory, redis or nats) or presets=broker"
+                        .into(),
+            });
+        }
+        let path = self.ds_path.trim_end_matches('/');
+        if !self.ds_path.starts_with('/')
+            || path.is_empty()
+            || !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        {
+            return Err(ConfigError::Inconsistent {
+                name: "ds_path",
+                reason: format!(
+                    "{:?} must be a path like /ds (letters, digits, '/', '-', '_', '.', '~')",
+                    self.ds_path
+                ),
+            });
+        }
+        for (name, seconds) in [("ds_poll_interval", self.ds_poll_interval), ("ds_sse_ttl", self.ds_sse_ttl)] {
+            if seconds == 0 {
+                return Err(ConfigError::Inconsistent { name, reason: "must be at least 1 second".into() });
+            }
+        }
+        Ok(())
     }
 
     /// Checks the Redis and NATS options that are in use, and points `nats_servers` at the embedded
@@ -1149,6 +1196,35 @@ mod tests {
         let err = Config::default().set("pubsub", "kafka").unwrap_err().to_string();
         assert!(err.contains("`pubsub`"), "{err}");
         assert_eq!(Config::default().pubsub, PubSubAdapter::None);
+    }
+
+    #[test]
+    fn durable_streams_options_take_anycable_defaults_and_need_a_broker() {
+        let c = Config::default();
+        assert_eq!(
+            (c.ds, c.ds_path.as_str(), c.ds_skip_auth, c.ds_poll_interval, c.ds_sse_ttl),
+            (false, "/ds", false, 10, 60)
+        );
+        let ds = |pairs: &[(&str, &str)]| {
+            let mut c = Config::default();
+            c.set("ds", "true").unwrap();
+            for (name, value) in pairs {
+                c.set(name, value).unwrap();
+            }
+            c.finalize().map_err(|e| e.to_string())
+        };
+        let err = ds(&[]).unwrap_err();
+        assert!(err.contains("`ds`") && err.contains("broker"), "{err}");
+        assert!(ds(&[("presets", "broker")]).is_ok());
+        assert!(ds(&[("broker", "memory"), ("ds_path", "/streams/v1/")]).is_ok());
+        for bad in ["ds", "/", "/a b", "/{x}", "/*"] {
+            let err = ds(&[("broker", "memory"), ("ds_path", bad)]).unwrap_err();
+            assert!(err.contains("ds_path"), "{bad}: {err}");
+        }
+        for name in ["ds_poll_interval", "ds_sse_ttl"] {
+            let err = ds(&[("broker", "memory"), (name, "0")]).unwrap_err();
+            assert!(err.contains(name) && err.contains("at least 1 second"), "{err}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::mpsc;
@@ -36,6 +36,7 @@ use crate::protocol;
 use crate::pubsub::PubSub;
 use crate::rate_limit::CommandRate;
 use crate::session::SessionDeps;
+use crate::transport::ds;
 use crate::transport::listener::{HttpListener, ListenerLimits};
 use crate::transport::tcp::ClientSocketOptions;
 use crate::transport::ws::{self, WsState};
@@ -271,7 +272,7 @@ impl Server {
             whispers,
             command_rate: CommandRate::from_options(config.command_rate_limit, config.command_rate_burst),
             sessions_cache: broker.is_some() && config.sessions_ttl > 0,
-            broker,
+            broker: broker.clone(),
             presence,
         });
         let ws_state = Arc::new(WsState::new(deps, config.clone(), sessions.clone(), stop_accepting.clone()));
@@ -303,6 +304,10 @@ impl Server {
         let mut main_router = Router::new();
         for path in &config.path {
             main_router = main_router.route(path, get(ws::upgrade));
+        }
+        if let Some(broker) = broker.filter(|_| config.ds) {
+            let ds = Arc::new(ds::DsState::new(ws_state.clone(), broker));
+            main_router = main_router.merge(Router::new().route(&ds.route(), any(ds::handle)).with_state(ds));
         }
         let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
         if !config.metrics_http.is_empty() {

@@ -66,6 +66,74 @@ impl WsState {
     }
 }
 
+impl WsState {
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub(crate) fn deps(&self) -> &Arc<SessionDeps> {
+        &self.deps
+    }
+
+    /// Tracks every client's work, so shutdown waits for it.
+    pub(crate) fn tracker(&self) -> &tokio_util::task::TaskTracker {
+        &self.tracker
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Whether `origin` is one of `allowed_origins` (any origin when the option is empty).
+    pub(crate) fn origin_allowed(&self, origin: &str) -> bool {
+        self.config.allowed_origins.is_empty() || origin_allowed(origin, &self.config.allowed_origins)
+    }
+
+    /// Whether the request's `Origin` header is allowed (a missing one is not, once `allowed_origins` is set).
+    pub(crate) fn origin_allowed_header(&self, headers: &HeaderMap) -> bool {
+        self.origin_allowed(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or(""))
+    }
+
+    /// A place under `max_conn` for a new client of any transport (`None` when there is no cap); `Err` (logged)
+    /// when the cap is reached.
+    pub(crate) fn take_slot(&self) -> Result<Option<ConnectionSlot>, ()> {
+        if self.config.max_conn == 0 {
+            return Ok(None);
+        }
+        match ConnectionSlot::take(&self.connections, self.config.max_conn) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                tracing::warn!(max_conn = self.config.max_conn, "connection refused: max_conn reached");
+                Err(())
+            }
+        }
+    }
+
+    /// The env handler calls get for this request (URL, forwarded headers), and the JWT token it brings when
+    /// JWT identification is on.
+    pub(crate) fn request_env(&self, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> (RequestEnv, Option<String>) {
+        let url = request_url(headers, uri, self.config.tls_listener());
+        let forwarded = forwarded_headers(headers, &self.forwarded, &self.config.proxy_cookies, peer);
+        let env = RequestEnv::new(&url, &forwarded);
+        // Only read when JWT identification is on; the token is handed to Connect and dropped after it.
+        let token = match &self.token_header {
+            Some(header) if self.deps.controller.reads_tokens() => {
+                connection_token(headers, uri.query().unwrap_or(""), header, &self.config.jwt_param)
+            }
+            _ => None,
+        };
+        (env, token)
+    }
+
+    /// A client handle for a connection of another transport (a new sid, the configured queue size).
+    pub(crate) fn new_client(&self, protocol: Protocol) -> Arc<ClientHandle> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sid: Arc<str> = generate_sid().into();
+        let precision = self.config.ping_timestamp_precision;
+        Arc::new(ClientHandle::new(id, sid, self.config.client_queue_size, None, precision, protocol))
+    }
+}
+
 /// Upgrades a request to a WebSocket connection, or refuses it with an HTTP status and a message.
 pub(crate) async fn upgrade(
     State(state): State<Arc<WsState>>,
@@ -79,28 +147,17 @@ pub(crate) async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     let config = &state.config;
-    if state.shutdown.is_cancelled() {
+    if state.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
     }
-    if !config.allowed_origins.is_empty() {
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !origin_allowed(origin, &config.allowed_origins) {
-            tracing::warn!(%origin, "connection refused: origin not allowed");
-            return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
-        }
+    if !state.origin_allowed_header(&headers) {
+        tracing::warn!(origin = ?headers.get(header::ORIGIN), "connection refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     // Taken before the upgrade is answered, so concurrent upgrades cannot overshoot the cap between the check
     // and the connection's start.
-    let slot = if config.max_conn > 0 {
-        match ConnectionSlot::take(&state.connections, config.max_conn) {
-            Some(slot) => Some(slot),
-            None => {
-                tracing::warn!(max_conn = config.max_conn, "connection refused: max_conn reached");
-                return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: max_conn reached\n").into_response();
-            }
-        }
-    } else {
-        None
+    let Ok(slot) = state.take_slot() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: max_conn reached\n").into_response();
     };
 
     let query = uri.query().unwrap_or("");
@@ -116,16 +173,7 @@ pub(crate) async fn upgrade(
             Some(id) => id.into(),
             None => generate_sid().into(),
         };
-    let url = request_url(&headers, &uri, config.tls_listener());
-    let forwarded = forwarded_headers(&headers, &state.forwarded, &config.proxy_cookies, peer);
-    let env = RequestEnv::new(&url, &forwarded);
-    // Only read when JWT identification is on; the token is handed to Connect and dropped after it.
-    let token = match &state.token_header {
-        Some(header) if state.deps.controller.reads_tokens() => {
-            connection_token(&headers, query, header, &config.jwt_param)
-        }
-        _ => None,
-    };
+    let (env, token) = state.request_env(peer, &uri, &headers);
 
     // The sub-protocol axum will answer with: the first one the client offered that we speak.
     let protocol = Protocol::from_name(
@@ -672,7 +720,7 @@ fn connection_token(headers: &HeaderMap, query: &str, header: &HeaderName, param
 }
 
 /// Decodes `%XX` escapes (and `+` as a space) of a query value; `None` when the result is not UTF-8.
-fn percent_decode(value: &str) -> Option<String> {
+pub(crate) fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     if !bytes.iter().any(|b| matches!(b, b'%' | b'+')) {
         return Some(value.to_owned());
@@ -708,7 +756,7 @@ fn percent_decode(value: &str) -> Option<String> {
 }
 
 /// The raw value of query parameter `name`; the last one when it is repeated (an empty value counts).
-fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query.split('&').rev().find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)

@@ -12,11 +12,13 @@
 // `publishText` publishes a plain string the same way. The chat channel's `echo` action transmits its data back.
 // The presence channel of a room (`presenceChannel`) joins its subscriber to the room's presence set as the user,
 // with info `{ name: user }`; its action `leave` leaves, `who` transmits the set as the server reads it.
-// `calls(user)` counts the Connect and subscribe calls the application saw for a user.
+// `calls(user)` counts the Connect and subscribe calls the application saw for a user. `publishTo(stream, data)`
+// broadcasts a JSON value to any named stream through the deployment's broadcast ingress.
 //
 // Options are core options by their AnyCable names (`{ broker: 'memory', history_limit: 3 }`): flags for the
 // binary, camelCase Server options in Node, ANYCABLE_* variables for the Rails app.
 import { spawn, spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -32,7 +34,8 @@ const userOfCookie = (header) => parseCookies(header).user
 /** The binary in front of the gRPC backend. */
 async function binaryDeployment (options) {
   const backend = await startBackend()
-  const args = Object.entries(options).flatMap(([name, value]) => [`--${name}`, String(value)])
+  // A switch (`ds: true`) is a flag without a value.
+  const args = Object.entries(options).flatMap(([name, value]) => value === true ? [`--${name}`] : [`--${name}`, String(value)])
   let server = await startServer({ rpcPort: backend.port, args })
   return {
     name: 'binary',
@@ -43,6 +46,7 @@ async function binaryDeployment (options) {
     presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: JSON.stringify({ text }) }),
     publishText: (room, text) => broadcastOk(server, { stream: `chat_${room}`, data: text }),
+    publishTo: (stream, data) => broadcastOk(server, { stream, data: JSON.stringify(data) }),
     calls: async (user) => ({
       connects: backend.callsOf('Connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
       subscribes: backend.commandsFor(user, (r) => r.command === 'subscribe').length
@@ -73,6 +77,7 @@ async function nodeDeployment (options) {
     presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => inProcess.broadcast(`chat_${room}`, { text }),
     publishText: (room, text) => inProcess.broadcast(`chat_${room}`, text),
+    publishTo: (stream, data) => inProcess.broadcast(stream, data),
     calls: async (user) => ({
       connects: recorder.callsOf('connect', (r) => userOfCookie(r.env?.headers?.cookie) === user).length,
       subscribes: recorder.commandsFor(user, (r) => r.command === 'subscribe').length
@@ -89,6 +94,8 @@ async function nodeDeployment (options) {
 }
 
 const dummyRoot = path.join(repoRoot, 'tests', 'ruby', 'dummy')
+// The broadcast key the gem derives from the dummy app's secret_key_base (config/application.rb).
+const railsBroadcastKey = crypto.createHmac('sha256', 'dummy-secret-key-base-for-the-ferrocable-test-suite-only').update('ferrocable-broadcast').digest('hex')
 // The Ruby suite's bundle (Debian's gems and the gem from this repository; `make test-node` resolves it).
 const gemfile = path.join(repoRoot, 'tests', 'ruby', 'Gemfile')
 
@@ -157,6 +164,8 @@ async function railsDeployment (options) {
     presenceChannel: (room) => ({ channel: 'PresenceChannel', room }),
     publish: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text }),
     publishText: (room, text) => post(`/rooms/${encodeURIComponent(room)}/messages`, { text, plain: '1' }),
+    // The in-process server's own HTTP broadcast endpoint, with the key the gem derives from secret_key_base.
+    publishTo: (stream, data) => broadcastOk({ host: '127.0.0.1', broadcastPort }, { stream, data: JSON.stringify(data) }, { key: railsBroadcastKey }),
     async calls (user) {
       const events = await (await fetch(`${web}/events?user=${encodeURIComponent(user)}`)).json()
       return {

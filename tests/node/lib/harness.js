@@ -261,9 +261,9 @@ export async function broadcast (server, publication, { key = BROADCAST_KEY } = 
   return { status: res.status, body: await res.text() }
 }
 
-/** Broadcasts and asserts the server accepted it (201). */
-export async function broadcastOk (server, publication) {
-  const res = await broadcast(server, publication)
+/** Broadcasts (with `broadcast`'s options) and asserts the server accepted it (201). */
+export async function broadcastOk (server, publication, options) {
+  const res = await broadcast(server, publication, options)
   if (res.status !== 201) throw new Error(`broadcast ${JSON.stringify(publication)} answered ${res.status}: ${res.body}`)
   return res
 }
