@@ -412,6 +412,16 @@ options! {
     http_broadcast_max_body: usize = "4194304", false;
     /// Seconds an HTTP broadcast body may take to arrive after its headers; a slower one gets 408 and the connection is closed
     http_broadcast_body_timeout: u64 = "10", false;
+    /// Serve Server-Sent Events clients (EventSource) at sse_path
+    sse: bool = "false", true;
+    /// Path of the Server-Sent Events endpoint
+    sse_path: String = "/events", false;
+    /// Port of the REST API (POST <api_path>/publish); 0 serves it on the main port
+    api_port: u16 = "0", false;
+    /// Base path of the REST API
+    api_path: String = "/api", false;
+    /// Bearer key of the REST API; derived from `secret` when unset
+    api_secret: Option<String> = "", false;
     /// Cluster pub/sub engine: redis, nats or none
     pubsub: PubSubAdapter = "none", false;
     /// Pub/sub subscriptions of a node: all (every publication) or stream (one per stream with local subscribers)
@@ -579,6 +589,14 @@ impl Config {
         }
         if !self.metrics_http.is_empty() && !self.metrics_http.starts_with('/') {
             return Err(ConfigError::Inconsistent { name: "metrics_http", reason: "must start with '/'".into() });
+        }
+        for (name, value) in [("sse_path", &self.sse_path), ("api_path", &self.api_path)] {
+            if !value.starts_with('/') || value.len() < 2 {
+                return Err(ConfigError::Inconsistent {
+                    name,
+                    reason: format!("{value:?} must start with '/' and name a path"),
+                });
+            }
         }
         if self.path.is_empty() {
             return Err(ConfigError::Inconsistent { name: "path", reason: "at least one path is required".into() });
@@ -864,6 +882,20 @@ impl Config {
         }
     }
 
+    /// The bearer key REST API requests must carry, if any: `api_secret`, else derived from `secret`.
+    pub fn api_secret(&self) -> Option<String> {
+        match self.api_secret.as_deref() {
+            Some(key) => Some(key.to_owned()),
+            None => self.secret.as_deref().map(|s| derive_key(s, "api-cable")),
+        }
+    }
+
+    /// Whether the REST API is served. As in AnyCable-Go, an API that nothing protects is not: it needs a key
+    /// (`api_secret` or `secret`), a port of its own (`api_port`, e.g. not exposed), or `public`.
+    pub fn api_enabled(&self) -> bool {
+        self.api_secret().is_some() || self.api_port != 0 || self.public
+    }
+
     /// The key JWT tokens are verified with: `jwt_secret`, else `secret`. `None` turns JWT identification off.
     pub fn jwt_secret(&self) -> Option<&str> {
         self.jwt_secret.as_deref().or(self.secret.as_deref())
@@ -975,7 +1007,13 @@ pub fn redact_url(url: &str) -> String {
 fn is_secret(name: &str) -> bool {
     matches!(
         name,
-        "secret" | "broadcast_key" | "http_rpc_secret" | "jwt_secret" | "streams_secret" | "turbo_streams_secret"
+        "secret"
+            | "broadcast_key"
+            | "http_rpc_secret"
+            | "jwt_secret"
+            | "streams_secret"
+            | "turbo_streams_secret"
+            | "api_secret"
     )
 }
 
@@ -1056,6 +1094,27 @@ mod tests {
         assert_eq!(c.broadcast_key().as_deref(), Some("explicit"));
         c.set("broadcast_key", "none").unwrap();
         assert_eq!(c.broadcast_key(), None);
+    }
+
+    #[test]
+    fn api_secret_is_derived_from_secret_and_an_unprotected_api_is_off() {
+        let mut c = Config::default();
+        assert_eq!((c.api_secret(), c.api_enabled()), (None, false), "no key, no own port, not public");
+        c.set("secret", "s3cr3t").unwrap();
+        // `echo -n api-cable | openssl dgst -sha256 -hmac s3cr3t`
+        assert_eq!(c.api_secret().as_deref(), Some("e3b70326c38efad4042c57f65cc19e4ce2925e5aea5ea0c98dca248b837c17de"));
+        assert!(c.api_enabled());
+        c.set("api_secret", "explicit").unwrap();
+        assert_eq!(c.api_secret().as_deref(), Some("explicit"));
+        let mut own_port = Config::default();
+        own_port.set("api_port", "9999").unwrap();
+        assert!(own_port.api_enabled() && own_port.api_secret().is_none());
+        let mut public = Config::default();
+        public.set("public", "true").unwrap();
+        assert!(public.finalize().unwrap().api_enabled());
+        let mut bad = Config::default();
+        bad.set("sse_path", "events").unwrap();
+        assert!(bad.finalize().is_err());
     }
 
     #[test]

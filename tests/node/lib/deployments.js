@@ -29,7 +29,7 @@ const userOfCookie = (header) => parseCookies(header).user
 /** The binary in front of the gRPC backend. */
 async function binaryDeployment (options) {
   const backend = await startBackend()
-  const args = Object.entries(options).flatMap(([name, value]) => [`--${name}`, String(value)])
+  const args = Object.entries(options).map(([name, value]) => `--${name}=${value}`)
   let server = await startServer({ rpcPort: backend.port, args })
   return {
     name: 'binary',
