@@ -49,6 +49,15 @@ export interface ServerOptions {
   httpBroadcastPort?: number
   httpBroadcastPath?: string
   httpBroadcastMaxBody?: number
+  /** Serves Server-Sent Events (EventSource clients) at `ssePath` (default '/events'). */
+  sse?: boolean
+  ssePath?: string
+  /** The REST API (`POST <apiPath>/publish`): 0 (default) serves it on `port`. */
+  apiPort?: number
+  /** Base path of the REST API (default '/api'). */
+  apiPath?: string
+  /** Bearer key of the REST API; derived from `secret` when unset. Without a key, a port of its own or `public`, there is no API. */
+  apiSecret?: string
   /** Cluster pub/sub between servers: 'redis', 'nats' or 'none' (default). */
   pubsub?: 'redis' | 'nats' | 'none'
   /** 'all' (default): receive every publication; 'stream': subscribe per stream with local subscribers. */
