@@ -416,6 +416,18 @@ options! {
     sse: bool = "false", true;
     /// Path of the Server-Sent Events endpoint
     sse_path: String = "/events", false;
+    /// Serve long-polling clients at poll_path (AnyCable Pro's protocol)
+    poll: bool = "false", true;
+    /// Path of the long-polling endpoint
+    poll_path: String = "/lp", false;
+    /// Seconds a poll request waits for something to answer with
+    poll_interval: u64 = "15", false;
+    /// Milliseconds the answer to a poll waits for more messages once it has one
+    poll_flush_interval: u64 = "500", false;
+    /// Largest poll request body (commands) in bytes
+    poll_max_request_size: usize = "65536", false;
+    /// Seconds a long-polling session is kept between polls before it ends
+    poll_keepalive_timeout: u64 = "5", false;
     /// Port of the REST API (POST <api_path>/publish); 0 serves it on the main port
     api_port: u16 = "0", false;
     /// Base path of the REST API
@@ -590,7 +602,13 @@ impl Config {
         if !self.metrics_http.is_empty() && !self.metrics_http.starts_with('/') {
             return Err(ConfigError::Inconsistent { name: "metrics_http", reason: "must start with '/'".into() });
         }
-        for (name, value) in [("sse_path", &self.sse_path), ("api_path", &self.api_path)] {
+        if self.poll_interval == 0 || self.poll_keepalive_timeout == 0 {
+            let name = if self.poll_interval == 0 { "poll_interval" } else { "poll_keepalive_timeout" };
+            return Err(ConfigError::Inconsistent { name, reason: "must be at least 1 second".into() });
+        }
+        for (name, value) in
+            [("sse_path", &self.sse_path), ("api_path", &self.api_path), ("poll_path", &self.poll_path)]
+        {
             if !value.starts_with('/') || value.len() < 2 {
                 return Err(ConfigError::Inconsistent {
                     name,
@@ -1112,9 +1130,13 @@ mod tests {
         let mut public = Config::default();
         public.set("public", "true").unwrap();
         assert!(public.finalize().unwrap().api_enabled());
-        let mut bad = Config::default();
-        bad.set("sse_path", "events").unwrap();
-        assert!(bad.finalize().is_err());
+        for (name, value) in
+            [("sse_path", "events"), ("poll_path", "/"), ("poll_interval", "0"), ("poll_keepalive_timeout", "0")]
+        {
+            let mut bad = Config::default();
+            bad.set(name, value).unwrap();
+            assert!(bad.finalize().is_err(), "{name}={value}");
+        }
     }
 
     #[test]
@@ -1309,8 +1331,15 @@ mod tests {
     #[test]
     fn debug_form_hides_secrets_too() {
         let mut c = Config::default();
-        let secrets =
-            ["secret", "broadcast_key", "http_rpc_secret", "jwt_secret", "streams_secret", "turbo_streams_secret"];
+        let secrets = [
+            "secret",
+            "broadcast_key",
+            "http_rpc_secret",
+            "jwt_secret",
+            "streams_secret",
+            "turbo_streams_secret",
+            "api_secret",
+        ];
         for name in secrets {
             c.set(name, &format!("value-of-{name}")).unwrap();
         }

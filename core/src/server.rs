@@ -291,7 +291,12 @@ impl Server {
         if config.sse {
             main_router = main_router.route(&config.sse_path, axum::routing::any(sse::handle));
         }
+        let poll_state = config.poll.then(|| Arc::new(crate::transport::poll::PollState::new(ws_state.clone())));
         let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
+        if let Some(poll_state) = poll_state {
+            let poll = axum::routing::any(crate::transport::poll::handle);
+            main_router = main_router.merge(Router::new().route(&config.poll_path, poll).with_state(poll_state));
+        }
         if !config.metrics_http.is_empty() {
             let exposition = shared.clone();
             let metrics_routes =
@@ -381,6 +386,10 @@ impl Server {
         }
         let urls = match config.sse {
             true => format!("{urls}, SSE {http}://{local_addr}{}", config.sse_path),
+            false => urls,
+        };
+        let urls = match config.poll {
+            true => format!("{urls}, long polling {http}://{local_addr}{}", config.poll_path),
             false => urls,
         };
         let mut standalone = Vec::new();

@@ -53,7 +53,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const NO_RECONNECT_RETRY_MS: u64 = 31_536_000_000;
 
 /// A refused request: its status and a message for the client (also logged).
-struct Refusal(StatusCode, Cow<'static, str>);
+pub(super) struct Refusal(pub(super) StatusCode, pub(super) Cow<'static, str>);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -100,7 +100,7 @@ pub(crate) async fn handle(
 }
 
 /// Lets the page of another origin read the stream (`allowed_origins` was checked before).
-fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
+pub(super) fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
     if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -109,7 +109,7 @@ fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
     response
 }
 
-fn preflight(headers: &HeaderMap) -> Response {
+pub(super) fn preflight(headers: &HeaderMap) -> Response {
     let mut response = StatusCode::OK.into_response();
     let out = response.headers_mut();
     out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
@@ -152,26 +152,7 @@ async fn open(
         },
     };
 
-    let sid: Arc<str> =
-        match headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty() && v.len() <= 128) {
-            Some(id) => id.into(),
-            None => generate_sid().into(),
-        };
-    let url = ws::request_url(headers, uri, config.tls_listener());
-    let forwarded = ws::forwarded_headers(headers, &state.forwarded, &config.proxy_cookies, peer);
-    let env = RequestEnv::new(&url, &forwarded);
-    let token = match &state.token_header {
-        Some(header) if state.deps.controller.reads_tokens() => {
-            ws::connection_token(headers, query, header, &config.jwt_param)
-        }
-        _ => None,
-    };
-    // With a broker, broadcasts carry their stream position, which becomes the event id.
-    let protocol = if state.deps.broker.is_some() { Protocol::ExtJson } else { Protocol::Json };
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let client =
-        Arc::new(ClientHandle::new(id, sid, config.client_queue_size, None, config.ping_timestamp_precision, protocol));
-
+    let (client, env, token) = new_client(state, peer, uri, headers);
     let mut connection = SseConnection::register(state, client, env, encoding, slot);
     connection.pending = connection.session().start(token, None);
     connection.settle().await;
@@ -201,6 +182,36 @@ async fn open(
     out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     out.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The client of an HTTP request and what its session starts with: the env and the JWT token it brought. With a
+/// broker it speaks the extended protocol, so that broadcasts carry their stream position.
+pub(super) fn new_client(
+    state: &WsState,
+    peer: SocketAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (Arc<ClientHandle>, RequestEnv, Option<String>) {
+    let config = &state.config;
+    let query = uri.query().unwrap_or("");
+    let sid: Arc<str> =
+        match headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty() && v.len() <= 128) {
+            Some(id) => id.into(),
+            None => generate_sid().into(),
+        };
+    let url = ws::request_url(headers, uri, config.tls_listener());
+    let forwarded = ws::forwarded_headers(headers, &state.forwarded, &config.proxy_cookies, peer);
+    let env = RequestEnv::new(&url, &forwarded);
+    let token = match &state.token_header {
+        Some(header) if state.deps.controller.reads_tokens() => {
+            ws::connection_token(headers, query, header, &config.jwt_param)
+        }
+        _ => None,
+    };
+    let protocol = if state.deps.broker.is_some() { Protocol::ExtJson } else { Protocol::Json };
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let client = ClientHandle::new(id, sid, config.client_queue_size, None, config.ping_timestamp_precision, protocol);
+    (Arc::new(client), env, token)
 }
 
 /// The subscribe command a GET names in its query, with the history it asks for: from the position in
@@ -256,25 +267,29 @@ fn parse_event_id(id: &str) -> Result<Option<StreamCursor>, std::num::ParseIntEr
     Ok(Some(StreamCursor { stream: stream.to_owned(), epoch: epoch.to_owned(), offset }))
 }
 
-/// The subscribe commands of a POST body, one JSON command per line. Other commands have no place here: this
-/// transport has no way to send them later either.
+/// The subscribe commands of a POST body. Other commands have no place here: this transport has no way to send
+/// them later either.
 async fn subscribe_commands_from_body(body: Body) -> Result<Vec<ClientCommand>, Refusal> {
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+    let commands = read_commands(body, MAX_BODY).await?;
+    if let Some(n) = commands.iter().position(|c| !matches!(c, ClientCommand::Subscribe { .. })) {
+        let reason = format!("command {}: only subscribe commands can open an SSE stream", n + 1);
+        return Err(Refusal(StatusCode::BAD_REQUEST, reason.into()));
+    }
+    Ok(commands)
+}
+
+/// The commands of a request body of at most `max` bytes, one JSON command per line (blank lines skipped).
+pub(super) async fn read_commands(body: Body, max: usize) -> Result<Vec<ClientCommand>, Refusal> {
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => {
-            return Err(Refusal(StatusCode::PAYLOAD_TOO_LARGE, format!("commands over {MAX_BODY} bytes").into()));
-        }
+        Ok(Err(_)) => return Err(Refusal(StatusCode::PAYLOAD_TOO_LARGE, format!("commands over {max} bytes").into())),
         Err(_) => return Err(Refusal(StatusCode::REQUEST_TIMEOUT, "request body not received in time".into())),
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| Refusal(StatusCode::BAD_REQUEST, "body is not UTF-8".into()))?;
     let mut commands = Vec::new();
     for (n, line) in text.lines().map(str::trim).enumerate().filter(|(_, line)| !line.is_empty()) {
         match protocol::decode_command(line) {
-            Ok(command @ ClientCommand::Subscribe { .. }) => commands.push(command),
-            Ok(_) => {
-                let reason = format!("line {}: only subscribe commands can open an SSE stream", n + 1);
-                return Err(Refusal(StatusCode::BAD_REQUEST, reason.into()));
-            }
+            Ok(command) => commands.push(command),
             Err(error) => return Err(Refusal(StatusCode::BAD_REQUEST, format!("line {}: {error}", n + 1).into())),
         }
     }

@@ -65,7 +65,9 @@ function sseClient (url, { cookie } = {}) {
     source,
     events,
     requests,
-    messages: () => events.filter((e) => e.type === 'message').map((e) => JSON.parse(e.data)),
+    // What the chat published (a channel may transmit other things as it subscribes).
+    chat: () => events.filter((e) => e.type === 'message' && JSON.parse(e.data)?.text !== undefined)
+      .map((e) => ({ text: JSON.parse(e.data).text, id: e.id })),
     cut: () => current?.abort(),
     hold: () => {
       let release
@@ -92,12 +94,12 @@ for (const name of DEPLOYMENTS) {
       const identifier = JSON.stringify(deployment.chatChannel(room))
       const client = sseClient(sseUrl(deployment.url(), { identifier }), { cookie: await deployment.cookieFor('ann') })
       await eventually(() => client.events.some((e) => e.type === 'confirm_subscription'), { what: 'the subscription' })
-      assert.deepEqual(client.events.map((e) => e.type).slice(0, 2), ['welcome', 'confirm_subscription'])
+      assert.equal(client.events[0].type, 'welcome')
       await deployment.publish(room, 'hello')
       await deployment.publish(room, 'multi\nline')
-      await eventually(() => client.messages().length === 2, { what: 'two messages' })
-      assert.deepEqual(client.messages().map((m) => m.text), ['hello', 'multi\nline'])
-      assert.match(client.events.find((e) => e.type === 'message').id, /^1\/[^/]+\/.+/, 'offset/epoch/stream as the id')
+      await eventually(() => client.chat().length === 2, { what: 'two messages' })
+      assert.deepEqual(client.chat().map((m) => m.text), ['hello', 'multi\nline'])
+      assert.match(client.chat()[0].id, /^1\/[^/]+\/.+/, 'offset/epoch/stream as the id')
       const calls = await deployment.calls('ann')
       assert.ok(calls.connects >= 1 && calls.subscribes >= 1, 'the application authenticated and subscribed it')
     }, { timeout: 30000 })
@@ -108,18 +110,18 @@ for (const name of DEPLOYMENTS) {
       const client = sseClient(sseUrl(deployment.url(), { identifier }), { cookie: await deployment.cookieFor('bob') })
       await eventually(() => client.events.some((e) => e.type === 'confirm_subscription'), { what: 'the subscription' })
       await deployment.publish(room, 'one')
-      await eventually(() => client.messages().length === 1, { what: 'the first message' })
+      await eventually(() => client.chat().length === 1, { what: 'the first message' })
       const release = client.hold()
       client.cut()
       await eventually(() => client.requests.length === 2, { timeout: 10000, what: 'the client to reconnect on its own' })
       await deployment.publish(room, 'two')
       await deployment.publish(room, 'three')
       release()
-      await eventually(() => client.messages().length === 3, { timeout: 10000, what: 'the missed messages' })
-      assert.equal(client.requests[1].lastEventId, client.events.find((e) => e.type === 'message').id)
+      await eventually(() => client.chat().length === 3, { timeout: 10000, what: 'the missed messages' })
+      assert.equal(client.requests[1].lastEventId, client.chat()[0].id)
       await deployment.publish(room, 'four')
-      await eventually(() => client.messages().length === 4, { what: 'a live message after the resume' })
-      assert.deepEqual(client.messages().map((m) => m.text), ['one', 'two', 'three', 'four'], 'nothing lost or repeated')
+      await eventually(() => client.chat().length === 4, { what: 'a live message after the resume' })
+      assert.deepEqual(client.chat().map((m) => m.text), ['one', 'two', 'three', 'four'], 'nothing lost or repeated')
       assert.ok(client.events.some((e) => e.type === 'confirm_history'), 'the replay was confirmed')
     }, { timeout: 40000 })
   })
