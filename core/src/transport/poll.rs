@@ -243,6 +243,9 @@ impl PollTask {
                     expires_at = Instant::now() + self.state.keepalive;
                     continue;
                 }
+            } else if self.closed && self.state.ws.shutdown.is_cancelled() {
+                // No new poll can arrive once the server stops accepting: nothing is gained by waiting for one.
+                break;
             } else if expires_at <= Instant::now() {
                 tracing::debug!(sid = %self.client.sid, "poll session not polled within poll_keepalive_timeout; ended");
                 break;

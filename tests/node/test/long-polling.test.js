@@ -113,3 +113,27 @@ scenario('poll sessions count against max_conn', async () => {
     await backend.stop()
   }
 })
+
+scenario('shutdown answers a waiting poll with server_restart and ends every poll session with its Disconnect call', async () => {
+  const backend = await startBackend()
+  const server = await startServer({ rpcPort: backend.port, args: ['--poll', '--poll_interval=30', '--poll_keepalive_timeout=30'] })
+  try {
+    const url = `http://${server.host}:${server.port}/lp`
+    const waiting = new LongPollingClient(url, { headers: { cookie: 'user=waiting' } })
+    const idle = new LongPollingClient(url, { headers: { cookie: 'user=idle' } })
+    assert.equal((await waiting.request()).status, 200)
+    assert.equal((await idle.request()).status, 200)
+    const answer = waiting.request()
+    const started = Date.now()
+    await server.stop()
+    const { status, messages } = await answer
+    assert.equal(status, 200)
+    assert.deepEqual(messages.at(-1), { type: 'disconnect', reason: 'server_restart', reconnect: true })
+    assert.ok(Date.now() - started < 10000, 'the idle session did not hold the shutdown for its keepalive timeout')
+    assert.equal(backend.disconnectsFor('waiting').length, 1)
+    assert.equal(backend.disconnectsFor('idle').length, 1)
+  } finally {
+    await server.stop()
+    await backend.stop()
+  }
+})
