@@ -49,6 +49,25 @@ export interface ServerOptions {
   httpBroadcastPort?: number
   httpBroadcastPath?: string
   httpBroadcastMaxBody?: number
+  /** Serves Server-Sent Events (EventSource clients) at `ssePath` (default '/events'). */
+  sse?: boolean
+  ssePath?: string
+  /** Serves long-polling clients at `pollPath` (default '/lp'). */
+  poll?: boolean
+  pollPath?: string
+  /** Seconds a poll waits for something to send (default 15). */
+  pollInterval?: number
+  /** Milliseconds a poll with a message waits for more (default 500). */
+  pollFlushInterval?: number
+  pollMaxRequestSize?: number
+  /** Seconds a long-polling session is kept between polls (default 5). */
+  pollKeepaliveTimeout?: number
+  /** The REST API (`POST <apiPath>/publish`): 0 (default) serves it on `port`. */
+  apiPort?: number
+  /** Base path of the REST API (default '/api'). */
+  apiPath?: string
+  /** Bearer key of the REST API; derived from `secret` when unset. Without a key, a port of its own or `public`, there is no API. */
+  apiSecret?: string
   /** Cluster pub/sub between servers: 'redis', 'nats' or 'none' (default). */
   pubsub?: 'redis' | 'nats' | 'none'
   /** 'all' (default): receive every publication; 'stream': subscribe per stream with local subscribers. */

@@ -414,6 +414,28 @@ options! {
     http_broadcast_max_body: usize = "4194304", false;
     /// Seconds an HTTP broadcast body may take to arrive after its headers; a slower one gets 408 and the connection is closed
     http_broadcast_body_timeout: u64 = "10", false;
+    /// Serve Server-Sent Events clients (EventSource) at sse_path
+    sse: bool = "false", true;
+    /// Path of the Server-Sent Events endpoint
+    sse_path: String = "/events", false;
+    /// Serve long-polling clients at poll_path (AnyCable Pro's protocol)
+    poll: bool = "false", true;
+    /// Path of the long-polling endpoint
+    poll_path: String = "/lp", false;
+    /// Seconds a poll request waits for something to answer with
+    poll_interval: u64 = "15", false;
+    /// Milliseconds the answer to a poll waits for more messages once it has one
+    poll_flush_interval: u64 = "500", false;
+    /// Largest poll request body (commands) in bytes
+    poll_max_request_size: usize = "65536", false;
+    /// Seconds a long-polling session is kept between polls before it ends
+    poll_keepalive_timeout: u64 = "5", false;
+    /// Port of the REST API (POST <api_path>/publish); 0 serves it on the main port
+    api_port: u16 = "0", false;
+    /// Base path of the REST API
+    api_path: String = "/api", false;
+    /// Bearer key of the REST API; derived from `secret` when unset
+    api_secret: Option<String> = "", false;
     /// Cluster pub/sub engine: redis, nats or none
     pubsub: PubSubAdapter = "none", false;
     /// Pub/sub subscriptions of a node: all (every publication) or stream (one per stream with local subscribers)
@@ -593,6 +615,20 @@ impl Config {
         }
         if !self.metrics_http.is_empty() && !self.metrics_http.starts_with('/') {
             return Err(ConfigError::Inconsistent { name: "metrics_http", reason: "must start with '/'".into() });
+        }
+        if self.poll_interval == 0 || self.poll_keepalive_timeout == 0 {
+            let name = if self.poll_interval == 0 { "poll_interval" } else { "poll_keepalive_timeout" };
+            return Err(ConfigError::Inconsistent { name, reason: "must be at least 1 second".into() });
+        }
+        for (name, value) in
+            [("sse_path", &self.sse_path), ("api_path", &self.api_path), ("poll_path", &self.poll_path)]
+        {
+            if !value.starts_with('/') || value.len() < 2 {
+                return Err(ConfigError::Inconsistent {
+                    name,
+                    reason: format!("{value:?} must start with '/' and name a path"),
+                });
+            }
         }
         if self.path.is_empty() {
             return Err(ConfigError::Inconsistent { name: "path", reason: "at least one path is required".into() });
@@ -917,6 +953,20 @@ impl Config {
         }
     }
 
+    /// The bearer key REST API requests must carry, if any: `api_secret`, else derived from `secret`.
+    pub fn api_secret(&self) -> Option<String> {
+        match self.api_secret.as_deref() {
+            Some(key) => Some(key.to_owned()),
+            None => self.secret.as_deref().map(|s| derive_key(s, "api-cable")),
+        }
+    }
+
+    /// Whether the REST API is served. As in AnyCable-Go, an API that nothing protects is not: it needs a key
+    /// (`api_secret` or `secret`), a port of its own (`api_port`, e.g. not exposed), or `public`.
+    pub fn api_enabled(&self) -> bool {
+        self.api_secret().is_some() || self.api_port != 0 || self.public
+    }
+
     /// The key JWT tokens are verified with: `jwt_secret`, else `secret`. `None` turns JWT identification off.
     pub fn jwt_secret(&self) -> Option<&str> {
         self.jwt_secret.as_deref().or(self.secret.as_deref())
@@ -1028,7 +1078,13 @@ pub fn redact_url(url: &str) -> String {
 fn is_secret(name: &str) -> bool {
     matches!(
         name,
-        "secret" | "broadcast_key" | "http_rpc_secret" | "jwt_secret" | "streams_secret" | "turbo_streams_secret"
+        "secret"
+            | "broadcast_key"
+            | "http_rpc_secret"
+            | "jwt_secret"
+            | "streams_secret"
+            | "turbo_streams_secret"
+            | "api_secret"
     )
 }
 
@@ -1109,6 +1165,31 @@ mod tests {
         assert_eq!(c.broadcast_key().as_deref(), Some("explicit"));
         c.set("broadcast_key", "none").unwrap();
         assert_eq!(c.broadcast_key(), None);
+    }
+
+    #[test]
+    fn api_secret_is_derived_from_secret_and_an_unprotected_api_is_off() {
+        let mut c = Config::default();
+        assert_eq!((c.api_secret(), c.api_enabled()), (None, false), "no key, no own port, not public");
+        c.set("secret", "s3cr3t").unwrap();
+        // `echo -n api-cable | openssl dgst -sha256 -hmac s3cr3t`
+        assert_eq!(c.api_secret().as_deref(), Some("e3b70326c38efad4042c57f65cc19e4ce2925e5aea5ea0c98dca248b837c17de"));
+        assert!(c.api_enabled());
+        c.set("api_secret", "explicit").unwrap();
+        assert_eq!(c.api_secret().as_deref(), Some("explicit"));
+        let mut own_port = Config::default();
+        own_port.set("api_port", "9999").unwrap();
+        assert!(own_port.api_enabled() && own_port.api_secret().is_none());
+        let mut public = Config::default();
+        public.set("public", "true").unwrap();
+        assert!(public.finalize().unwrap().api_enabled());
+        for (name, value) in
+            [("sse_path", "events"), ("poll_path", "/"), ("poll_interval", "0"), ("poll_keepalive_timeout", "0")]
+        {
+            let mut bad = Config::default();
+            bad.set(name, value).unwrap();
+            assert!(bad.finalize().is_err(), "{name}={value}");
+        }
     }
 
     #[test]
@@ -1332,8 +1413,15 @@ mod tests {
     #[test]
     fn debug_form_hides_secrets_too() {
         let mut c = Config::default();
-        let secrets =
-            ["secret", "broadcast_key", "http_rpc_secret", "jwt_secret", "streams_secret", "turbo_streams_secret"];
+        let secrets = [
+            "secret",
+            "broadcast_key",
+            "http_rpc_secret",
+            "jwt_secret",
+            "streams_secret",
+            "turbo_streams_secret",
+            "api_secret",
+        ];
         for name in secrets {
             c.set(name, &format!("value-of-{name}")).unwrap();
         }

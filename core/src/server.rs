@@ -38,6 +38,7 @@ use crate::rate_limit::CommandRate;
 use crate::session::SessionDeps;
 use crate::transport::ds;
 use crate::transport::listener::{HttpListener, ListenerLimits};
+use crate::transport::sse;
 use crate::transport::tcp::ClientSocketOptions;
 use crate::transport::ws::{self, WsState};
 
@@ -291,7 +292,7 @@ impl Server {
         let broadcast_routes = Router::new()
             .route(&config.http_broadcast_path, post(crate::broadcast::http::handle::<Shared>))
             .layer(DefaultBodyLimit::max(config.http_broadcast_max_body))
-            .with_state(broadcaster);
+            .with_state(broadcaster.clone());
 
         // Every listener gets the same deadlines and bound on pending connections (see transport::listener).
         let limits = ListenerLimits::from_config(&config);
@@ -309,7 +310,15 @@ impl Server {
             let ds = Arc::new(ds::DsState::new(ws_state.clone(), broker));
             main_router = main_router.merge(Router::new().route(&ds.route(), any(ds::handle)).with_state(ds));
         }
+        if config.sse {
+            main_router = main_router.route(&config.sse_path, axum::routing::any(sse::handle));
+        }
+        let poll_state = config.poll.then(|| Arc::new(crate::transport::poll::PollState::new(ws_state.clone())));
         let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
+        if let Some(poll_state) = poll_state {
+            let poll = axum::routing::any(crate::transport::poll::handle);
+            main_router = main_router.merge(Router::new().route(&config.poll_path, poll).with_state(poll_state));
+        }
         if !config.metrics_http.is_empty() {
             let exposition = shared.clone();
             let metrics_routes =
@@ -329,6 +338,23 @@ impl Server {
                     if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
                 let listener = bind(host, config.metrics_port).await?;
                 serve(listener, metrics_routes, None, "metrics");
+            }
+        }
+        // The REST API publishes like the HTTP broadcaster, behind its own key.
+        let mut api_addr = None;
+        if config.api_enabled() {
+            let api = Arc::new(HttpBroadcaster { key: config.api_secret(), ..(*broadcaster).clone() });
+            let api_routes = Router::new()
+                .route(&format!("{}/publish", config.api_path), post(crate::broadcast::http::handle::<Shared>))
+                .layer(DefaultBodyLimit::max(config.http_broadcast_max_body))
+                .with_state(api);
+            if config.api_port == 0 {
+                main_router = main_router.merge(api_routes);
+                api_addr = Some(local_addr);
+            } else {
+                let listener = bind(&config.host, config.api_port).await?;
+                api_addr = listener.local_addr().ok();
+                serve(listener, api_routes, None, "api");
             }
         }
         let mut broadcast_addr = None;
@@ -376,6 +402,18 @@ impl Server {
         if broadcast_info.is_empty() {
             broadcast_info.push_str("off");
         }
+        if let Some(addr) = api_addr {
+            let auth = if config.api_secret().is_some() { "key required" } else { "no auth" };
+            broadcast_info.push_str(&format!(", API {http}://{addr}{} ({auth})", config.api_path));
+        }
+        let urls = match config.sse {
+            true => format!("{urls}, SSE {http}://{local_addr}{}", config.sse_path),
+            false => urls,
+        };
+        let urls = match config.poll {
+            true => format!("{urls}, long polling {http}://{local_addr}{}", config.poll_path),
+            false => urls,
+        };
         let mut standalone = Vec::new();
         if config.jwt_secret().is_some() {
             standalone.push(if config.enforce_jwt { "JWT (enforced)" } else { "JWT" });

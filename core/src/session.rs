@@ -301,6 +301,12 @@ impl Session {
         Env { url: self.env.url().to_owned(), headers: self.env.headers_map(), cstate: self.cstate.to_map(), istate }
     }
 
+    /// Whether the client holds a subscription to `identifier`: how a transport that subscribes on the client's
+    /// behalf (Server-Sent Events) learns the answer.
+    pub(crate) fn is_subscribed(&self, identifier: &str) -> bool {
+        self.subscriptions.get(identifier).is_some()
+    }
+
     /// Whether this session is kept in the session cache.
     fn cached(&self) -> bool {
         self.deps.sessions_cache && self.client.protocol.is_extended()

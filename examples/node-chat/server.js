@@ -18,7 +18,8 @@ const PORT = Number(process.env.PORT || 3000)
 const CABLE_PORT = Number(process.env.CABLE_PORT || 8080)
 const HISTORY = 20
 
-const cable = new Server({ host: HOST, port: CABLE_PORT, broadcastAdapter: [], logLevel: process.env.LOG_LEVEL || 'info' })
+// `sse`: the watch page (/watch) follows a room over Server-Sent Events, without WebSockets.
+const cable = new Server({ host: HOST, port: CABLE_PORT, broadcastAdapter: [], sse: true, logLevel: process.env.LOG_LEVEL || 'info' })
 
 /** room -> { members: Map<sid, name>, history: [] } */
 const rooms = new Map()
@@ -92,6 +93,7 @@ const bundle = await esbuild.build({
 })
 const clientJs = bundle.outputFiles[0].contents
 const pageTemplate = await readFile(path.join(here, 'public', 'index.html'), 'utf8')
+const watchTemplate = await readFile(path.join(here, 'public', 'watch.html'), 'utf8')
 
 const web = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://localhost')
@@ -101,6 +103,11 @@ const web = http.createServer((req, res) => {
     const cableUrl = `ws://${hostname}:${cable.address.port}/cable`
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
     res.end(pageTemplate.replace('%CABLE_URL%', cableUrl))
+  } else if (url.pathname === '/watch') {
+    const hostname = (req.headers.host || 'localhost').replace(/:\d+$/, '')
+    const eventsUrl = `http://${hostname}:${cable.address.port}/events`
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
+    res.end(watchTemplate.replace('%EVENTS_URL%', eventsUrl))
   } else if (url.pathname === '/client.js') {
     res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' })
     res.end(clientJs)

@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$root/target/bench/all-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 compare="$root/tests/load/compare.sh"
-only=${ONLY:-idle,broadcast,step,connect,perform,rails,jwt,reliable}
+only=${ONLY:-idle,broadcast,step,connect,perform,rails,jwt,reliable,sse}
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 node_peers() {
@@ -48,6 +48,9 @@ if want step; then
   python3 "$root/tests/load/report.py" chart "$out/step-40" "$out/step-40/chart.svg"
 fi
 node_peers
+if want sse; then
+  run sse-5k sse public --clients 5000 --hold 5 --publications 200 --rate 100 --concurrency 200 --timeout 60
+fi
 if want connect; then run connect-rpc connect rpc --clients 3000 --concurrency 50; fi
 if want perform; then run perform-rpc perform rpc --clients 100 --duration 10; fi
 unset PEER_NODE_INPROCESS_CMD PEER_NODE_GRPC_CMD PEER_NODE_APP_CMD

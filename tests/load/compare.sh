@@ -3,9 +3,10 @@
 #
 #   tests/load/compare.sh SCENARIO MODE [ferrocable-bench arguments...]
 #
-# SCENARIO: idle | broadcast | connect | perform | reconnect-storm | attack (arguments after MODE go to
+# SCENARIO: idle | broadcast | connect | perform | reconnect-storm | attack | sse (arguments after MODE go to
 #           `ferrocable-bench SCENARIO`). attack also opens a metrics listener on each server and attacks all
-#           three listeners (main, HTTP broadcast, metrics).
+#           three listeners (main, HTTP broadcast, metrics). sse starts every server with `--sse` (public mode:
+#           its clients read a public stream).
 # MODE:     public (no backend; $pubsub streams, HTTP broadcasts), rpc (every server calls the same
 #           benchmark gRPC backend, `ferrocable-bench backend`) or http-rpc (the same backend over AnyCable's HTTP
 #           RPC; it answers gRPC on $RPC_PORT too, so a peer command may use either in the same run).
@@ -30,7 +31,7 @@
 # RESULTS_DIR/table.md.
 set -euo pipefail
 
-scenario=${1:?scenario: idle|broadcast|connect|perform|reconnect-storm|attack}
+scenario=${1:?scenario: idle|broadcast|connect|perform|reconnect-storm|attack|sse}
 mode=${2:?mode: public|rpc|http-rpc}
 shift 2
 
@@ -100,6 +101,7 @@ for entry in "${servers[@]}"; do
   log="$results/$name.log"
   common=(--host 127.0.0.1 --port "$port" --http_broadcast_port "$bport" --broadcast_adapter http)
   if [ "$scenario" = attack ]; then common+=(--metrics_http /metrics --metrics_port "$mport"); fi
+  if [ "$scenario" = sse ]; then common+=(--sse); fi
   case "$mode" in
     public) mode_args=(--public --norpc) ;;
     rpc) mode_args=(--rpc_host "127.0.0.1:$rpc_port") ;;
@@ -141,6 +143,7 @@ for entry in "${servers[@]}"; do
   extra=()
   case "$scenario" in
     broadcast|reconnect-storm) extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast") ;;
+    sse) extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast" --events-url "http://127.0.0.1:$port/events") ;;
     attack)
       extra=(--broadcast-url "http://127.0.0.1:$bport/_broadcast" --listener "127.0.0.1:$port"
         --listener "127.0.0.1:$bport" --listener "127.0.0.1:$mport")

@@ -47,6 +47,19 @@ def rows_for(result):
                if "rss_per_added_connection_bytes" in result else {}),
             "RSS after (MiB)": (result["server_rss_after_kib"] or 0) / 1024,
         }
+    if kind == "sse":
+        lat = result["latency"]
+        return {
+            "SSE clients": result["clients"],
+            "failed": result["failed"],
+            "RSS/client (bytes)": result["rss_per_client_bytes"],
+            "RSS idle (MiB)": (result["server_rss_idle_kib"] or 0) / 1024,
+            "delivered": f'{result["deliveries"]}/{result["expected_deliveries"]}',
+            "delivered/s": result["deliveries_per_second"],
+            "p50 ms": lat["p50_ms"],
+            "p95 ms": lat["p95_ms"],
+            "server CPU %": cpu.get("server_cpu_percent"),
+        }
     if kind == "broadcast":
         lat = result["latency"]
         return {

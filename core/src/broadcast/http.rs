@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use super::{IngressSink, Reach, parse_ingress};
 use crate::metrics::Metrics;
 
-/// State of the broadcast endpoint.
+/// State of the broadcast endpoint (and of the REST API's `publish`, which differs only by its key).
 pub(crate) struct HttpBroadcaster<S> {
     pub sink: Arc<S>,
     /// Bearer key required, if any.
@@ -26,6 +26,13 @@ pub(crate) struct HttpBroadcaster<S> {
     /// Time the body may take to arrive once the headers are in (`http_broadcast_body_timeout`).
     pub body_timeout: Duration,
     pub metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for HttpBroadcaster<S> {
+    fn clone(&self) -> Self {
+        let Self { sink, key, body_timeout, metrics } = self;
+        Self { sink: sink.clone(), key: key.clone(), body_timeout: *body_timeout, metrics: metrics.clone() }
+    }
 }
 
 /// The request handler.

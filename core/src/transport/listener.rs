@@ -310,11 +310,41 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
         let in_flight = InFlight::begin(&self.activity);
         // A router is always ready; each call gets its own clone, as axum's own server does.
         let response = tower_service::Service::call(&mut self.router.clone(), request);
+        // A request stays in flight until its body is done (or dropped), not just its head: a streamed
+        // response (Server-Sent Events) must not count as an idle keep-alive connection.
         Box::pin(async move {
-            let response = response.await;
-            drop(in_flight);
-            response
+            let response = match response.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok(response.map(|body| axum::body::Body::new(InFlightBody { body, _in_flight: in_flight })))
         })
+    }
+}
+
+/// A response body that keeps its request marked in flight until it is finished or dropped.
+struct InFlightBody {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

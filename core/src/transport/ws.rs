@@ -30,17 +30,17 @@ use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
 
 /// What the upgrade handler needs; shared by all connections.
 pub(crate) struct WsState {
-    deps: Arc<SessionDeps>,
-    config: Arc<Config>,
-    next_id: AtomicU64,
+    pub(crate) deps: Arc<SessionDeps>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) next_id: AtomicU64,
     /// Connections holding a [`ConnectionSlot`]: upgrades under way and connections not yet ended.
-    connections: Arc<AtomicUsize>,
-    tracker: tokio_util::task::TaskTracker,
-    shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) connections: Arc<AtomicUsize>,
+    pub(crate) tracker: tokio_util::task::TaskTracker,
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
     /// `X-<jwt_param>`, the header a client may bring its JWT token in.
-    token_header: Option<HeaderName>,
+    pub(crate) token_header: Option<HeaderName>,
     /// The `headers` option as header names, in order (names that cannot be header names never match).
-    forwarded: Box<[HeaderName]>,
+    pub(crate) forwarded: Box<[HeaderName]>,
 }
 
 impl WsState {
@@ -231,7 +231,7 @@ pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
 
 impl ConnectionSlot {
     /// Takes a place when fewer than `max` are taken.
-    fn take(taken: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+    pub(crate) fn take(taken: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
         taken
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .ok()
@@ -615,7 +615,7 @@ pub(crate) fn timestamp(precision: PingPrecision) -> u128 {
 }
 
 /// The URL as the client used it: `http(s)://host/path?query`.
-fn request_url(headers: &HeaderMap, uri: &Uri, tls: bool) -> String {
+pub(crate) fn request_url(headers: &HeaderMap, uri: &Uri, tls: bool) -> String {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
         Some("https") | Some("wss") => "https://",
@@ -631,7 +631,7 @@ fn request_url(headers: &HeaderMap, uri: &Uri, tls: bool) -> String {
 }
 
 /// The `forwarded` headers (lower-case names), cookies filtered by `proxy_cookies`, plus `REMOTE_ADDR`.
-fn forwarded_headers<'a>(
+pub(crate) fn forwarded_headers<'a>(
     headers: &'a HeaderMap,
     forwarded: &'a [HeaderName],
     proxy_cookies: &[String],
@@ -701,7 +701,7 @@ const TOKEN_PROTOCOL_PREFIX: &str = "anycable-token.";
 
 /// The JWT token a client brought, looked up as AnyCable does: the `X-<jwt_param>` header (`header`), then an
 /// `anycable-token.<token>` sub-protocol, then the `<jwt_param>` query parameter. Empty values count as none.
-fn connection_token(headers: &HeaderMap, query: &str, header: &HeaderName, param: &str) -> Option<String> {
+pub(crate) fn connection_token(headers: &HeaderMap, query: &str, header: &HeaderName, param: &str) -> Option<String> {
     let from_header = headers.get(header).and_then(|v| v.to_str().ok()).map(str::trim);
     let from_protocol = || {
         headers
@@ -764,7 +764,7 @@ pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 }
 
 /// Whether an Origin header matches one of the allowed host patterns (`*` matches any run of characters).
-fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     let host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin).trim_end_matches('/');
     let host_no_port = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     allowed.iter().any(|pattern| {

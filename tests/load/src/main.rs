@@ -9,6 +9,7 @@ mod pressure;
 mod recovery;
 mod scenarios;
 mod soak;
+mod sse;
 mod stats;
 
 use std::time::Duration;
@@ -95,6 +96,35 @@ enum Command {
         /// Step mode p95 limit in milliseconds
         #[arg(long, default_value_t = 250.0)]
         p95_limit: f64,
+    },
+    /// N Server-Sent Events clients (`GET <events-url>?stream=<stream>`, a public stream): server RSS per idle
+    /// client, then publications fanned out to all of them (deliveries per second, latency)
+    Sse {
+        #[command(flatten)]
+        common: Common,
+        /// The server's SSE endpoint
+        #[arg(long, default_value = "http://127.0.0.1:8080/events")]
+        events_url: String,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value = "bench_sse")]
+        stream: String,
+        /// Seconds to hold the idle clients before reading RSS
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
+        /// Publications fanned out to every client
+        #[arg(long, default_value_t = 50)]
+        publications: u64,
+        /// Publications per second
+        #[arg(long, default_value_t = 10)]
+        rate: u64,
+        /// Padding bytes per payload
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value = "http://127.0.0.1:8090/_broadcast")]
+        broadcast_url: String,
+        #[arg(long)]
+        broadcast_key: Option<String>,
     },
     /// Connect + subscribe storm of N clients at a concurrency
     Connect {
@@ -459,6 +489,38 @@ async fn main() -> anyhow::Result<()> {
                 common.server_pid.as_deref(),
             )
             .await?;
+            emit(&common, &report)
+        }
+        Command::Sse {
+            common,
+            events_url,
+            clients,
+            stream,
+            hold,
+            publications,
+            rate,
+            payload,
+            broadcast_url,
+            broadcast_key,
+        } => {
+            if limit > 0 && clients as u64 + 64 > limit {
+                anyhow::bail!("{clients} clients need more than the open files limit ({limit}) allows");
+            }
+            let opts = sse::SseOptions {
+                events_url,
+                clients,
+                concurrency: common.concurrency,
+                stream,
+                hold: Duration::from_secs(hold),
+                publications,
+                rate,
+                payload,
+                broadcast_url,
+                broadcast_key,
+                sources: common.sources,
+                timeout: Duration::from_secs(common.timeout),
+            };
+            let report = sse::run(opts, common.server_pid.as_deref()).await?;
             emit(&common, &report)
         }
         Command::Broadcast { common, broadcast: b, step, max_subscribers, p95_limit } => {

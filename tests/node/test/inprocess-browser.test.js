@@ -1,5 +1,6 @@
 // The chat demo (examples/node-chat) in a real browser: headless Chromium opens the page in two tabs,
-// both join a room, each sees the other online, and a message sent in one appears in the other.
+// both join a room, each sees the other online, and a message sent in one appears in the other; and the
+// read-only watch page follows a room over Server-Sent Events in a page without WebSockets.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import path from 'node:path'
@@ -74,6 +75,28 @@ scenario('browser: two tabs of the demo chat see each other online and exchange 
 
     await bob.close()
     await eventually(async () => JSON.stringify(await onlineNames(alice)) === '["alice"]', { what: 'bob to leave the online list' })
+  } finally {
+    await context.close()
+  }
+}, { timeout: 60000 })
+
+scenario('browser: the watch page follows a room over Server-Sent Events with WebSockets disabled', async () => {
+  const context = await browser.newContext()
+  try {
+    const watcher = await context.newPage()
+    // This page has no WebSocket at all: only EventSource can bring it anything.
+    await watcher.addInitScript(() => { delete window.WebSocket })
+    const room = `watched-${process.pid}`
+    await watcher.goto(`${demoUrl}watch?room=${room}`)
+    assert.equal(await watcher.evaluate(() => typeof window.WebSocket), 'undefined')
+    await watcher.waitForSelector('#status:has-text("live")', { timeout: 10000 })
+    const alice = await context.newPage()
+    await join(alice, 'alice', room)
+    await alice.fill('#message', 'seen over SSE')
+    await alice.click('#send')
+    await watcher.waitForSelector('#messages li:has-text("seen over SSE")', { timeout: 10000 })
+    assert.deepEqual(await watcher.$$eval('#messages li', (items) => items.map((li) => li.textContent)), ['aliceseen over SSE'])
+    await eventually(async () => (await watcher.textContent('#online')) === 'alice, watcher', { what: 'the presence update' })
   } finally {
     await context.close()
   }

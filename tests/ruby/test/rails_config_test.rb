@@ -25,6 +25,19 @@ class RailsConfigTest < Minitest::Test
     assert_equal "#{encoded}--#{OpenSSL::HMAC.hexdigest("SHA256", "view-secret", encoded)}", out.lines.last.strip
   end
 
+  def test_views_tell_clients_where_server_sent_events_live
+    app = DummyApp.new(name: "config")
+    out = app.run_ruby!("bin/show_sse", "chat/1", env: {"ANYCABLE_SSE" => "true", "ANYCABLE_SSE_PATH" => "/sse"})
+    url, meta = out.lines.last(2).map(&:strip)
+    assert_match %r{\Ahttp://127\.0\.0\.1:\d+/sse\?stream=chat%2F1\z}, url
+    assert_match %r{\A<meta name="ferrocable-sse-url" content="http://127\.0\.0\.1:\d+/sse" ?/?>\z}, meta
+    behind_proxy = app.run_ruby!("bin/show_sse", "s",
+      env: {"ANYCABLE_SSE" => "true", "ANYCABLE_WEBSOCKET_URL" => "wss://cable.example.com/cable"})
+    assert_equal "https://cable.example.com/events?stream=s", behind_proxy.lines.last(2).first.strip
+    off = assert_raises(RuntimeError) { app.run_ruby!("bin/show_sse", "s") }
+    assert_match(/Server-Sent Events are off/, off.message)
+  end
+
   def test_gem_options_and_defaults
     values = settings("ANYCABLE_POOL_SIZE" => "12")
     assert_equal 12, values["pool_size"]

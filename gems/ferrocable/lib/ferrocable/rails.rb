@@ -13,6 +13,7 @@ require "ferrocable/rails/stream_callbacks"
 require "ferrocable/rails/action_cable_ext"
 require "ferrocable/rails/handler"
 require "ferrocable/rails/signed_stream_helper"
+require "ferrocable/rails/sse_helper"
 require "ferrocable/rails/config"
 
 module Ferrocable

@@ -1,19 +1,21 @@
 # frozen_string_literal: true
 
 require "openssl"
+require "uri"
 
 module Ferrocable
   module Rails
     # Ferrocable's settings in a Rails app, from (lowest to highest precedence) `config/ferrocable.yml`
     # (per environment), `config.ferrocable` in the app's configuration, and `ANYCABLE_<NAME>` environment
     # variables. Names are the core's AnyCable names (`port`, `path`, `secret`, `rpc_request_timeout`, ...)
-    # plus the gem's own: `pool_size`, `autostart`, `broadcast_url`, `websocket_url`.
+    # plus the gem's own: `pool_size`, `autostart`, `broadcast_url`, `websocket_url`, `sse_url`.
     class Config
       GEM_DEFAULTS = {
         pool_size: ::Ferrocable::Server::DEFAULT_POOL_SIZE,
         autostart: true,
         broadcast_url: nil,
-        websocket_url: nil
+        websocket_url: nil,
+        sse_url: nil
       }.freeze
       GEM_OPTIONS = GEM_DEFAULTS.keys.freeze
       CORE_OPTIONS = ::Ferrocable::Options::NAMES.map(&:to_sym).freeze
@@ -103,6 +105,25 @@ module Ferrocable
       def websocket_url
         value = @values[:websocket_url].to_s
         value.empty? ? nil : value
+      end
+
+      # Where EventSource clients connect, or nil when `sse` is off: `sse_url` when given, else `sse_path` on the
+      # host of `websocket_url` (or on this server's host and port).
+      def sse_url
+        return nil unless truthy?(option(:sse))
+        return @values[:sse_url].to_s unless @values[:sse_url].to_s.empty?
+
+        if websocket_url
+          uri = URI.parse(websocket_url)
+          uri.scheme = uri.scheme == "wss" ? "https" : "http"
+          uri.path = option(:sse_path)
+          uri.query = nil
+          return uri.to_s
+        end
+        host = option(:host)
+        host = "127.0.0.1" if WILDCARD_HOSTS.include?(host)
+        host = "[#{host}]" if host.include?(":") && !host.start_with?("[")
+        "http://#{host}:#{option(:port)}#{option(:sse_path)}"
       end
 
       # The value of a core option in text form, or its default.

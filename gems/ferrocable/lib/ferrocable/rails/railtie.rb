@@ -10,6 +10,7 @@ module Ferrocable
 
       initializer "ferrocable.signed_stream_helper" do
         ActiveSupport.on_load(:action_view) { include ::Ferrocable::Rails::SignedStreamHelper }
+        ActiveSupport.on_load(:action_view) { include ::Ferrocable::Rails::SseHelper }
       end
 
       initializer "ferrocable.logger", after: :initialize_logger do
