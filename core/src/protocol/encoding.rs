@@ -199,7 +199,8 @@ mod tests {
                 history: Some(HistoryRequest {
                     since: Some(1_700_000_000),
                     streams: vec![StreamCursor { stream: "chat".into(), epoch: "e".into(), offset: 3 }]
-                })
+                }),
+                presence: None,
             })
         );
         let whisper = json!({"command": "whisper", "identifier": "x", "data": {"typing": true}});
@@ -232,7 +233,8 @@ mod tests {
                 history: Some(HistoryRequest {
                     since: None,
                     streams: vec![StreamCursor { stream: "s".into(), epoch: "e".into(), offset: 7 }]
-                })
+                }),
+                presence: None,
             })
         );
         let perform = protobuf::Message {

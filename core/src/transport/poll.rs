@@ -24,8 +24,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::sse::{Refusal, new_client, preflight, read_commands, with_cors};
-use super::ws::{self, ConnectionSlot, WsState};
+use super::sse::{Refusal, new_client, preflight, read_commands, request_origin, with_cors};
+use super::ws::{ConnectionSlot, WsState};
 use crate::client::{ClientHandle, CloseRequest, TOO_SLOW, close_code, generate_sid};
 use crate::metrics::Metrics;
 use crate::protocol::ClientCommand;
@@ -79,14 +79,10 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let config = &state.ws.config;
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin.filter(|_| !config.allowed_origins.is_empty()) {
-        if !ws::origin_allowed(origin, &config.allowed_origins) {
-            tracing::warn!(%origin, "poll request refused: origin not allowed");
-            return with_cors(Refusal(StatusCode::FORBIDDEN, "origin not allowed".into()).into_response(), None);
-        }
-    }
+    let origin = match request_origin(&state.ws, &headers, "poll") {
+        Ok(origin) => origin,
+        Err(refused) => return refused,
+    };
     let mut response = match method {
         Method::OPTIONS => preflight(&headers),
         Method::POST => match poll(&state, peer, &uri, &headers, body).await {

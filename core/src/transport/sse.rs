@@ -79,14 +79,10 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let config = &state.config;
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin.filter(|_| !config.allowed_origins.is_empty()) {
-        if !ws::origin_allowed(origin, &config.allowed_origins) {
-            tracing::warn!(%origin, "SSE request refused: origin not allowed");
-            return with_cors(Refusal(StatusCode::FORBIDDEN, "origin not allowed".into()).into_response(), None);
-        }
-    }
+    let origin = match request_origin(&state, &headers, "SSE") {
+        Ok(origin) => origin,
+        Err(refused) => return refused,
+    };
     let mut response = if method == Method::OPTIONS {
         preflight(&headers)
     } else {
@@ -98,6 +94,23 @@ pub(crate) async fn handle(
     response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
     with_cors(response, origin)
 }
+/// The request's `Origin` (HTTP clients without one are let through), or the 403 answer when `allowed_origins`
+/// does not list it; `what` names the transport in the log line.
+pub(super) fn request_origin<'h>(
+    state: &WsState,
+    headers: &'h HeaderMap,
+    what: &str,
+) -> Result<Option<&'h str>, Response> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match origin {
+        Some(origin) if !state.origin_allowed(origin) => {
+            tracing::warn!(%origin, "{what} request refused: origin not allowed");
+            Err(with_cors(Refusal(StatusCode::FORBIDDEN, "origin not allowed".into()).into_response(), None))
+        }
+        _ => Ok(origin),
+    }
+}
+
 
 /// Lets the page of another origin read the stream (`allowed_origins` was checked before).
 pub(super) fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
@@ -255,7 +268,7 @@ fn subscribe_command_from_query(query: &str, headers: &HeaderMap) -> Result<Clie
         history.since = Some(since);
     }
     let history = (history.since.is_some() || !history.streams.is_empty()).then_some(history);
-    Ok(ClientCommand::Subscribe { identifier, history })
+    Ok(ClientCommand::Subscribe { identifier, history, presence: None })
 }
 
 /// Reads an event id: `None` when it is not one of ours (fewer than three parts), an error when its offset is
@@ -571,7 +584,7 @@ mod tests {
     #[test]
     fn the_query_names_the_subscription_in_anycable_order() {
         let identifier = |query| match query_command(query, None) {
-            Ok(ClientCommand::Subscribe { identifier, history: None }) => identifier,
+            Ok(ClientCommand::Subscribe { identifier, history: None, presence: None }) => identifier,
             other => panic!("{query}: {other:?}"),
         };
         assert_eq!(identifier("channel=ChatChannel"), r#"{"channel":"ChatChannel"}"#);

@@ -567,6 +567,6 @@ mod tests {
             command_frame(&serde_json::json!({"command": "subscribe", "identifier": "id"}), "actioncable-v1-protobuf");
         let Message::Binary(bytes) = subscribe else { panic!("a binary frame") };
         let decoded = ferrocable::protocol::decode_binary_command(Encoding::Protobuf, &bytes).unwrap();
-        assert_eq!(decoded, ferrocable::protocol::ClientCommand::Subscribe { identifier: "id".into(), history: None });
+        assert_eq!(decoded, ferrocable::protocol::ClientCommand::Subscribe { identifier: "id".into(), history: None, presence: None });
     }
 }
