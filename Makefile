@@ -5,6 +5,11 @@ SHELL := bash
 .DEFAULT_GOAL := build
 
 NODE_TEST_CONCURRENCY ?= 2
+# No test may hang the suite: a test ends after NODE_TEST_TIMEOUT ms, and a file's process exits once its tests
+# are done even if something it started is still open (the harness kills leftover servers on exit).
+NODE_TEST_TIMEOUT ?= 240000
+NODE_TEST_GUARDS := --test-timeout=$(NODE_TEST_TIMEOUT) --test-force-exit
+NODE_TEST := node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) $(NODE_TEST_GUARDS)
 FERROCABLE_BIN ?= $(CURDIR)/target/debug/ferrocable
 SOAK_SECONDS ?= 60
 
@@ -44,8 +49,8 @@ fuzz:
 RPC_SCENARIOS := test/connection.test.js test/channels.test.js test/state.test.js
 test-node: node-addon ruby-bundle
 	cargo build -p ferrocable
-	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) test/*.test.js
-	cd tests/node && FERROCABLE_RPC_BACKEND=http FERROCABLE_BIN="$(FERROCABLE_BIN)" node --test --test-concurrency=$(NODE_TEST_CONCURRENCY) $(RPC_SCENARIOS)
+	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" $(NODE_TEST) test/*.test.js
+	cd tests/node && FERROCABLE_RPC_BACKEND=http FERROCABLE_BIN="$(FERROCABLE_BIN)" $(NODE_TEST) $(RPC_SCENARIOS)
 	cd tests/node && FERROCABLE_BIN="$(FERROCABLE_BIN)" node_modules/.bin/vitest run --config conformance/vitest.config.mjs
 
 # The soak scenario of the load tool for SOAK_SECONDS: the server binary (FERROCABLE_BIN) in RPC mode under client
@@ -88,7 +93,7 @@ package:
 # precompiled gem, each serving real clients. The source gem is installed too and compiles with Cargo; its build
 # shares this run's target/ (CARGO_TARGET_DIR) so the dependencies built for `make package` are not rebuilt.
 test-package: package
-	cd tests/node && node --test --test-concurrency=1 package/*.test.js
+	cd tests/node && node --test --test-concurrency=1 $(NODE_TEST_GUARDS) package/*.test.js
 	ruby tests/ruby/package/installed_gem_test.rb
 
 # The Rails chat example (examples/rails-chat): Puma on :3000 with Ferrocable in-process on :8080.

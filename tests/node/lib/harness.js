@@ -86,7 +86,7 @@ export function onScenarioEnd (fn) {
 }
 
 /**
- * Declares a test. Clients opened inside are closed at its end; on failure the error message gets the
+ * Declares a test. Clients opened and servers started inside are closed and stopped at its end; on failure the error message gets the
  * log lines every ferrocable process wrote while the test ran.
  */
 export function scenario (name, fn, { timeout = 20000 } = {}) {
@@ -226,6 +226,8 @@ export async function startServer ({ rpcPort, publicMode = false, pingInterval =
   // The suite folder has no anycable.toml, so no config file is picked up by default.
   const child = spawn(bin, flags, { cwd: suiteDir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] })
   const server = new FerrocableProcess({ child, host, port, broadcastPort })
+  // A server started inside a scenario ends with it; one started in a hook is stopped by that file's `after`.
+  onScenarioEnd(() => server.stop())
   let spawnError = null
   child.once('error', (err) => { spawnError = err })
 

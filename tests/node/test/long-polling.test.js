@@ -8,6 +8,7 @@ import { after, before, describe } from 'node:test'
 import { startBackend } from '../lib/backend.js'
 import { broadcastOk, eventually, scenario, startServer, unique } from '../lib/harness.js'
 import { LongPollingClient } from '../lib/long-polling-client.js'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 describe('long polling', () => {
   let backend
@@ -124,6 +125,8 @@ scenario('shutdown answers a waiting poll with server_restart and ends every pol
     assert.equal((await waiting.request()).status, 200)
     assert.equal((await idle.request()).status, 200)
     const answer = waiting.request()
+    // The poll is held for poll_interval (30 s); give it time to reach the server before the shutdown starts.
+    await sleep(500)
     const started = Date.now()
     await server.stop()
     const { status, messages } = await answer
