@@ -230,7 +230,7 @@ impl Server {
             .await
             .map_err(|e| StartError::Engine(e.to_string()))?;
         let (broker, presence_store) = match started {
-            Some(started) => (Some(started.broker), started.presence),
+            Some(started) => (Some(started.broker), Some(started.presence)),
             None => (None, None),
         };
         let registrar = broker.clone().map(|broker| Arc::new(Registrar::new(broker, pubsub.clone())));

@@ -12,11 +12,12 @@
 //! broadcasting the leaves that follows. A quick reconnect therefore does not flap, a restored session takes its
 //! records over without a leave, and the records of a node that died expire like a dropped connection's.
 //!
-//! Stores: the memory one (`memory.rs`, one node) and Redis's (`redis.rs`, every node on one Redis, Redis 6.2+);
-//! they only store and answer. This module's [`Presence`] runs the rules (validation, events, touching, the
+//! Stores: the memory one (`memory.rs`, one node), Redis's (`redis.rs`, every node on one Redis, Redis 6.2+) and
+//! NATS JetStream's (`nats.rs`, every node on one NATS, NATS 2.9+); they only store and answer. This module's [`Presence`] runs the rules (validation, events, touching, the
 //! sweeper); it never touches sessions, the hub or sockets.
 
 pub mod memory;
+pub mod nats;
 pub mod redis;
 
 use std::collections::HashSet;
@@ -131,7 +132,7 @@ pub enum PresenceError {
         "presence is not enabled for this subscription (no presence stream: streams_presence, or the channel's `$p`)"
     )]
     NotEnabled,
-    #[error("presence is off: it needs a broker that keeps presence (--broker memory or redis)")]
+    #[error("presence is off: it needs a broker that keeps presence (--broker memory, redis or nats)")]
     NoBroker,
     #[error("unknown subscription")]
     UnknownSubscription,
