@@ -2,8 +2,8 @@
 // stream's presence set (channel.presence.join / leave / info), watchers receive join and leave events, a client
 // killed without closing leaves only after presence_ttl, and a restored session keeps its membership. The same
 // scenarios on one node with the memory broker, and on two nodes sharing a Redis broker or a NATS JetStream broker
-// (members on one node, watchers on the other); bad input from a raw client on each of them: refused with a reason,
-// nothing changes. Then a flood of presence commands, cut to the rate without disturbing others. Presence for
+// (members on one node, watchers on the other), where the members of a node killed outright leave after presence_ttl
+// too; bad input from a raw client on each of them: refused with a reason, nothing changes. Then a flood of presence commands, cut to the rate without disturbing others. Presence for
 // channels (the Command answer's presence, Node's Channel, Rails' join_presence): presence-deployments.test.js.
 import assert from 'node:assert/strict'
 import { after, before, describe } from 'node:test'
@@ -33,15 +33,22 @@ const DEPLOYMENTS = {
  */
 function twoNodes (startEngine, engineArgs, connectedLogs) {
   return {
+    cluster: true,
     async start () {
       const engine = await startEngine()
       const args = [...engineArgs(engine.url), '--presence_ttl', String(TTL)]
-      const nodes = [await startServer({ publicMode: true, args }), await startServer({ publicMode: true, args })]
-      for (const node of nodes) {
+      const nodes = []
+      async function startNode () {
+        const node = await startServer({ publicMode: true, args })
+        nodes.push(node)
         for (const line of connectedLogs) await node.waitForLog(line)
+        return node
       }
+      await startNode()
+      await startNode()
       return {
-        nodes,
+        nodes: nodes.slice(),
+        startNode,
         async stop () {
           for (const node of nodes) await node.stop()
           engine.stop()
@@ -139,6 +146,21 @@ for (const [name, deployment] of Object.entries(DEPLOYMENTS)) {
       assert.ok(after >= TTL * 1000 - 200, `left ${after} ms after the kill, before presence_ttl`)
       assert.deepEqual(await freshInfo(two, stream), {})
     }, { timeout: 30000 })
+
+    if (deployment.cluster) {
+      scenario('the members of a node that dies leave after presence_ttl, swept by the nodes still up', async () => {
+        const [, two] = started.nodes
+        const doomed = await started.startNode()
+        const { stream, watcher } = await watchedMember([doomed, two], 'orphan')
+        const killedAt = Date.now()
+        doomed.child.kill('SIGKILL')
+        await doomed.exited
+        await sawEvent(watcher, 'leave', 'orphan', { timeout: (TTL + 5) * 1000 })
+        const after = Date.now() - killedAt
+        assert.ok(after >= TTL * 1000 - 200, `left ${after} ms after the node died, before presence_ttl`)
+        assert.deepEqual(await freshInfo(two, stream), {})
+      }, { timeout: 30000 })
+    }
 
     scenario('join without a subscription, without presence, with a wrong id or oversized info: refused, nothing changes', () =>
       refusedJoins(started.nodes[0]))
