@@ -346,11 +346,8 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_changes_waits_for_room_in_the_broadcast_queue_rather_than_losing_events() {
         let (events, mut queue) = mpsc::channel(1);
-        let presence = Arc::new(Presence::new(
-            Arc::new(memory::MemoryPresence::default()),
-            Duration::from_secs(15),
-            events,
-        ));
+        let presence =
+            Arc::new(Presence::new(Arc::new(memory::MemoryPresence::default()), Duration::from_secs(15), events));
         let joins: Vec<_> = (0..5)
             .map(|n| {
                 let presence = presence.clone();

@@ -47,8 +47,9 @@ const ATTEMPTS: usize = 100;
 /// Sessions touched at once.
 const TOUCH_CONCURRENCY: usize = 32;
 
-/// `<hex>` of the first 16 bytes of the SHA-256 of `name`: a key token whatever the name holds.
-fn hashed(name: &str) -> String {
+/// `<hex>` of the first 16 bytes of the SHA-256 of `name`: a key token whatever the name holds (the key of a
+/// session in the sessions bucket).
+pub fn hashed(name: &str) -> String {
     hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16])
 }
 
@@ -356,12 +357,14 @@ impl PresenceStore for NatsBroker {
                 .messages()
                 .await
                 .map_err(|e| self.reset(e))?;
+            let mut read = 0;
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|e| self.reset(e))?;
                 if let Ok(entry) = serde_json::from_slice::<MemberEntry>(&message.payload) {
                     found.push(Member { id: entry.id, info: entry.info });
                 }
-                if found.len() >= pending {
+                read += 1;
+                if read >= pending {
                     break;
                 }
             }
@@ -421,7 +424,14 @@ impl PresenceStore for NatsBroker {
                 Err(error) => return Err(self.reset(error)),
             };
             next = message.sequence + 1;
-            let Ok(entry) = serde_json::from_slice::<SessionEntry>(&message.payload) else { continue };
+            let Ok(entry) = serde_json::from_slice::<SessionEntry>(&message.payload) else {
+                // Not ours (or from an incompatible version): it would stay first in line forever.
+                tracing::warn!(subject = %message.subject, "unreadable presence session entry deleted");
+                if let Err(error) = sessions.stream.delete_message(message.sequence).await {
+                    tracing::debug!(%error, "unreadable presence session entry not deleted");
+                }
+                continue;
+            };
             if message.time.unix_timestamp_nanos() + i128::from(entry.ttl) * 1_000_000 >= now {
                 // Later messages were written later: nothing after this one is late.
                 break;
