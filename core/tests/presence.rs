@@ -119,28 +119,28 @@ async fn the_nats_store_keeps_the_rules_on_the_nats_server_debian_ships() {
 
 #[tokio::test]
 async fn on_nats_a_sweep_that_died_halfway_is_finished_by_the_next_and_foreign_entries_are_dropped() {
-    use ferrocable::presence::nats::{SESSIONS_BUCKET, hashed};
+    use ferrocable::presence::nats::{SESSIONS_BUCKET, session_key};
     let (engine, stop) = (Engine::nats_jetstream(), CancellationToken::new());
     let store = nats_store(&engine, &stop).await;
     let js = async_nats::jetstream::new(async_nats::connect(engine.url()).await.unwrap());
     let sessions = js.get_key_value(SESSIONS_BUCKET).await.unwrap();
     // Something that is not a session entry, first in line.
-    sessions.put("foreign", "not json".into()).await.unwrap();
+    sessions.put("s.foreign", "not json".into()).await.unwrap();
     store.add("room", "s1", &member("ann"), TTL).await.unwrap();
     store.add("room", "s2", &member("bob"), TTL).await.unwrap();
     // A sweeper claimed s1 (its records moved to `expiring`) and died before taking it out of its member.
     let mut entry: serde_json::Value =
-        serde_json::from_slice(&sessions.get(hashed("s1")).await.unwrap().unwrap()).unwrap();
+        serde_json::from_slice(&sessions.get(session_key("s1")).await.unwrap().unwrap()).unwrap();
     entry["expiring"] = entry["records"].take();
     entry["records"] = serde_json::json!([]);
-    sessions.put(hashed("s1"), serde_json::to_vec(&entry).unwrap().into()).await.unwrap();
+    sessions.put(session_key("s1"), serde_json::to_vec(&entry).unwrap().into()).await.unwrap();
     assert_eq!(ids(&*store, "room").await, ["ann", "bob"], "ann is still a member");
     store.touch(&["s2".into()], TTL * 3).await.unwrap();
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
     assert_eq!(store.expire(100).await.unwrap(), [("room".to_owned(), "ann".to_owned())]);
     assert_eq!(ids(&*store, "room").await, ["bob"]);
-    assert_eq!(sessions.get("foreign").await.unwrap(), None, "the foreign entry was dropped");
-    assert_eq!(sessions.get(hashed("s1")).await.unwrap(), None, "the claimed entry is gone");
+    assert_eq!(sessions.get("s.foreign").await.unwrap(), None, "the foreign entry was dropped");
+    assert_eq!(sessions.get(session_key("s1")).await.unwrap(), None, "the claimed entry is gone");
     stop.cancel();
 }
 

@@ -11,11 +11,12 @@
 //!   revision of their session entry when they were added. The write that creates it reports the join, the delete
 //!   that takes its last session out reports the leave, so each is reported by exactly one node. A stream's set is
 //!   the keys under `<stream>.`; `info` counts them (stream info by subject) or reads them (a consumer of the
-//!   last message of each). Key `clock`: written by every sweep to read the time of the NATS server.
-//! - `ferrocable_presence_sessions`, key `<sid>` (hashed the same way): a session's entry,
+//!   last message of each).
+//! - `ferrocable_presence_sessions`, key `s.<sid>` (hashed the same way): a session's entry,
 //!   `{"sid":…,"ttl":<ms>,"records":[[stream,id],…],"expiring":[[stream,id],…]}`. Every add and touch rewrites it,
 //!   and a bucket keeps one message per key in the order they were written: its first messages are the sessions
 //!   touched longest ago, and a message's time (the NATS server's clock) is when its session was last touched.
+//!   Key `clock`: written by every sweep to read the time of the server that stamps those messages.
 //!
 //! Expiry reads the sessions bucket from its first message while messages are older than their `ttl`. A sweeper
 //! claims a late session by rewriting its entry with its records moved to `expiring` (refused if the session was
@@ -47,10 +48,14 @@ const ATTEMPTS: usize = 100;
 /// Sessions touched at once.
 const TOUCH_CONCURRENCY: usize = 32;
 
-/// `<hex>` of the first 16 bytes of the SHA-256 of `name`: a key token whatever the name holds (the key of a
-/// session in the sessions bucket).
-pub fn hashed(name: &str) -> String {
+/// `<hex>` of the first 16 bytes of the SHA-256 of `name`: a key token whatever the name holds.
+fn hashed(name: &str) -> String {
     hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16])
+}
+
+/// The key of a session in the sessions bucket: `s.<hex>`.
+pub fn session_key(sid: &str) -> String {
+    format!("s.{}", hashed(sid))
 }
 
 fn member_key(stream: &str, id: &str) -> String {
@@ -202,13 +207,14 @@ impl NatsBroker {
         Ok(left)
     }
 
-    /// The time of the NATS server (Unix nanoseconds): the time of a message written now.
+    /// The time of the NATS server (Unix nanoseconds): the time of a message written now to the sessions bucket,
+    /// whose stream's server stamps the sessions' messages too (in a NATS cluster, servers' clocks may differ).
     async fn server_now(&self, ready: &Ready) -> Result<i128, BrokerError> {
-        let members = &ready.presence_members;
-        if let Err(error) = members.put(CLOCK_KEY, bytes::Bytes::new()).await {
+        let sessions = &ready.presence_sessions;
+        if let Err(error) = sessions.put(CLOCK_KEY, bytes::Bytes::new()).await {
             return Err(self.reset(error));
         }
-        match members.entry(CLOCK_KEY).await {
+        match sessions.entry(CLOCK_KEY).await {
             Ok(Some(entry)) => Ok(entry.created.unix_timestamp_nanos()),
             Ok(None) => Err(self.reset("the presence clock entry vanished")),
             Err(error) => Err(self.reset(error)),
@@ -250,7 +256,7 @@ impl NatsBroker {
 impl PresenceStore for NatsBroker {
     async fn add(&self, stream: &str, sid: &str, member: &Member, ttl: Duration) -> Result<Added, PresenceError> {
         let ready = self.ready().await?;
-        let session_key = hashed(sid);
+        let session_key = session_key(sid);
         // The session's entry first: it says which id the session is in the stream as, and its new revision marks
         // the member's session as added after any claim a sweeper made before.
         let ((), revision) = self
@@ -282,7 +288,7 @@ impl PresenceStore for NatsBroker {
 
     async fn remove(&self, stream: &str, sid: &str) -> Result<Option<String>, BrokerError> {
         let ready = self.ready().await?;
-        let session_key = hashed(sid);
+        let session_key = session_key(sid);
         let unavailable = |error: PresenceError| match error {
             PresenceError::Broker(error) => error,
             other => BrokerError::Unavailable(other.to_string()),
@@ -384,7 +390,7 @@ impl PresenceStore for NatsBroker {
         }
         let ready = self.ready().await?;
         let ttl = millis(ttl);
-        let keys: Vec<String> = sids.iter().map(|sid| hashed(sid)).collect();
+        let keys: Vec<String> = sids.iter().map(|sid| session_key(sid)).collect();
         let ready = &*ready;
         let touches = futures_util::stream::iter(keys)
             .map(|key: String| async move {
@@ -413,7 +419,7 @@ impl PresenceStore for NatsBroker {
         let ready = self.ready().await?;
         let now = self.server_now(&ready).await?;
         let sessions = &ready.presence_sessions;
-        let filter = format!("{}>", sessions.prefix);
+        let filter = format!("{}s.>", sessions.prefix);
         let mut left = Vec::new();
         let mut next = 1;
         let mut claimed = 0;
