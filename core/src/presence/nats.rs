@@ -22,7 +22,8 @@
 //! claims a late session by rewriting its entry with its records moved to `expiring` (refused if the session was
 //! touched meanwhile), unlinks them from their members (only sessions added before the claim: a session that came
 //! back and joined again stays), then drops them from the entry, deleting it when nothing is left. A sweeper that
-//! dies halfway leaves the claimed entry, which is late again one `ttl` later and finished by the next sweep.
+//! dies halfway leaves the claimed entry, which is late again one `ttl` later and finished by the next sweep (unless
+//! its session, cut off from NATS for longer than its `ttl`, is back and touching it: then when it ends).
 //! Nodes of a cluster are meant to share one `presence_ttl`: the sweep stops at the first session still in time.
 
 use std::collections::BTreeMap;
