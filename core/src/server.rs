@@ -230,7 +230,7 @@ impl Server {
             .await
             .map_err(|e| StartError::Engine(e.to_string()))?;
         let (broker, presence_store) = match started {
-            Some(started) => (Some(started.broker), started.presence),
+            Some(started) => (Some(started.broker), Some(started.presence)),
             None => (None, None),
         };
         let registrar = broker.clone().map(|broker| Arc::new(Registrar::new(broker, pubsub.clone())));
@@ -251,7 +251,8 @@ impl Server {
         }
 
         // Whispers and presence events enter the broadcast path like HTTP broadcasts do (this node's workers, then
-        // the cluster pub/sub), through a bounded queue sessions never wait on.
+        // the cluster pub/sub), through a bounded queue: a whisper that finds it full is dropped at once, a presence
+        // event waits for room (its presence command waits with it, as it waits for the broker).
         let (whispers, whisper_queue) = mpsc::channel(WHISPER_QUEUE);
         tasks.spawn(forward_whispers(shared.clone(), whisper_queue, stop_tasks.clone()));
         let presence = presence_store.map(|store| {

@@ -480,7 +480,7 @@ async fn nats_broker_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_nats_server_runs_jetstream_for_the_nats_broker() {
+async fn the_embedded_nats_server_runs_jetstream_for_the_nats_broker_and_its_presence() {
     let port = common::engines::free_port();
     let store = std::env::temp_dir().join(format!("ferrocable-test-enats-store-{}-{port}", std::process::id()));
     let (addr, store_dir) = (format!("nats://127.0.0.1:{port}"), store.display().to_string());
@@ -492,6 +492,11 @@ async fn the_embedded_nats_server_runs_jetstream_for_the_nats_broker() {
     assert_eq!(position.offset, 1);
     assert_eq!(data(&b.history_from("s", &position.epoch, 0).await.unwrap()), ["m"]);
     assert!(store.join("jetstream").is_dir(), "JetStream stores in enats_store_dir");
+    // Presence is kept there too.
+    use ferrocable::presence::{Added, Member, PresenceStore};
+    let ann = Member { id: "ann".into(), info: None };
+    assert_eq!(b.add("room", "s1", &ann, Duration::from_secs(15)).await, Ok(Added::Joined));
+    assert_eq!(b.info("room", true).await.unwrap().records, Some(vec![ann]));
     stop.cancel();
     node.server.shutdown().await;
     let _ = std::fs::remove_dir_all(&store);

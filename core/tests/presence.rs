@@ -1,7 +1,8 @@
-//! The presence stores against real engines: the same rules checked on the memory store and on Redis (a real
-//! redis-server, the Redis 7.0 Debian ships): an id joins with its first session and leaves with its last, one id per
-//! session and stream, untouched sessions expire while touched ones stay, and on Redis two nodes racing never both
-//! report the same join or leave.
+//! The presence stores against real engines: the same rules checked on the memory store, on Redis (a real
+//! redis-server, the Redis 7.0 Debian ships) and on NATS JetStream (a real nats-server, the 2.9 Debian ships): an id
+//! joins with its first session and leaves with its last, one id per session and stream, untouched sessions expire
+//! while touched ones stay, a large set is read whole; and on Redis and NATS two nodes racing never both report the
+//! same join or leave.
 
 mod common;
 
@@ -11,9 +12,11 @@ use std::time::Duration;
 use common::engines::Engine;
 use ferrocable::Config;
 use ferrocable::broker::Limits;
+use ferrocable::broker::nats::NatsBroker;
 use ferrocable::broker::redis::RedisBroker;
 use ferrocable::presence::memory::MemoryPresence;
-use ferrocable::presence::{Added, Member, PresenceError, PresenceStore};
+use ferrocable::presence::{Added, Member, PresenceError, PresenceInfo, PresenceStore};
+use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_millis(600);
 
@@ -25,6 +28,14 @@ async fn redis_store(engine: &Engine) -> Arc<RedisBroker> {
     let mut config = Config::default();
     config.set("redis_url", &engine.url()).unwrap();
     RedisBroker::connect(&config, Limits { history_limit: 10, history_ttl: 60, sessions_ttl: 60 }).await.unwrap()
+}
+
+/// A NATS broker on `engine` (a nats-server with JetStream); `stop` ends its connection when the test is done.
+async fn nats_store(engine: &Engine, stop: &CancellationToken) -> Arc<NatsBroker> {
+    let mut config = Config::default();
+    config.set("nats_servers", &engine.url()).unwrap();
+    let limits = Limits { history_limit: 10, history_ttl: 60, sessions_ttl: 60 };
+    NatsBroker::connect(&config, limits, stop.clone()).await.unwrap()
 }
 
 async fn ids(store: &dyn PresenceStore, stream: &str) -> Vec<String> {
@@ -74,6 +85,18 @@ async fn conformance(store: &dyn PresenceStore) {
     tokio::time::sleep(TTL).await;
     assert_eq!(store.expire(100).await.unwrap(), [("lobby".to_owned(), "bob".to_owned())]);
     assert!(store.expire(100).await.unwrap().is_empty());
+
+    // A large set is counted and read whole; the sweep takes at most `limit` sessions at a time.
+    for n in 0..300 {
+        store.add("hall", &format!("h{n}"), &member(&format!("m{n}")), TTL).await.unwrap();
+    }
+    assert_eq!(store.info("hall", false).await.unwrap().total, 300);
+    let all = store.info("hall", true).await.unwrap();
+    assert_eq!((all.total, all.records.map(|r| r.len())), (300, Some(300)));
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    assert_eq!(store.expire(120).await.unwrap().len(), 120);
+    assert_eq!(store.expire(1000).await.unwrap().len(), 180);
+    assert_eq!(store.info("hall", true).await.unwrap(), PresenceInfo { total: 0, records: Some(vec![]) });
 }
 
 #[tokio::test]
@@ -88,9 +111,41 @@ async fn the_redis_store_keeps_the_rules_on_the_redis_debian_ships() {
 }
 
 #[tokio::test]
-async fn two_redis_nodes_racing_report_each_join_and_leave_once() {
-    let engine = Engine::redis();
-    let (one, two) = (redis_store(&engine).await, redis_store(&engine).await);
+async fn the_nats_store_keeps_the_rules_on_the_nats_server_debian_ships() {
+    let (engine, stop) = (Engine::nats_jetstream(), CancellationToken::new());
+    conformance(&*nats_store(&engine, &stop).await).await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn on_nats_a_sweep_that_died_halfway_is_finished_by_the_next_and_foreign_entries_are_dropped() {
+    use ferrocable::presence::nats::{SESSIONS_BUCKET, session_key};
+    let (engine, stop) = (Engine::nats_jetstream(), CancellationToken::new());
+    let store = nats_store(&engine, &stop).await;
+    let js = async_nats::jetstream::new(async_nats::connect(engine.url()).await.unwrap());
+    let sessions = js.get_key_value(SESSIONS_BUCKET).await.unwrap();
+    // Something that is not a session entry, first in line.
+    sessions.put("s.foreign", "not json".into()).await.unwrap();
+    store.add("room", "s1", &member("ann"), TTL).await.unwrap();
+    store.add("room", "s2", &member("bob"), TTL).await.unwrap();
+    // A sweeper claimed s1 (its records moved to `expiring`) and died before taking it out of its member.
+    let mut entry: serde_json::Value =
+        serde_json::from_slice(&sessions.get(session_key("s1")).await.unwrap().unwrap()).unwrap();
+    entry["expiring"] = entry["records"].take();
+    entry["records"] = serde_json::json!([]);
+    sessions.put(session_key("s1"), serde_json::to_vec(&entry).unwrap().into()).await.unwrap();
+    assert_eq!(ids(&*store, "room").await, ["ann", "bob"], "ann is still a member");
+    store.touch(&["s2".into()], TTL * 3).await.unwrap();
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    assert_eq!(store.expire(100).await.unwrap(), [("room".to_owned(), "ann".to_owned())]);
+    assert_eq!(ids(&*store, "room").await, ["bob"]);
+    assert_eq!(sessions.get("s.foreign").await.unwrap(), None, "the foreign entry was dropped");
+    assert_eq!(sessions.get(session_key("s1")).await.unwrap(), None, "the claimed entry is gone");
+    stop.cancel();
+}
+
+/// Two nodes' stores on one engine, racing: each join and leave is reported by exactly one of them.
+async fn racing(one: Arc<dyn PresenceStore>, two: Arc<dyn PresenceStore>) {
     let ttl = Duration::from_secs(15);
     // 50 sessions of one id, half added through each node at once: exactly one join.
     let adds = (0..50).map(|n| {
@@ -123,4 +178,17 @@ async fn two_redis_nodes_racing_report_each_join_and_leave_once() {
     let (a, b) = tokio::join!(one.expire(1000), two.expire(1000));
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 20);
     assert_eq!(one.info("lobby", false).await.unwrap().total, 0);
+}
+
+#[tokio::test]
+async fn two_redis_nodes_racing_report_each_join_and_leave_once() {
+    let engine = Engine::redis();
+    racing(redis_store(&engine).await, redis_store(&engine).await).await;
+}
+
+#[tokio::test]
+async fn two_nats_nodes_racing_report_each_join_and_leave_once() {
+    let (engine, stop) = (Engine::nats_jetstream(), CancellationToken::new());
+    racing(nats_store(&engine, &stop).await, nats_store(&engine, &stop).await).await;
+    stop.cancel();
 }

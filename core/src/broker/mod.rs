@@ -153,10 +153,10 @@ impl std::fmt::Display for Limits {
     }
 }
 
-/// A started broker and its presence store (`None` when the adapter keeps no presence).
+/// A started broker and its presence store (every adapter keeps presence).
 pub(crate) struct Started {
     pub broker: Arc<dyn Broker>,
-    pub presence: Option<Arc<dyn crate::presence::PresenceStore>>,
+    pub presence: Arc<dyn crate::presence::PresenceStore>,
 }
 
 /// Starts the broker named by `broker`, with its background work on `tasks` until `stop`; `None` for `none`.
@@ -174,17 +174,15 @@ pub(crate) async fn start(
             memory.start_sweeper(tasks, stop);
             let presence: Arc<dyn crate::presence::PresenceStore> =
                 Arc::new(crate::presence::memory::MemoryPresence::default());
-            Started { broker: memory, presence: Some(presence) }
+            Started { broker: memory, presence }
         }
         BrokerAdapter::Redis => {
             let redis = redis::RedisBroker::connect(config, limits).await?;
-            Started { broker: redis.clone(), presence: Some(redis) }
+            Started { broker: redis.clone(), presence: redis }
         }
         BrokerAdapter::Nats => {
-            tracing::info!(
-                "the nats broker keeps no presence sets: presence commands are refused (use memory or redis)"
-            );
-            Started { broker: nats::NatsBroker::connect(config, limits, stop).await?, presence: None }
+            let nats = nats::NatsBroker::connect(config, limits, stop).await?;
+            Started { broker: nats.clone(), presence: nats }
         }
     };
     tracing::info!("Using {}", started.broker.describe());

@@ -20,6 +20,8 @@
 //! - Bucket `ferrocable_sessions` (`max_age` = `sessions_ttl`; not created when it is 0), key = the session
 //!   id: commit is a put (which restarts the ttl), restore reads the entry and purges it only if it was not
 //!   changed meanwhile (so a session is restored at most once across nodes), touch writes it again.
+//! - Buckets `ferrocable_presence` and `ferrocable_presence_sessions`: the presence sets and the sessions
+//!   present in them (`crate::presence::nats`).
 //!
 //! Each stream is a JetStream stream of its own, and JetStream keeps an emptied stream: a deployment with
 //! very many short-lived streams grows NATS' stream count (see docs/cluster.md).
@@ -56,10 +58,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const EPOCH_CHECK: Duration = Duration::from_secs(1);
 
 /// JetStream handles, set up once connected (and again after JetStream lost its storage).
-struct Ready {
+pub(crate) struct Ready {
     js: jetstream::Context,
     epochs: kv::Store,
     sessions: Option<kv::Store>,
+    /// The presence buckets (crate::presence::nats).
+    pub(crate) presence_members: kv::Store,
+    pub(crate) presence_sessions: kv::Store,
 }
 
 /// The NATS JetStream broker.
@@ -119,7 +124,7 @@ impl NatsBroker {
     }
 
     /// The JetStream handles, set up on first use; fails at once while NATS is not connected.
-    async fn ready(&self) -> Result<Arc<Ready>, BrokerError> {
+    pub(crate) async fn ready(&self) -> Result<Arc<Ready>, BrokerError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(BrokerError::Unavailable(format!("NATS ({}) is not connected", self.servers)));
         }
@@ -134,12 +139,15 @@ impl NatsBroker {
             .timeout(REQUEST_TIMEOUT)
             .ack_timeout(REQUEST_TIMEOUT)
             .build(self.client.clone());
-        let epochs = bucket(&js, EPOCH_BUCKET, Duration::ZERO).await?;
+        let epochs = bucket(&js, EPOCH_BUCKET, Duration::ZERO, true).await?;
         let sessions = match self.limits.sessions_ttl {
             0 => None,
-            ttl => Some(bucket(&js, SESSIONS_BUCKET, Duration::from_secs(ttl)).await?),
+            ttl => Some(bucket(&js, SESSIONS_BUCKET, Duration::from_secs(ttl), true).await?),
         };
-        let ready = Arc::new(Ready { js, epochs, sessions });
+        // Presence removes entries by sequence (a compare-and-delete), so its buckets allow deleting messages.
+        let presence_members = bucket(&js, crate::presence::nats::MEMBERS_BUCKET, Duration::ZERO, false).await?;
+        let presence_sessions = bucket(&js, crate::presence::nats::SESSIONS_BUCKET, Duration::ZERO, false).await?;
+        let ready = Arc::new(Ready { js, epochs, sessions, presence_members, presence_sessions });
         self.load_epoch(&ready).await?;
         *self.ready.write() = Some(ready.clone());
         Ok(ready)
@@ -147,7 +155,7 @@ impl NatsBroker {
 
     /// Forgets the JetStream handles after an error that may mean JetStream lost its storage: the next call
     /// sets them up again (recreating what is missing, with a new epoch if the epoch is gone).
-    fn reset(&self, error: impl std::fmt::Display) -> BrokerError {
+    pub(crate) fn reset(&self, error: impl std::fmt::Display) -> BrokerError {
         *self.ready.write() = None;
         BrokerError::Unavailable(format!("NATS JetStream: {error}"))
     }
@@ -269,8 +277,14 @@ impl NatsBroker {
 
 /// The key-value bucket `name`, created when missing. The bucket's stream is created here with the
 /// key-value conventions (what `create_key_value` would make) because the client's own bucket creation
-/// first asks for account details in a shape that NATS 2.9 does not answer.
-async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration) -> Result<kv::Store, BrokerError> {
+/// first asks for account details in a shape that NATS 2.9 does not answer. `deny_delete`: whether single
+/// messages may not be deleted through the stream API (the key-value default).
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    deny_delete: bool,
+) -> Result<kv::Store, BrokerError> {
     let config = jetstream::stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
@@ -279,7 +293,7 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration) -> Resul
         storage: jetstream::stream::StorageType::File,
         num_replicas: 1,
         allow_rollup: true,
-        deny_delete: true,
+        deny_delete,
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
         ..Default::default()

@@ -12,11 +12,12 @@
 //! broadcasting the leaves that follows. A quick reconnect therefore does not flap, a restored session takes its
 //! records over without a leave, and the records of a node that died expire like a dropped connection's.
 //!
-//! Stores: the memory one (`memory.rs`, one node) and Redis's (`redis.rs`, every node on one Redis, Redis 6.2+);
-//! they only store and answer. This module's [`Presence`] runs the rules (validation, events, touching, the
+//! Stores: the memory one (`memory.rs`, one node), Redis's (`redis.rs`, every node on one Redis, Redis 6.2+) and
+//! NATS JetStream's (`nats.rs`, every node on one NATS, NATS 2.9+); they only store and answer. This module's [`Presence`] runs the rules (validation, events, touching, the
 //! sweeper); it never touches sessions, the hub or sockets.
 
 pub mod memory;
+pub mod nats;
 pub mod redis;
 
 use std::collections::HashSet;
@@ -41,6 +42,8 @@ pub const MAX_INFO_BYTES: usize = 4096;
 pub const CHANGES_PER_SECOND: u32 = 10;
 /// Expired sessions one sweep removes at most; the rest wait for the next one.
 const SWEEP_BATCH: usize = 1000;
+/// How long a presence event waits for room in the broadcast queue before it is dropped.
+const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// A presence record as clients see it: the id and its info (JSON text; `None` when none was given).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -131,7 +134,7 @@ pub enum PresenceError {
         "presence is not enabled for this subscription (no presence stream: streams_presence, or the channel's `$p`)"
     )]
     NotEnabled,
-    #[error("presence is off: it needs a broker that keeps presence (--broker memory or redis)")]
+    #[error("presence is off: it needs a broker that keeps presence (--broker memory, redis or nats)")]
     NoBroker,
     #[error("unknown subscription")]
     UnknownSubscription,
@@ -218,7 +221,7 @@ impl Presence {
         self.local.lock().insert(sid.clone());
         let added = self.store.add(stream, sid, member, self.ttl).await?;
         if added == Added::Joined {
-            self.emit(stream, PresenceEvent::Join(member.clone()));
+            self.emit(stream, PresenceEvent::Join(member.clone())).await;
         }
         Ok(added)
     }
@@ -227,7 +230,7 @@ impl Presence {
     pub async fn leave(&self, stream: &str, sid: &str) -> Result<Option<String>, PresenceError> {
         let left = self.store.remove(stream, sid).await?;
         if let Some(id) = &left {
-            self.emit(stream, PresenceEvent::Leave(id.clone()));
+            self.emit(stream, PresenceEvent::Leave(id.clone())).await;
         }
         Ok(left)
     }
@@ -256,11 +259,14 @@ impl Presence {
         self.local.lock().remove(sid);
     }
 
-    /// Hands an event to the broadcast path; dropped (and logged) when that queue is full.
-    fn emit(&self, stream: &str, event: PresenceEvent) {
+    /// Hands an event to the broadcast path. While that queue is full the caller (a presence command of one
+    /// connection, or the sweeper) waits for room: an event is a change of the set that watchers would otherwise
+    /// never learn of, and a burst of store answers (many joins completing at once) must not lose any. Dropped, and
+    /// logged, only when no room comes up within [`EVENT_WAIT`].
+    async fn emit(&self, stream: &str, event: PresenceEvent) {
         let publication = Publication { transient: true, presence: true, ..Publication::new(stream, event.to_json()) };
-        if self.events.try_send(publication).is_err() {
-            tracing::warn!(stream, "presence event dropped: the broadcast queue is full");
+        if self.events.send_timeout(publication, EVENT_WAIT).await.is_err() {
+            tracing::warn!(stream, "presence event dropped: the broadcast queue stayed full");
         }
     }
 
@@ -309,7 +315,7 @@ impl Presence {
         match self.store.expire(SWEEP_BATCH).await {
             Ok(left) => {
                 for (stream, id) in left {
-                    self.emit(&stream, PresenceEvent::Leave(id));
+                    self.emit(&stream, PresenceEvent::Leave(id)).await;
                 }
             }
             Err(error) => tracing::debug!(%error, "expired presence records not swept this round"),
@@ -335,6 +341,35 @@ mod tests {
             serde_json::json!({"type":"info","total":2,"records":[{"id":"1","info":{"name":"Ann"}},{"id":"2\""}]})
         );
         assert_eq!(PresenceInfo { total: 3, records: None }.to_json(), r#"{"type":"info","total":3}"#);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_waits_for_room_in_the_broadcast_queue_rather_than_losing_events() {
+        let (events, mut queue) = mpsc::channel(1);
+        let presence =
+            Arc::new(Presence::new(Arc::new(memory::MemoryPresence::default()), Duration::from_secs(15), events));
+        let joins: Vec<_> = (0..5)
+            .map(|n| {
+                let presence = presence.clone();
+                tokio::spawn(async move {
+                    let sid: Arc<str> = format!("s{n}").into();
+                    presence.join("room", &sid, &Member { id: format!("m{n}"), info: None }).await
+                })
+            })
+            .collect();
+        let mut received = Vec::new();
+        while received.len() < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let event = tokio::time::timeout(Duration::from_secs(10), queue.recv()).await.expect("an event was lost");
+            received.push(event.unwrap().data);
+        }
+        for join in joins {
+            assert_eq!(join.await.unwrap(), Ok(Added::Joined));
+        }
+        received.sort();
+        let expected: Vec<String> =
+            (0..5).map(|n| PresenceEvent::Join(Member { id: format!("m{n}"), info: None }).to_json()).collect();
+        assert_eq!(received, expected);
     }
 
     #[test]
