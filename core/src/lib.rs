@@ -26,6 +26,7 @@ pub mod config;
 mod disconnect;
 mod enats;
 mod engine;
+mod forward;
 pub mod handler;
 pub mod hub;
 pub mod logging;

@@ -37,6 +37,7 @@ use crate::pubsub::PubSub;
 use crate::rate_limit::CommandRate;
 use crate::session::SessionDeps;
 use crate::transport::ds;
+use crate::transport::held::HeldPaths;
 use crate::transport::listener::{HttpListener, ListenerLimits};
 use crate::transport::sse;
 use crate::transport::tcp::ClientSocketOptions;
@@ -297,10 +298,11 @@ impl Server {
 
         // Every listener gets the same deadlines and bound on pending connections (see transport::listener).
         let limits = ListenerLimits::from_config(&config);
-        let serve = |listener: TcpListener, router: Router, client_sockets, what| {
+        let serve = |listener: TcpListener, router: Router, client_sockets, held, what| {
             let tls = listener_tls.clone();
             let metrics = metrics.clone();
-            HttpListener { listener, tls, router, client_sockets, limits, metrics, what }
+            let held = Arc::new(held);
+            HttpListener { listener, tls, router, client_sockets, limits, metrics, held, what }
                 .spawn(&tasks, stop_accepting.clone());
         };
         let mut main_router = Router::new();
@@ -338,7 +340,7 @@ impl Server {
                 let host =
                     if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
                 let listener = bind(host, config.metrics_port).await?;
-                serve(listener, metrics_routes, None, "metrics");
+                serve(listener, metrics_routes, None, HeldPaths::default(), "metrics");
             }
         }
         // The REST API publishes like the HTTP broadcaster, behind its own key.
@@ -355,7 +357,7 @@ impl Server {
             } else {
                 let listener = bind(&config.host, config.api_port).await?;
                 api_addr = listener.local_addr().ok();
-                serve(listener, api_routes, None, "api");
+                serve(listener, api_routes, None, HeldPaths::default(), "api");
             }
         }
         let mut broadcast_addr = None;
@@ -366,14 +368,16 @@ impl Server {
             } else {
                 let listener = bind(&config.host, config.http_broadcast_port).await?;
                 broadcast_addr = listener.local_addr().ok();
-                serve(listener, broadcast_routes, None, "broadcast");
+                serve(listener, broadcast_routes, None, HeldPaths::default(), "broadcast");
             }
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
         // (and its Disconnect run) within a bounded time: set once on the listener where accepted sockets
         // inherit them, else on each accepted socket.
         let client_sockets = ClientSocketOptions::for_listener(&config, &main_listener);
-        serve(main_listener, main_router, client_sockets, "main");
+        // An SSE response lasts as long as its client: answered outside hyper (see transport::held).
+        let held = HeldPaths::new(config.sse.then(|| config.sse_path.clone()));
+        serve(main_listener, main_router, client_sockets, held, "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
         }

@@ -111,7 +111,6 @@ pub(super) fn request_origin<'h>(
     }
 }
 
-
 /// Lets the page of another origin read the stream (`allowed_origins` was checked before).
 pub(super) fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
     if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {

@@ -4,6 +4,7 @@
 // Environment: FERROCABLE_BIN picks the binary (default target/debug/ferrocable); FERROCABLE_LOG=1
 // also echoes every server log line to stderr as it is written.
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { test } from 'node:test'
@@ -255,6 +256,12 @@ export async function startServer ({ rpcPort, publicMode = false, pingInterval =
  * `key`: bearer key to send (default the test key; null sends no Authorization header).
  * Returns { status, body }.
  */
+/** The resident memory of a server's process, in KiB (Linux). */
+export function rssKiB (server) {
+  const status = fs.readFileSync(`/proc/${server.child.pid}/status`, 'utf8')
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1])
+}
+
 export async function broadcast (server, publication, { key = BROADCAST_KEY } = {}) {
   const headers = { 'content-type': 'application/json' }
   if (key !== null) headers.authorization = `Bearer ${key}`

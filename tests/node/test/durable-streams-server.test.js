@@ -2,11 +2,10 @@
 // max_conn and end on shutdown and remote disconnects, an authenticated reader's Disconnect call, ds_skip_auth
 // with public streams, and thousands of abandoned long-polls leave no reader and bounded memory behind.
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import http from 'node:http'
 import { after, before } from 'node:test'
 import { identifiersFor, startBackend } from '../lib/backend.js'
-import { broadcastOk, eventually, remoteDisconnect, scenario, startServer, unique } from '../lib/harness.js'
+import { broadcastOk, eventually, remoteDisconnect, rssKiB, scenario, startServer, unique } from '../lib/harness.js'
 import { signedName } from '../lib/standalone.js'
 
 const SECRET = 'ds-secret'
@@ -52,11 +51,6 @@ async function metric (server, name) {
   const text = await (await fetch(`${base(server)}/metrics`)).text()
   const line = text.split('\n').find((l) => l.startsWith(`anycable_go_${name} `))
   return Number(line?.split(' ')[1])
-}
-
-function rssKiB (server) {
-  const status = fs.readFileSync(`/proc/${server.child.pid}/status`, 'utf8')
-  return Number(/VmRSS:\s+(\d+)/.exec(status)[1])
 }
 
 scenario('bad requests are answered 400, 405 or 410 with a message, and the server keeps serving', async () => {

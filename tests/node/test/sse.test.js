@@ -3,14 +3,15 @@
 // cut off while messages are published that comes back with `Last-Event-ID` and gets exactly the missed ones
 // (memory broker). Then, against the binary and its gRPC backend: the wire format of GET, raw and POST streams,
 // bad requests answered with a 4xx and a message, `max_conn`, abandoned streams cleaned up with their
-// Disconnect call, and shutdown.
+// Disconnect call, shutdown, and the memory an idle stream costs the server.
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import { after, before, describe } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { EventSource } from 'eventsource'
 import { startBackend } from '../lib/backend.js'
 import { DEPLOYMENTS, startDeployment } from '../lib/deployments.js'
-import { broadcastOk, eventually, onScenarioEnd, scenario, startServer, unique } from '../lib/harness.js'
+import { broadcastOk, eventually, onScenarioEnd, rssKiB, scenario, startServer, unique } from '../lib/harness.js'
 
 /** The SSE endpoint of a deployment whose WebSocket URL is `wsUrl`, with query parameters. */
 function sseUrl (wsUrl, query = {}) {
@@ -279,4 +280,38 @@ describe('SSE limits and shutdown', () => {
     assert.match(body, /event: disconnect\ndata: \{"type":"disconnect","reason":"server_restart","reconnect":true\}\n\n$/)
     assert.equal(backend.disconnectsFor('leaving').length, 1)
   })
+
+  scenario('a thousand idle SSE clients cost the server a few KiB each: their sockets are held outside the HTTP layer', async (t) => {
+    const server = await startServer({ publicMode: true, args: ['--sse', '--metrics_http=/metrics'] })
+    onScenarioEnd(() => server.stop())
+    const stream = unique('idle')
+    const target = `http://${server.host}:${server.port}/events?stream=${stream}`
+    const clientsNum = async () => {
+      const metrics = await (await fetch(`http://${server.host}:${server.port}/metrics`)).text()
+      return Number(/\nanycable_go_clients_num (\d+)\n/.exec(`\n${metrics}`)?.[1])
+    }
+    const count = 1000
+    const received = []
+    const rssBefore = rssKiB(server)
+    const requests = Array.from({ length: count }, (_, i) => {
+      received[i] = ''
+      const req = http.get(target, { agent: false }, (res) => res.on('data', (chunk) => { received[i] += chunk }))
+      req.on('error', () => {})
+      return req
+    })
+    onScenarioEnd(() => requests.forEach((req) => req.destroy()))
+    await eventually(async () => (await clientsNum()) === count, { timeout: 30000, what: `${count} SSE clients` })
+    await eventually(() => received.every((text) => text.includes('event: confirm_subscription')), { what: 'every confirmation' })
+    const perClientKiB = (rssKiB(server) - rssBefore) / count
+    t.diagnostic(`RSS per idle SSE client: ${perClientKiB.toFixed(2)} KiB`)
+    // In hyper's HTTP connection each one took 16.4 KiB (its 8 KiB read and write buffers, a 5.7 KiB task).
+    assert.ok(perClientKiB < 8, `memory per idle SSE client: ${perClientKiB.toFixed(1)} KiB`)
+
+    // Every one of them still gets pings and broadcasts, and leaves when its client goes.
+    await eventually(() => received.every((text) => text.includes('event: ping')), { what: 'a ping on every stream' })
+    await broadcastOk(server, { stream, data: JSON.stringify({ text: 'to all' }) })
+    await eventually(() => received.every((text) => text.includes('data: {"text":"to all"}')), { what: 'the broadcast on every stream' })
+    for (const req of requests) req.destroy()
+    await eventually(async () => (await clientsNum()) === 0, { timeout: 20000, what: 'every client gone' })
+  }, { timeout: 90000 })
 })
