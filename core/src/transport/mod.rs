@@ -10,4 +10,5 @@ pub(crate) mod listener;
 pub(crate) mod poll;
 pub(crate) mod sse;
 pub(crate) mod tcp;
+pub(crate) mod websocket;
 pub(crate) mod ws;

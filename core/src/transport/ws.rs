@@ -12,21 +12,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use std::pin::Pin;
+use hyper_util::rt::TokioIo;
 use std::task::Poll;
-
-use futures_util::{SinkExt, Stream, StreamExt};
 
 use crate::client::{ClientHandle, CloseRequest, TOO_SLOW, close_code, generate_sid};
 use crate::config::{Config, PingPrecision};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Protocol, SUPPORTED_PROTOCOLS};
 use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
+use crate::transport::websocket::{self, Message, ReadError};
+
+/// A client's WebSocket: the upgraded connection under the server's own framing.
+type WebSocket = websocket::WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// What the upgrade handler needs; shared by all connections.
 pub(crate) struct WsState {
@@ -138,19 +139,21 @@ impl WsState {
 pub(crate) async fn upgrade(
     State(state): State<Arc<WsState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    mut request: axum::extract::Request,
 ) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let accept = match websocket::handshake_key(request.method(), request.headers()) {
+        Ok(key) => websocket::accept_key(key.as_bytes()),
+        Err(refusal) => return refusal.into_response(),
     };
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded\n").into_response();
+    };
+    let (uri, headers) = (request.uri(), request.headers());
     let config = &state.config;
     if state.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
     }
-    if !state.origin_allowed_header(&headers) {
+    if !state.origin_allowed_header(headers) {
         tracing::warn!(origin = ?headers.get(header::ORIGIN), "connection refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
@@ -173,18 +176,18 @@ pub(crate) async fn upgrade(
             Some(id) => id.into(),
             None => generate_sid().into(),
         };
-    let (env, token) = state.request_env(peer, &uri, &headers);
+    let (env, token) = state.request_env(peer, uri, headers);
 
-    // The sub-protocol axum will answer with: the first one the client offered that we speak.
-    let protocol = Protocol::from_name(
-        headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .find(|p| SUPPORTED_PROTOCOLS.contains(p)),
-    );
+    // The sub-protocol answered with and spoken: the first one the client offered that we speak.
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|p| SUPPORTED_PROTOCOLS.contains(p))
+        .map(str::to_owned);
+    let protocol = Protocol::from_name(offered.as_deref());
     // The session a reconnecting extended-protocol client asks to have back, as AnyCable's clients send it.
     let previous_sid = protocol
         .is_extended()
@@ -199,31 +202,37 @@ pub(crate) async fn upgrade(
     let client =
         Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision, protocol));
     let max = config.max_message_size;
-    ws.protocols(SUPPORTED_PROTOCOLS.iter().copied())
-        // Client frames are small; a bigger one is read in several chunks. The buffer is kept for the whole life
-        // of the connection, so its size is paid by every idle client.
-        .read_buffer_size(256)
-        .write_buffer_size(0)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        // A failed upgrade drops this callback, and with it the connection slot.
-        .on_upgrade(move |socket| {
-            // The connection gets a task of its own, sized for what it holds while idle; the upgrade task ends.
-            // Spawned as it is (not wrapped in another `async` block, which would hold a second copy of the
-            // socket and the request until the first poll).
-            let connection = run_connection(
-                socket,
-                client,
-                env,
-                (token, previous_sid),
-                state.deps.clone(),
-                state.shutdown.clone(),
-                slot,
-            );
-            state.tracker.spawn(connection);
-            std::future::ready(())
-        })
+    let tracker = state.tracker.clone();
+    // Waits for hyper to hand the connection over once the 101 is written; a failed upgrade drops the slot.
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
+        };
+        // The connection gets a task of its own, sized for what it holds while idle; this one ends. Spawned as
+        // it is (not wrapped in another `async` block, which would hold a second copy of the socket and the
+        // request until the first poll).
+        let connection = run_connection(
+            WebSocket::new(TokioIo::new(upgraded), max),
+            client,
+            env,
+            (token, previous_sid),
+            state.deps.clone(),
+            state.shutdown.clone(),
+            slot,
+        );
+        state.tracker.spawn(connection);
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let answer = response.headers_mut();
+    answer.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    answer.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::try_from(accept).expect("base64 is a header value"));
+    if let Some(name) = offered {
+        answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::try_from(name).expect("a supported protocol name"));
+    }
+    response
 }
 
 /// One place under `max_conn`, held from the upgrade until the connection has ended; given back on drop.
@@ -292,7 +301,7 @@ fn run_connection(
         loop {
             // The event is consumed inside this block, before any write is awaited: a handler answer (hundreds
             // of bytes) must not be part of every idle connection's task.
-            let (frames, close) = {
+            let (frames, close, pong) = {
                 // One hand-written poll over the four event sources keeps this task small: no select! futures
                 // are stored while the connection idles.
                 let outbox_first = !wrote_last;
@@ -313,7 +322,7 @@ fn run_connection(
                     if pending.is_none() {
                         // The client's own commands first: a timer that is always due (its tick outlasts its
                         // interval) must not keep an `unsubscribe` waiting.
-                        if let Poll::Ready(message) = Pin::new(&mut socket).poll_next(cx) {
+                        if let Poll::Ready(message) = socket.poll_next(cx) {
                             return Poll::Ready(Event::Read(message));
                         }
                         if session.has_stream_messages() {
@@ -339,7 +348,7 @@ fn run_connection(
                         if drained.close.as_ref().is_some_and(|close| close.reason == TOO_SLOW) {
                             Metrics::inc(&metrics.disconnected_slow_clients_total);
                         }
-                        (Some(session.outbound(drained.frames)), drained.close)
+                        (Some(session.outbound(drained.frames)), drained.close, None)
                     }
                     Event::CallDone(outcome) => {
                         pending = session.finish(outcome);
@@ -357,19 +366,28 @@ fn run_connection(
                         client.send(protocol::ping_frame(timestamp(client.ping_precision)));
                         continue;
                     }
+                    Event::Read(Some(Ok(Message::Ping(data)))) => (None, None, Some(data)),
+                    Event::Read(Some(Ok(Message::Close(code)))) => {
+                        // Answered with a close frame; the client has said its last word.
+                        tracing::debug!(sid = %client.sid, code, "client closed the connection");
+                        readable = false;
+                        let code = websocket::close_reply_code(code);
+                        (None, Some(CloseRequest { frame: None, code, reason: "" }), None)
+                    }
                     Event::Read(Some(Ok(message))) => {
                         pending = handle_frame(&mut session, &client, message, &metrics);
                         continue;
                     }
-                    Event::Read(Some(Err(error))) => {
+                    Event::Read(Some(Err(ReadError::Io(error)))) => {
+                        tracing::debug!(sid = %client.sid, %error, "connection read failed");
+                        break;
+                    }
+                    Event::Read(Some(Err(ReadError::Refused(refusal)))) => {
                         readable = false;
-                        let Some(close) = refusal(&error) else {
-                            tracing::debug!(sid = %client.sid, %error, "connection read failed");
-                            break;
-                        };
-                        tracing::warn!(sid = %client.sid, %error, code = close.code, "client frame refused; closing");
+                        let close = CloseRequest { frame: None, code: refusal.code(), reason: refusal.reason() };
+                        tracing::warn!(sid = %client.sid, error = %refusal, code = close.code, "client frame refused; closing");
                         Metrics::inc(&metrics.failed_client_msg_total);
-                        (None, Some(close))
+                        (None, Some(close), None)
                     }
                     Event::Read(None) => break,
                 }
@@ -377,7 +395,7 @@ fn run_connection(
             // The write future is boxed and bound by `let` before it is awaited, and it owns the frames and the
             // close request: neither it nor what it writes is part of this task's state, they exist only while
             // writing (held here across the await, they would take ~90 bytes of every idle connection's task).
-            let writing = Box::pin(write_out(&mut socket, frames, close, &client, &metrics));
+            let writing = Box::pin(write_out(&mut socket, pong, frames, close, &client, &metrics));
             match writing.await {
                 Written::Open => {}
                 Written::Closed { ok } => {
@@ -432,7 +450,7 @@ const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// disconnect and close frames before the client has read them: a client that floods commands or broadcasts
 /// while it is told to leave would never learn why.
 async fn await_close_reply(socket: &mut WebSocket) {
-    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async { while let Some(Ok(_)) = socket.next().await {} }).await;
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, socket.until_closed()).await;
 }
 
 /// What woke the connection task.
@@ -445,7 +463,7 @@ enum Event {
     StreamMessage,
     /// A periodic timer of a subscription is due (only polled while no call is in flight).
     Tick(Arc<str>, u32),
-    Read(Option<Result<Message, axum::Error>>),
+    Read(Option<Result<Message, ReadError>>),
 }
 
 /// Handles one client frame; returns the handler call it started, if any.
@@ -460,7 +478,7 @@ fn handle_frame(
     let decoded = match message {
         Message::Text(text) if !encoding.is_binary() => {
             Metrics::add(&metrics.data_rcvd_total, text.len() as u64);
-            protocol::decode_command(text.as_str())
+            protocol::decode_command(&text)
         }
         Message::Binary(data) if encoding.is_binary() => {
             Metrics::add(&metrics.data_rcvd_total, data.len() as u64);
@@ -474,8 +492,8 @@ fn handle_frame(
             Metrics::add(&metrics.data_rcvd_total, data.len() as u64);
             Err(protocol::DecodeError::UnexpectedBinary)
         }
-        // Pings are answered by the WebSocket layer; pongs and close frames need nothing from us.
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
+        // Pings and close frames are answered by the connection loop.
+        Message::Ping(_) | Message::Close(_) => return None,
     };
     Metrics::inc(&metrics.client_msg_total);
     match decoded {
@@ -494,12 +512,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A socket write bounded by [`WRITE_TIMEOUT`]; a write that runs out of time is counted
 /// (`timeout_server_msg_total`, as AnyCable counts its write deadline).
-async fn bounded(write: impl Future<Output = Result<(), axum::Error>>, metrics: &Metrics) -> Result<(), axum::Error> {
+async fn bounded(write: impl Future<Output = std::io::Result<()>>, metrics: &Metrics) -> std::io::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(result) => result,
         Err(_) => {
             Metrics::inc(&metrics.timeout_server_msg_total);
-            Err(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")))
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))
         }
     }
 }
@@ -511,18 +529,24 @@ enum Written {
     /// The close frame was written (`ok`) or its write failed.
     Closed { ok: bool },
     /// Writing the frames failed.
-    Failed(axum::Error),
+    Failed(std::io::Error),
 }
 
-/// Writes queued frames, then the close frame when a close was requested (frames queued after the close
-/// request are never written), each write bounded by [`WRITE_TIMEOUT`].
+/// Writes the pong a ping asked for, then queued frames, then the close frame when a close was requested (frames
+/// queued after the close request are never written), each write bounded by [`WRITE_TIMEOUT`].
 async fn write_out(
     socket: &mut WebSocket,
+    pong: Option<Bytes>,
     frames: Option<VecDeque<Bytes>>,
     close: Option<CloseRequest>,
     client: &ClientHandle,
     metrics: &Metrics,
 ) -> Written {
+    if let Some(data) = pong {
+        if let Err(error) = bounded(socket.write_pong(&data), metrics).await {
+            return Written::Failed(error);
+        }
+    }
     if let Some(frames) = frames {
         if let Err(error) = bounded(write_frames(socket, frames, client, metrics), metrics).await {
             return Written::Failed(error);
@@ -536,39 +560,34 @@ async fn write_out(
     }
 }
 
+/// Writes frames in the client's encoding: JSON clients get text frames of the bytes as they are; binary clients
+/// get broadcasts as the hub encoded them and everything built as JSON (transmissions, pings, confirmations)
+/// re-encoded here.
 async fn write_frames(
     socket: &mut WebSocket,
     frames: VecDeque<Bytes>,
     client: &ClientHandle,
     metrics: &Metrics,
-) -> Result<(), axum::Error> {
+) -> std::io::Result<()> {
     if frames.is_empty() {
         return Ok(());
     }
-    for frame in frames {
-        let message = if client.protocol.encoding().is_binary() {
-            // Frames built as JSON (transmissions, pings, confirmations) take the client's encoding here;
-            // broadcasts come already encoded.
-            match protocol::encode_for(client.protocol, frame) {
-                Ok(binary) => Message::Binary(binary),
-                Err(error) => {
-                    Metrics::inc(&metrics.failed_server_msg_total);
-                    tracing::warn!(sid = %client.sid, %error, "frame skipped");
-                    continue;
-                }
+    let (opcode, frames) = if client.protocol.encoding().is_binary() {
+        let encoded = frames.into_iter().filter_map(|frame| match protocol::encode_for(client.protocol, frame) {
+            Ok(binary) => Some(binary),
+            Err(error) => {
+                Metrics::inc(&metrics.failed_server_msg_total);
+                tracing::warn!(sid = %client.sid, %error, "frame skipped");
+                None
             }
-        } else {
-            Message::Text(Utf8Bytes::try_from(frame).map_err(axum::Error::new)?)
-        };
-        let len = match &message {
-            Message::Binary(bytes) => bytes.len(),
-            Message::Text(text) => text.len(),
-            _ => 0,
-        };
-        Metrics::add(&metrics.data_sent_total, len as u64);
-        socket.feed(message).await?;
-    }
-    socket.flush().await
+        });
+        (websocket::BINARY, encoded.collect::<Vec<_>>())
+    } else {
+        // Every frame is built by the server from JSON it parsed or produced: never anything but UTF-8.
+        (websocket::TEXT, Vec::from(frames))
+    };
+    Metrics::add(&metrics.data_sent_total, frames.iter().map(|f| f.len() as u64).sum());
+    socket.write_data(opcode, &frames).await
 }
 
 async fn write_close(
@@ -576,32 +595,11 @@ async fn write_close(
     close: CloseRequest,
     client: &ClientHandle,
     metrics: &Metrics,
-) -> Result<(), axum::Error> {
+) -> std::io::Result<()> {
     if let Some(frame) = close.frame {
         write_frames(socket, VecDeque::from([frame]), client, metrics).await?;
     }
-    socket
-        .send(Message::Close(Some(CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) })))
-        .await
-}
-
-/// The close a read error calls for when it is the client's fault: a frame or message over
-/// `max_message_size` (1009, refused from the frame header, before its payload is buffered), a text message
-/// that is not UTF-8 (1007), or a violation of the WebSocket framing rules such as a control frame over 125
-/// bytes, a fragmented control frame or a stray continuation frame (1002). `None` for a connection that just
-/// went away.
-fn refusal(error: &axum::Error) -> Option<CloseRequest> {
-    use std::error::Error as _;
-    use tungstenite::Error as WsError;
-    let close = |code, reason| CloseRequest { frame: None, code, reason };
-    match error.source()?.downcast_ref::<WsError>()? {
-        WsError::Capacity(_) => Some(close(close_code::MESSAGE_TOO_BIG, "message too big")),
-        WsError::Utf8(_) => Some(close(close_code::INVALID_PAYLOAD, "invalid UTF-8")),
-        // A peer that dropped the TCP connection without a close frame has just gone away.
-        WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Protocol(_) => Some(close(close_code::PROTOCOL_ERROR, "protocol error")),
-        _ => None,
-    }
+    socket.write_close(close.code, close.reason).await
 }
 
 /// Unix time in the requested precision.
