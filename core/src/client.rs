@@ -63,7 +63,8 @@ struct Queue {
     frames: VecDeque<Bytes>,
     /// Allocated on the first one: only subscriptions with stream callbacks get any.
     stream_messages: Option<Box<VecDeque<StreamMessage>>>,
-    close: Option<CloseRequest>,
+    /// Boxed: every client holds the place, few ever fill it.
+    close: Option<Box<CloseRequest>>,
 }
 
 impl Queue {
@@ -149,6 +150,11 @@ impl ClientHandle {
             return false;
         }
         let first = q.len() == 0;
+        if q.frames.capacity() == 0 {
+            // An idle client's queue holds nothing between drains: the first frames after one (a ping, one
+            // broadcast) get exactly their room instead of the default four slots, and bursts grow from there.
+            q.frames.reserve_exact(frames.len());
+        }
         q.frames.extend(frames);
         drop(q);
         if first {
@@ -182,7 +188,7 @@ impl ClientHandle {
             // The client does not read fast enough: drop what it has not read and close it.
             q.frames = VecDeque::new();
             q.stream_messages = None;
-            q.close = Some(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
+            q.close = Some(Box::new(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL)));
             tracing::info!(sid = %self.sid, client_queue_size = self.capacity, "client too slow; disconnecting");
             self.notify();
             return false;
@@ -192,14 +198,14 @@ impl ClientHandle {
 
     /// The close requested so far, if any.
     pub(crate) fn close_request(&self) -> Option<CloseRequest> {
-        self.queue.lock().close.clone()
+        self.queue.lock().close.as_deref().cloned()
     }
 
     /// Asks the connection to close; the first request wins. Frames already queued are still written.
     pub fn close(&self, request: CloseRequest) {
         let mut q = self.queue.lock();
         if q.close.is_none() {
-            q.close = Some(request);
+            q.close = Some(Box::new(request));
             drop(q);
             self.notify();
         }
@@ -232,7 +238,7 @@ impl ClientHandle {
         Drained {
             frames: std::mem::take(&mut q.frames),
             stream_messages: q.stream_messages.take(),
-            close: q.close.clone(),
+            close: q.close.as_deref().cloned(),
         }
     }
 

@@ -117,6 +117,40 @@ impl StreamState {
     }
 }
 
+/// The clients connected with one set of identifiers: nearly always one (a user's single tab, a `{"sid":…}` of a
+/// standalone client), held without a list of its own.
+enum Identified {
+    One(Arc<ClientHandle>),
+    Many(Vec<Arc<ClientHandle>>),
+}
+
+impl Identified {
+    fn push(&mut self, client: Arc<ClientHandle>) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![first.clone(), client]),
+            Self::Many(clients) => clients.push(client),
+        }
+    }
+
+    /// Removes a client; returns whether none is left.
+    fn remove(&mut self, client_id: u64) -> bool {
+        match self {
+            Self::One(client) => client.id == client_id,
+            Self::Many(clients) => {
+                clients.retain(|c| c.id != client_id);
+                clients.is_empty()
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<Arc<ClientHandle>> {
+        match self {
+            Self::One(client) => vec![client.clone()],
+            Self::Many(clients) => clients.clone(),
+        }
+    }
+}
+
 /// Told when a stream gains its first subscriber on this node or loses its last one. The cluster pub/sub
 /// uses it to subscribe per stream. Called with the stream's shard locked, so it must only take note.
 pub(crate) trait StreamWatcher: Send + Sync {
@@ -129,7 +163,7 @@ pub struct Hub {
     watcher: std::sync::OnceLock<Arc<dyn StreamWatcher>>,
     clients: Shards<u64, Arc<ClientHandle>, BuildHasherDefault<ClientIdHasher>>,
     /// identifiers string -> clients with exactly those identifiers (for remote disconnect)
-    by_identifiers: Shards<Arc<str>, Vec<Arc<ClientHandle>>>,
+    by_identifiers: Shards<Arc<str>, Identified>,
     hasher: std::collections::hash_map::RandomState,
     metrics: Arc<Metrics>,
 }
@@ -324,11 +358,13 @@ impl Hub {
 
     /// Records the identifiers a client was accepted with, for remote disconnects.
     pub(crate) fn identify(&self, client: &Arc<ClientHandle>, identifiers: &Arc<str>) {
-        self.by_identifiers[self.shard_of(&**identifiers)]
-            .write()
-            .entry(identifiers.clone())
-            .or_default()
-            .push(client.clone());
+        let mut shard = self.by_identifiers[self.shard_of(&**identifiers)].write();
+        match shard.entry(identifiers.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => entry.get_mut().push(client.clone()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Identified::One(client.clone()));
+            }
+        }
     }
 
     /// Removes a client from the registry (and the identifiers index when given).
@@ -336,18 +372,15 @@ impl Hub {
         self.clients[client_shard(client_id)].write().remove(&client_id);
         if let Some(ids) = identifiers {
             let mut shard = self.by_identifiers[self.shard_of(ids)].write();
-            if let Some(list) = shard.get_mut(ids) {
-                list.retain(|c| c.id != client_id);
-                if list.is_empty() {
-                    shard.remove(ids);
-                }
+            if shard.get_mut(ids).is_some_and(|clients| clients.remove(client_id)) {
+                shard.remove(ids);
             }
         }
     }
 
     /// Asks every client with exactly these identifiers to close; returns how many there were.
     pub(crate) fn disconnect_identified(&self, identifiers: &str, request: &CloseRequest) -> usize {
-        let clients = self.by_identifiers[self.shard_of(identifiers)].read().get(identifiers).cloned();
+        let clients = self.by_identifiers[self.shard_of(identifiers)].read().get(identifiers).map(Identified::to_vec);
         let clients = clients.unwrap_or_default();
         for client in &clients {
             client.close(request.clone());
@@ -664,6 +697,11 @@ mod tests {
         assert!(a.is_closing() && b.is_closing() && !c.is_closing());
         hub.remove_client(1, Some(&ids));
         assert_eq!(hub.disconnect_identified(r#"{"user":"1"}"#, &req), 1);
+        assert_eq!(hub.unique_identifiers_count(), 2);
+        hub.remove_client(2, Some(&ids));
+        hub.remove_client(3, Some(r#"{"user":"2"}"#));
+        assert_eq!(hub.unique_identifiers_count(), 0, "an identity goes with its last client, one or many");
+        assert_eq!(hub.disconnect_identified(r#"{"user":"2"}"#, &req), 0);
     }
 
     #[tokio::test]
