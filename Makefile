@@ -23,6 +23,7 @@ build:
 
 test: setup
 	cargo test --workspace
+	python3 -m unittest discover -s tests/load -p 'test_*.py'
 	$(MAKE) --no-print-directory soak
 	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-ruby

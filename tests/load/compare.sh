@@ -46,6 +46,7 @@ mkdir -p "$results"
 [ -x "$bench" ] || { echo "missing $bench: run cargo build --release -p ferrocable-bench" >&2; exit 1; }
 [ -x "$ferrocable" ] || { echo "missing $ferrocable: run cargo build --release -p ferrocable" >&2; exit 1; }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # user + system, in clock ticks
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_http() { # url, seconds
@@ -149,8 +150,20 @@ for entry in "${servers[@]}"; do
         --listener "127.0.0.1:$bport" --listener "127.0.0.1:$mport")
       ;;
   esac
+  if [ -n "$rpc_port" ]; then backend_before=$(cpu_ticks "$backend_pid"); started=$(date +%s.%N); fi
   taskset -c "$tool_cpu" "$bench" "$scenario" --url "$url" --server-pid "$real_pid" --json "${extra[@]}" "$@" \
     >"$results/$name.json" || echo "$name: load tool failed" >&2
+  # The backend's share of its core over the run: a backend near 100% would make the run measure the backend.
+  if [ -n "$rpc_port" ] && [ -s "$results/$name.json" ]; then
+    python3 - "$results/$name.json" "$backend_before" "$(cpu_ticks "$backend_pid")" "$started" "$(date +%s.%N)" \
+      "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+path, before, after, start, end, hz = sys.argv[1], *map(float, sys.argv[2:])
+result = json.load(open(path))
+result.setdefault("cpu", {})["backend_cpu_percent"] = round((after - before) / hz / max(end - start, 1e-9) * 100, 1)
+json.dump(result, open(path, "w"), indent=2)
+PY
+  fi
   kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
   if [ -n "$rpc_port" ]; then kill "$backend_pid" 2>/dev/null || true; wait "$backend_pid" 2>/dev/null || true; fi
 done

@@ -5,6 +5,14 @@
   report.py chart DIR OUT.svg    step-mode results: p95 and delivered/s against subscribers, one line per server
   report.py rounds DIR A/B...    rounds.sh results (DIR/round-N/<server>.json): each round's rate of every server,
                                  the ratio A ÷ B of each pair within each round, and the medians
+  report.py kind                 this machine's kind, as baselines are keyed: "<cores> x <CPU model>"
+  report.py figures BASELINE     the baseline figures of this machine's kind: "name<TAB>compare.sh arguments"
+  report.py check BASELINE NAME DIR
+                                 compares the figure NAME measured in DIR (compare.sh results, or rounds in
+                                 DIR/round-N: the median over them) with the committed baseline of this machine's
+                                 kind; exits 1 when a metric fell back by more than the baseline's tolerance
+  report.py record BASELINE NAME DIR
+                                 writes the medians measured in DIR as the baseline of NAME for this machine's kind
 """
 import json
 import pathlib
@@ -110,6 +118,7 @@ def rows_for(result):
             "failed": result.get("failed", result.get("failures")),
             "server CPU %": cpu.get("server_cpu_percent"),
             "tool CPU %": cpu.get("tool_cpu_percent"),
+            **({"backend CPU %": cpu["backend_cpu_percent"]} if "backend_cpu_percent" in cpu else {}),
         }
         return row
     if kind == "attack":
@@ -174,7 +183,8 @@ def rounds(directory, pairs):
             cells.append(fmt(rate(r)) if r else "–")
         for n in names:
             cpu = (results.get(n) or {}).get("cpu", {})
-            cells.append(f"{fmt(cpu.get('server_cpu_percent'))} / {fmt(cpu.get('tool_cpu_percent'))}")
+            backend = f" / backend {fmt(cpu['backend_cpu_percent'])}" if "backend_cpu_percent" in cpu else ""
+            cells.append(f"{fmt(cpu.get('server_cpu_percent'))} / {fmt(cpu.get('tool_cpu_percent'))}{backend}")
         for a, b in pairs:
             ra, rb = results.get(a), results.get(b)
             ratio = rate(ra) / rate(rb) if ra and rb and rate(rb) else None
@@ -225,6 +235,98 @@ def chart(directory, out_path):
     pathlib.Path(out_path).write_text("\n".join(svg) + "\n")
 
 
+def machine_kind(cpuinfo="/proc/cpuinfo", cores=None):
+    """"<cores> x <CPU model>": figures are compared only with a baseline taken on the same kind of machine."""
+    import os
+    model = "unknown CPU"
+    try:
+        for line in pathlib.Path(cpuinfo).read_text().splitlines():
+            if line.startswith("model name"):
+                model = " ".join(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return f"{cores or os.cpu_count()} x {model}"
+
+
+def metric(result, path):
+    """A metric of a result by dotted path (`latency.p95_ms`), or None."""
+    value = result
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def measured(directory, server, paths):
+    """The median of each metric of `server` over the rounds in `directory` (or its single result)."""
+    root = pathlib.Path(directory)
+    round_dirs = sorted(root.glob("round-*")) or [root]
+    results = [load(d).get(server) for d in round_dirs]
+    results = [r for r in results if r]
+    return len(results), {p: median([metric(r, p) for r in results]) for p in paths}
+
+
+def verdict(spec, now, tolerance):
+    """(ok, change) for one metric: `higher` metrics may not fall below, `lower` ones not rise above, the baseline
+    by more than the tolerance; a `lower` metric whose baseline is 0 (lost frames, failures) must stay 0."""
+    base = spec["value"]
+    if now is None:
+        return False, "not measured"
+    if spec["better"] == "lower" and base == 0:
+        return now == 0, "stayed 0" if now == 0 else f"{now} (was 0)"
+    change = (now - base) / base if base else 0.0
+    worse = -change if spec["better"] == "higher" else change
+    return worse <= tolerance, f"{change:+.1%}"
+
+
+def check(baseline_path, name, directory, kind=None):
+    """The comparison table of figure `name` and whether it holds."""
+    baseline = json.loads(pathlib.Path(baseline_path).read_text())
+    kind = kind or machine_kind()
+    figures = {f["name"]: f for f in baseline.get("kinds", {}).get(kind, {}).get("figures", [])}
+    if name not in figures:
+        return False, f"no baseline for {name!r} on this machine kind ({kind}): record one with `report.py record`\n"
+    figure = figures[name]
+    tolerance = baseline.get("tolerance", 0.2)
+    count, now = measured(directory, figure.get("server", "ferrocable"), figure["metrics"])
+    if count == 0:
+        return False, f"no {figure.get('server', 'ferrocable')} result in {directory}\n"
+    out = [f"{name} on {kind}, median of {count} (tolerance {tolerance:.0%})", "",
+           "| metric | baseline | now | change | |", "| --- | --- | --- | --- | --- |"]
+    ok = True
+    for path, spec in figure["metrics"].items():
+        good, change = verdict(spec, now[path], tolerance)
+        ok &= good
+        out.append(f"| {path} ({spec['better']} is better) | {fmt(spec['value'])} | {fmt(now[path])} | {change} | "
+                   f"{'ok' if good else '**regressed**'} |")
+    return ok, "\n".join(out) + "\n"
+
+
+def record(baseline_path, name, directory, kind=None):
+    """Writes the medians measured in `directory` as the baseline of figure `name` for this machine's kind."""
+    path = pathlib.Path(baseline_path)
+    baseline = json.loads(path.read_text())
+    kind = kind or machine_kind()
+    figure = next(f for k in baseline["kinds"].values() for f in k["figures"] if f["name"] == name)
+    count, now = measured(directory, figure.get("server", "ferrocable"), figure["metrics"])
+    if count == 0 or any(v is None for v in now.values()):
+        raise SystemExit(f"{directory} does not hold every metric of {name}")
+    entry = baseline["kinds"].setdefault(kind, {"figures": []})
+    figures = [f for f in entry["figures"] if f["name"] != name]
+    metrics = {p: {**spec, "value": round(now[p], 2)} for p, spec in figure["metrics"].items()}
+    figures.append({**figure, "metrics": metrics})
+    entry["figures"] = figures
+    path.write_text(json.dumps(baseline, indent=2, ensure_ascii=False) + "\n")
+
+
+def figures(baseline_path, kind=None):
+    baseline = json.loads(pathlib.Path(baseline_path).read_text())
+    entry = baseline.get("kinds", {}).get(kind or machine_kind(), {})
+    return "".join(f"{f['name']}\t{' '.join(f['args'])}\n" for f in entry.get("figures", []))
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "table":
         sys.stdout.write(table(sys.argv[2]))
@@ -232,5 +334,15 @@ if __name__ == "__main__":
         sys.stdout.write(rounds(sys.argv[2], sys.argv[3:]))
     elif len(sys.argv) >= 4 and sys.argv[1] == "chart":
         chart(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 2 and sys.argv[1] == "kind":
+        print(machine_kind())
+    elif len(sys.argv) == 3 and sys.argv[1] == "figures":
+        sys.stdout.write(figures(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "check":
+        held, text = check(*sys.argv[2:5])
+        sys.stdout.write(text)
+        sys.exit(0 if held else 1)
+    elif len(sys.argv) == 5 and sys.argv[1] == "record":
+        record(*sys.argv[2:5])
     else:
         sys.exit(__doc__)

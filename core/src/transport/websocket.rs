@@ -138,8 +138,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocket<IO> {
                     None => {}
                 }
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
+            // Not zeroed: the socket writes into it and only what it filled is looked at.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
             if let Err(error) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
                 self.ended = true;
                 return Poll::Ready(Some(Err(ReadError::Io(error))));
