@@ -185,9 +185,10 @@ pub(crate) async fn upgrade(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find(|p| SUPPORTED_PROTOCOLS.contains(p))
-        .map(str::to_owned);
-    let protocol = Protocol::from_name(offered.as_deref());
+        .find(|p| SUPPORTED_PROTOCOLS.contains(p));
+    let protocol = Protocol::from_name(offered);
+    // Echoed only when the client offered one: a client offering nothing known is served JSON without a header.
+    let echoed = offered.map(|_| protocol.name());
     // The session a reconnecting extended-protocol client asks to have back, as AnyCable's clients send it.
     let previous_sid = protocol
         .is_extended()
@@ -229,8 +230,8 @@ pub(crate) async fn upgrade(
     answer.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     answer.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::try_from(accept).expect("base64 is a header value"));
-    if let Some(name) = offered {
-        answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::try_from(name).expect("a supported protocol name"));
+    if let Some(name) = echoed {
+        answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
     }
     response
 }
