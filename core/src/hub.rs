@@ -186,32 +186,60 @@ impl Hub {
         (h.finish() as usize) % SHARDS
     }
 
-    /// Starts delivering `stream` to `client` under the subscription `identifier`.
-    pub(crate) fn subscribe(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>) {
-        self.add_member(stream, identifier, client, false);
+    /// Starts delivering `stream` to `client` under the subscription `identifier`. Returns the hub's own copies of
+    /// the stream name and the identifier, for the session to keep instead of its own: thousands of clients on
+    /// one stream then hold one string of each, not one per client.
+    pub(crate) fn subscribe(
+        &self,
+        stream: &Arc<str>,
+        identifier: &Arc<str>,
+        client: &Arc<ClientHandle>,
+    ) -> (Arc<str>, Arc<str>) {
+        self.add_member(stream, identifier, client, false)
     }
 
     /// Starts handing the data of `stream`'s publications to `client`'s session, for its handler to run the
-    /// subscription `identifier`'s callback (see [`StreamMessage`]).
-    pub(crate) fn subscribe_callback(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>) {
-        self.add_member(stream, identifier, client, true);
+    /// subscription `identifier`'s callback (see [`StreamMessage`]). Returns what [`Hub::subscribe`] returns.
+    pub(crate) fn subscribe_callback(
+        &self,
+        stream: &Arc<str>,
+        identifier: &Arc<str>,
+        client: &Arc<ClientHandle>,
+    ) -> (Arc<str>, Arc<str>) {
+        self.add_member(stream, identifier, client, true)
     }
 
-    fn add_member(&self, stream: &Arc<str>, identifier: &Arc<str>, client: &Arc<ClientHandle>, callback: bool) {
+    fn add_member(
+        &self,
+        stream: &Arc<str>,
+        identifier: &Arc<str>,
+        client: &Arc<ClientHandle>,
+        callback: bool,
+    ) -> (Arc<str>, Arc<str>) {
+        use std::collections::hash_map::Entry;
         let mut shard = self.streams[self.shard_of(&**stream)].write();
-        let entry = shard.entry(stream.clone()).or_insert_with(|| {
-            Metrics::up(&self.metrics.broadcast_streams_num);
-            if let Some(watcher) = self.watcher.get() {
-                watcher.stream_changed(stream);
+        let (stream, entry) = match shard.entry(stream.clone()) {
+            Entry::Occupied(found) => (found.key().clone(), found.into_mut()),
+            Entry::Vacant(new) => {
+                Metrics::up(&self.metrics.broadcast_streams_num);
+                if let Some(watcher) = self.watcher.get() {
+                    watcher.stream_changed(new.key());
+                }
+                (new.key().clone(), new.insert(Arc::default()))
             }
-            Arc::default()
-        });
+        };
         let mut state = entry.state.lock();
-        let group = state.groups.entry(identifier.clone()).or_insert_with(|| Group {
-            escaped_identifier: Bytes::from(protocol::json_string(identifier)),
-            members: ById::default(),
-            callback_members: ById::default(),
-        });
+        let (identifier, group) = match state.groups.entry(identifier.clone()) {
+            Entry::Occupied(found) => (found.key().clone(), found.into_mut()),
+            Entry::Vacant(new) => {
+                let group = Group {
+                    escaped_identifier: Bytes::from(protocol::json_string(new.key())),
+                    members: ById::default(),
+                    callback_members: ById::default(),
+                };
+                (new.key().clone(), new.insert(group))
+            }
+        };
         let (add_to, remove_from) = if callback {
             (&mut group.callback_members, &mut group.members)
         } else {
@@ -220,6 +248,7 @@ impl Hub {
         remove_from.remove(&client.id);
         add_to.insert(client.id, client.clone());
         state.snapshot = None;
+        (stream, identifier)
     }
 
     /// Stops delivering `stream` to `client` under `identifier`.
@@ -577,6 +606,24 @@ mod tests {
     }
 
     #[test]
+    fn subscribers_of_one_stream_and_identifier_get_the_hubs_strings_back() {
+        let hub = Hub::new(Arc::default());
+        let (a, b) = (client(1), client(2));
+        let first: (Arc<str>, Arc<str>) = ("room".into(), r#"{"channel":"Room"}"#.into());
+        let second: (Arc<str>, Arc<str>) = ("room".into(), r#"{"channel":"Room"}"#.into());
+        let (stream_a, id_a) = hub.subscribe(&first.0, &first.1, &a);
+        assert!(Arc::ptr_eq(&stream_a, &first.0) && Arc::ptr_eq(&id_a, &first.1));
+        let (stream_b, id_b) = hub.subscribe_callback(&second.0, &second.1, &b);
+        assert!(Arc::ptr_eq(&stream_b, &first.0), "the second subscriber gets the first one's stream name");
+        assert!(Arc::ptr_eq(&id_b, &first.1), "and its identifier");
+        // The strings stay valid for a subscriber after the one that brought them has left.
+        hub.unsubscribe("room", r#"{"channel":"Room"}"#, 1);
+        drop(first);
+        assert_eq!((&*stream_b, &*id_b), ("room", r#"{"channel":"Room"}"#));
+        assert_eq!(hub.deliver(&Publication::new("room", "1")), 1);
+    }
+
+    #[test]
     fn callback_members_get_the_publication_data_and_everyone_else_the_frame() {
         let hub = Hub::new(Arc::default());
         let (plain, callback) = (client(1), client(2));
@@ -647,7 +694,9 @@ mod tests {
             .collect();
         let stream: Arc<str> = "chat".into();
         let id: Arc<str> = r#"{"channel":"A"}"#.into();
-        clients.iter().flatten().for_each(|c| hub.subscribe(&stream, &id, c));
+        clients.iter().flatten().for_each(|c| {
+            hub.subscribe(&stream, &id, c);
+        });
         let mut p = Publication::new("chat", r#"{"n":1}"#);
         p.position = Some(crate::broker::StreamPosition { offset: 3, epoch: "ep".into() });
         assert_eq!(hub.deliver(&p), 15);

@@ -255,6 +255,14 @@ pub(crate) struct Session {
     used_backend: bool,
     /// Set once the connection was told about `max_subscriptions`, so a client that keeps trying is logged once.
     warned_subscription_limit: bool,
+    /// What few connections ever need, in one allocation made on first use (an idle connection's task holds
+    /// the session, so every pointer here is paid by every connection).
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a session most connections never use; each is allocated on its own when first needed.
+#[derive(Default)]
+struct Rare {
     /// Allocated on the first whisper: most clients never whisper.
     whisper_budget: Option<Box<WhisperBudget>>,
     /// Allocated on the first command when commands are limited, so idle connections do not pay for it.
@@ -268,6 +276,17 @@ pub(crate) struct Session {
     stream_messages: Option<Box<std::collections::VecDeque<StreamMessage>>>,
     /// Allocated on the first presence command: most clients never send one.
     presence_budget: Option<Box<crate::presence::PresenceBudget>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.whisper_budget.is_none()
+            && self.command_budget.is_none()
+            && self.catchup.is_none()
+            && self.timers.is_none()
+            && self.stream_messages.is_none()
+            && self.presence_budget.is_none()
+    }
 }
 
 /// The command a subscription's stream callback runs as: data is `{"stream": name, "data": payload}`.
@@ -284,12 +303,26 @@ impl Session {
             subscriptions: Subscriptions::default(),
             used_backend: false,
             warned_subscription_limit: false,
-            whisper_budget: None,
-            command_budget: None,
-            catchup: None,
-            timers: None,
-            stream_messages: None,
-            presence_budget: None,
+            rare: None,
+        }
+    }
+
+    /// The client this session belongs to.
+    pub(crate) fn client(&self) -> &Arc<ClientHandle> {
+        &self.client
+    }
+
+    pub(crate) fn deps(&self) -> &Arc<SessionDeps> {
+        &self.deps
+    }
+
+    /// Clears one of the rarely used parts; the allocation goes with the last of them.
+    fn clear_rare(&mut self, clear: impl FnOnce(&mut Rare)) {
+        if let Some(rare) = &mut self.rare {
+            clear(rare);
+            if rare.is_empty() {
+                self.rare = None;
+            }
         }
     }
 
@@ -406,7 +439,7 @@ impl Session {
     /// Polls the session's periodic timers: the subscription and timer index of one that is due. The connection
     /// task polls it only while no call is in flight.
     pub(crate) fn poll_timer(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<(Arc<str>, u32)> {
-        match self.timers.as_mut() {
+        match self.rare.as_mut().and_then(|r| r.timers.as_mut()) {
             Some(timers) => timers.poll_due(cx),
             None => std::task::Poll::Pending,
         }
@@ -421,25 +454,25 @@ impl Session {
     /// Takes publications for stream callbacks off the client's queue. More waiting than the client's queue holds
     /// means the handler cannot keep up with the stream: the client is then too slow.
     pub(crate) fn queue_stream_messages(&mut self, messages: std::collections::VecDeque<StreamMessage>) {
-        let queue = self.stream_messages.get_or_insert_default();
+        let queue = self.rare.get_or_insert_default().stream_messages.get_or_insert_default();
         queue.extend(messages);
         if queue.len() > self.client.capacity() {
-            self.stream_messages = None;
+            self.clear_rare(|r| r.stream_messages = None);
             tracing::info!(sid = %self.client.sid, "stream callbacks cannot keep up with their streams; disconnecting");
             self.client.close(CloseRequest::with_disconnect_frame(TOO_SLOW, true, close_code::NORMAL));
         }
     }
 
     pub(crate) fn has_stream_messages(&self) -> bool {
-        self.stream_messages.is_some()
+        self.rare.as_ref().is_some_and(|r| r.stream_messages.is_some())
     }
 
     /// Runs the stream callback of the next waiting publication, unless its subscription stopped streaming it.
     pub(crate) fn start_stream_message(&mut self) -> Option<PendingCall> {
-        let queue = self.stream_messages.as_mut()?;
+        let queue = self.rare.as_mut().and_then(|r| r.stream_messages.as_mut())?;
         let message = queue.pop_front()?;
         if queue.is_empty() {
-            self.stream_messages = None;
+            self.clear_rare(|r| r.stream_messages = None);
         }
         let sub = self.subscriptions.get(&*message.identifier)?;
         if !sub.streams.iter().any(|stream| **stream == *message.stream) {
@@ -482,8 +515,8 @@ impl Session {
             self.refuse("history", identifier, "unknown subscription");
             return None;
         };
-        let (identifier, streams) = (identifier.clone(), sub.streams.clone());
-        if streams.iter().any(|s| self.catchup.as_ref().is_some_and(|c| c.is_held(s) && !c.awaits_replay(s))) {
+        let (identifier, streams) = (identifier.clone(), sub.streams.to_vec());
+        if streams.iter().any(|s| self.rare.as_ref().and_then(|r| r.catchup.as_ref()).is_some_and(|c| c.is_held(s) && !c.awaits_replay(s))) {
             self.refuse("history", &identifier, "a replay of this subscription is under way");
             return None;
         }
@@ -502,7 +535,7 @@ impl Session {
             self.client.send(protocol::reject_history_frame(&identifier));
             return None;
         };
-        let catchup = self.catchup.get_or_insert_with(Default::default);
+        let catchup = self.rare.get_or_insert_default().catchup.get_or_insert_default();
         for stream in &streams {
             catchup.hold(stream, None);
         }
@@ -550,7 +583,7 @@ impl Session {
     /// `rate_limited` (no reconnect: an automatic reconnect would only bring the same flood back).
     fn within_command_rate(&mut self, kind: CommandKind, identifier: &str) -> bool {
         let Some(rate) = self.deps.command_rate else { return true };
-        let budget = self.command_budget.get_or_insert_with(Default::default);
+        let budget = self.rare.get_or_insert_default().command_budget.get_or_insert_default();
         let verdict = budget.check(rate, std::time::Instant::now());
         if verdict == CommandVerdict::Allowed {
             return true;
@@ -593,7 +626,7 @@ impl Session {
     fn start_presence(&mut self, identifier: String, request: PresenceRequest) -> Option<PendingCall> {
         let command = request.command();
         let checked = self.presence_target(&identifier).and_then(|target| {
-            match self.presence_budget.get_or_insert_with(Default::default).take(std::time::Instant::now()) {
+            match self.rare.get_or_insert_default().presence_budget.get_or_insert_default().take(std::time::Instant::now()) {
                 Ok(()) => Ok(target),
                 Err(first) => Err(PresenceError::OverRate { first }),
             }
@@ -695,9 +728,11 @@ impl Session {
             sub.istate.merge(HashMap::from([(PRESENCE_STREAM_STATE.to_owned(), stream)]));
         }
         // The application's changes are not the client's: they do not count against its presence rate.
-        let budget = self.presence_budget.take();
+        let budget = self.rare.as_mut().and_then(|r| r.presence_budget.take());
         let call = self.start_presence(identifier.to_string(), request);
-        self.presence_budget = budget;
+        if let Some(rare) = &mut self.rare {
+            rare.presence_budget = budget;
+        }
         call
     }
 
@@ -740,7 +775,7 @@ impl Session {
             self.refuse("whisper", identifier, "unknown subscription");
             return;
         };
-        let budget = self.whisper_budget.get_or_insert_with(Default::default);
+        let budget = self.rare.get_or_insert_default().whisper_budget.get_or_insert_default();
         let now = std::time::Instant::now();
         let whisper_stream = sub.istate.get(WHISPER_STREAM_STATE);
         match self.deps.controller.whisper(&self.client.sid, whisper_stream, budget, data, now) {
@@ -847,7 +882,7 @@ impl Session {
             if self.subscriptions.get(&cached.identifier).is_some() {
                 continue;
             }
-            let identifier: Arc<str> = cached.identifier.into();
+            let mut identifier: Arc<str> = cached.identifier.into();
             let mut sub = Subscription::default();
             sub.istate.merge(cached.istate);
             if let Some(member) = cached.presence {
@@ -859,8 +894,9 @@ impl Session {
                     continue;
                 }
                 // Held until the client asks for what it missed, so nothing live overtakes the replay.
-                self.catchup.get_or_insert_with(Default::default).hold(&stream, Some(deadline));
-                self.deps.hub.subscribe(&stream, &identifier, &self.client);
+                self.rare.get_or_insert_default().catchup.get_or_insert_default().hold(&stream, Some(deadline));
+                let (stream, shared) = self.deps.hub.subscribe(&stream, &identifier, &self.client);
+                identifier = shared;
                 sub.add_stream(stream);
             }
             Metrics::up(&self.deps.metrics.subscriptions_num);
@@ -929,7 +965,7 @@ impl Session {
     /// Queues the replay of a subscription's history (or `reject_history`), each stream's frames between its
     /// markers, as one run the catch-up applies in order.
     fn finish_history(&mut self, identifier: &str, results: Vec<(Arc<str>, Result<History, HistoryError>)>) {
-        let Some(catchup) = self.catchup.as_mut() else { return };
+        let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) else { return };
         let escaped_identifier = protocol::json_string(identifier);
         let refused = results.iter().find_map(|(stream, result)| result.as_ref().err().map(|e| (stream, e)));
         let mut batch = Vec::new();
@@ -966,10 +1002,10 @@ impl Session {
 
     /// Filters frames taken from the client queue through the catch-up, while there is one.
     pub(crate) fn outbound(&mut self, frames: std::collections::VecDeque<Bytes>) -> std::collections::VecDeque<Bytes> {
-        let Some(catchup) = self.catchup.as_mut() else { return frames };
+        let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) else { return frames };
         let filtered = catchup.filter(frames, std::time::Instant::now(), self.client.capacity());
         if catchup.is_empty() {
-            self.catchup = None;
+            self.clear_rare(|r| r.catchup = None);
         }
         if filtered.overflow {
             tracing::info!(sid = %self.client.sid, "client too slow for its catch-up; disconnecting");
@@ -1063,7 +1099,7 @@ impl Session {
                 self.subscriptions.insert(identifier.clone(), Subscription::default());
                 Metrics::up(&self.deps.metrics.subscriptions_num);
                 if !response.periodic_timers.is_empty() {
-                    self.timers.get_or_insert_default().add(&identifier, &response.periodic_timers);
+                    self.rare.get_or_insert_default().timers.get_or_insert_default().add(&identifier, &response.periodic_timers);
                 }
             }
             (CommandKind::Unsubscribe, Status::Success | Status::Failure) => {
@@ -1092,7 +1128,7 @@ impl Session {
                 both(presence_call, self.start_presence(identifier.to_string(), PresenceRequest::Join(*join)));
         }
         if let Some(history) = replay {
-            let streams = self.subscriptions.get(&identifier).map(|s| s.streams.clone()).unwrap_or_default();
+            let streams = self.subscriptions.get(&identifier).map(|s| s.streams.to_vec()).unwrap_or_default();
             // The replay's call is what follows; the session is cached again once it is done (below, on the next
             // change) or when the connection ends. Committing first keeps a reconnect during the replay safe.
             let commit = self.commit();
@@ -1109,10 +1145,11 @@ impl Session {
         let hub = &self.deps.hub;
         let client_id = self.client.id;
         let mut changed = false;
+        let mut shared_identifier = None;
         if response.stop_streams {
             for stream in sub.streams.drain(..) {
                 hub.unsubscribe(&stream, identifier, client_id);
-                if let Some(catchup) = self.catchup.as_mut() {
+                if let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) {
                     catchup.forget(&stream);
                 }
                 changed = true;
@@ -1122,7 +1159,7 @@ impl Session {
             if let Some(pos) = sub.streams.iter().position(|s| **s == **stopped) {
                 let stream = sub.streams.swap_remove(pos);
                 hub.unsubscribe(&stream, identifier, client_id);
-                if let Some(catchup) = self.catchup.as_mut() {
+                if let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) {
                     catchup.forget(&stream);
                 }
                 changed = true;
@@ -1132,20 +1169,25 @@ impl Session {
             if !sub.streams.iter().any(|s| **s == **stream) {
                 let stream: Arc<str> = stream.as_str().into();
                 if hold {
-                    self.catchup.get_or_insert_with(Default::default).hold(&stream, None);
+                    self.rare.get_or_insert_default().catchup.get_or_insert_default().hold(&stream, None);
                 }
-                if response.callback_streams.iter().any(|callback| **callback == *stream) {
-                    hub.subscribe_callback(&stream, identifier, &self.client);
+                let (stream, identifier) = if response.callback_streams.iter().any(|callback| **callback == *stream) {
+                    hub.subscribe_callback(&stream, identifier, &self.client)
                 } else {
-                    hub.subscribe(&stream, identifier, &self.client);
-                }
+                    hub.subscribe(&stream, identifier, &self.client)
+                };
                 sub.add_stream(stream);
+                shared_identifier = Some(identifier);
                 changed = true;
             }
         }
         if let Some(env) = &mut response.env {
             changed |= !env.istate.is_empty();
             sub.istate.merge(std::mem::take(&mut env.istate));
+        }
+        // The hub's copy of the identifier becomes the subscription's key: one string for all its subscribers.
+        if let Some(shared) = shared_identifier.filter(|shared| !Arc::ptr_eq(shared, identifier)) {
+            self.subscriptions.share_key(shared);
         }
         changed
     }
@@ -1154,16 +1196,16 @@ impl Session {
         if let Some(sub) = self.subscriptions.remove(identifier) {
             for stream in &sub.streams {
                 self.deps.hub.unsubscribe(stream, identifier, self.client.id);
-                if let Some(catchup) = self.catchup.as_mut() {
+                if let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) {
                     catchup.forget(stream);
                 }
             }
             Metrics::down(&self.deps.metrics.subscriptions_num);
         }
-        if let Some(timers) = self.timers.as_mut() {
+        if let Some(timers) = self.rare.as_mut().and_then(|r| r.timers.as_mut()) {
             timers.remove(identifier);
             if timers.is_empty() {
-                self.timers = None;
+                self.clear_rare(|r| r.timers = None);
             }
         }
     }

@@ -26,41 +26,78 @@ fn push_small<T>(list: &mut Vec<T>, item: T) {
     list.push(item);
 }
 
-/// A connection state or a subscription's channel state: key-value pairs, each key once.
+/// A connection state or a subscription's channel state: key-value pairs, each key once, packed into one string
+/// (`<key length>:<key><value length>:<value>` per pair, lengths in bytes). The common state of one short pair
+/// (`$w` and a stream name) is then a single 32-byte allocation rather than a list and a string per key and
+/// value (128 bytes with the allocator's headers); an empty state allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct StateMap(Vec<(String, String)>);
+pub(crate) struct StateMap(Box<str>);
 
 impl StateMap {
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The pairs, in the order they were first set.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest = &*self.0;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let key = take_field(&mut rest);
+            let value = take_field(&mut rest);
+            Some((key, value))
+        })
     }
 
     /// Applies returned changes: a non-empty value sets the key, an empty value deletes it.
-    pub(crate) fn merge(&mut self, changes: HashMap<String, String>) {
-        for (key, value) in changes {
-            let at = self.0.iter().position(|(k, _)| *k == key);
-            match (at, value.is_empty()) {
-                (Some(at), true) => {
-                    self.0.remove(at);
-                }
-                (Some(at), false) => self.0[at].1 = value,
-                (None, true) => {}
-                (None, false) => push_small(&mut self.0, (key, value)),
+    pub(crate) fn merge(&mut self, mut changes: HashMap<String, String>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut packed = String::with_capacity(self.0.len() + changes.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>());
+        for (key, value) in self.pairs() {
+            match changes.remove(key) {
+                Some(changed) if changed.is_empty() => {}
+                Some(changed) => push_pair(&mut packed, key, &changed),
+                None => push_pair(&mut packed, key, value),
             }
         }
+        // New keys in a stable order, so equal changes make equal states.
+        let mut added: Vec<_> = changes.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        added.sort_unstable();
+        for (key, value) in &added {
+            push_pair(&mut packed, key, value);
+        }
+        self.0 = packed.into_boxed_str();
     }
 
     /// The state as the map a handler request carries.
     pub(crate) fn to_map(&self) -> HashMap<String, String> {
-        self.0.iter().cloned().collect()
+        self.pairs().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
     }
+}
+
+fn push_pair(packed: &mut String, key: &str, value: &str) {
+    use std::fmt::Write;
+    let _ = write!(packed, "{}:{key}{}:{value}", key.len(), value.len());
+}
+
+/// Takes one `<length>:<text>` field off the front of a packed state.
+fn take_field<'a>(rest: &mut &'a str) -> &'a str {
+    let (length, after) = rest.split_once(':').expect("a packed state field has a length");
+    let length: usize = length.parse().expect("a packed state field's length is a number");
+    let (field, tail) = after.split_at(length);
+    *rest = tail;
+    field
 }
 
 /// Serialized as a JSON object, as Disconnect requests carry each subscription's state.
 impl Serialize for StateMap {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
+        let mut map = serializer.serialize_map(Some(self.pairs().count()))?;
+        for (k, v) in self.pairs() {
             map.serialize_entry(k, v)?;
         }
         map.end()
@@ -71,14 +108,14 @@ impl Serialize for StateMap {
 pub(crate) struct Subscription {
     pub(crate) istate: StateMap,
     /// The streams it receives, each once.
-    pub(crate) streams: Vec<Arc<str>>,
+    pub(crate) streams: smallvec::SmallVec<[Arc<str>; 1]>,
     /// The member this session joined the presence set of the subscription's stream as; boxed, as most never do.
     pub(crate) presence: Option<Box<crate::presence::Member>>,
 }
 
 impl Subscription {
     pub(crate) fn add_stream(&mut self, stream: Arc<str>) {
-        push_small(&mut self.streams, stream);
+        self.streams.push(stream);
     }
 }
 
@@ -143,6 +180,23 @@ impl Subscriptions {
         }
     }
 
+    /// Makes `shared`, an identifier equal to a subscription's own held elsewhere too, that subscription's key,
+    /// so the two are one allocation.
+    pub(crate) fn share_key(&mut self, shared: Arc<str>) {
+        match self {
+            Self::Few(list) => {
+                if let Some(entry) = list.iter_mut().find(|(k, _)| *k == shared) {
+                    entry.0 = shared;
+                }
+            }
+            Self::Many(map) => {
+                if let Some(subscription) = map.remove(&*shared) {
+                    map.insert(shared, subscription);
+                }
+            }
+        }
+    }
+
     pub(crate) fn remove(&mut self, identifier: &str) -> Option<Subscription> {
         match self {
             Self::Few(list) => {
@@ -193,13 +247,53 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_identifier_becomes_the_key_in_the_list_and_in_the_table() {
+        for count in [1, FEW + 1] {
+            let mut subs = Subscriptions::default();
+            for n in 0..count {
+                subs.insert(format!("id{n}").into(), Subscription::default());
+            }
+            let shared: Arc<str> = "id0".into();
+            subs.share_key(shared.clone());
+            let (key, _) = subs.get_key_value("id0").expect("still there");
+            assert!(Arc::ptr_eq(key, &shared), "{count} subscriptions");
+            assert_eq!(subs.len(), count);
+            subs.share_key("unknown".into());
+            assert!(subs.get("unknown").is_none());
+        }
+    }
+
+    proptest::proptest! {
+        /// The packed state behaves as a map under any keys and values: lengths, colons, digits, any script.
+        #[test]
+        fn a_packed_state_merges_like_a_map(
+            rounds in proptest::collection::vec(
+                proptest::collection::hash_map("[a-z0-9:$é]{0,6}", "(|[a-z0-9:é ]{1,8})", 0..6),
+                1..6,
+            )
+        ) {
+            let (mut state, mut model) = (StateMap::default(), HashMap::new());
+            for changes in rounds {
+                for (key, value) in &changes {
+                    if value.is_empty() { model.remove(key); } else { model.insert(key.clone(), value.clone()); }
+                }
+                state.merge(changes);
+                proptest::prop_assert_eq!(state.to_map(), model.clone());
+                for (key, value) in &model {
+                    proptest::prop_assert_eq!(state.get(key), Some(value.as_str()));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn one_entry_is_allocated_for_exactly() {
         let mut state = StateMap::default();
         state.merge(changes(&[("$w", "room")]));
-        assert_eq!(state.0.capacity(), 1);
+        assert_eq!(&*state.0, "2:$w4:room");
         let mut sub = Subscription::default();
         sub.add_stream("room".into());
-        assert_eq!(sub.streams.capacity(), 1);
+        assert!(!sub.streams.spilled(), "one stream is held in place");
         let mut subs = Subscriptions::default();
         subs.insert("a".into(), sub);
         let Subscriptions::Few(list) = &subs else { panic!("one subscription is a list") };

@@ -263,7 +263,7 @@ impl Drop for ConnectionSlot {
 /// connection would pay for both (the socket alone is ~370 bytes). The future holds only the socket, the
 /// session and a few pointers.
 fn run_connection(
-    mut socket: WebSocket,
+    socket: WebSocket,
     client: Arc<ClientHandle>,
     env: RequestEnv,
     (token, previous_sid): (Option<String>, Option<String>),
@@ -271,23 +271,22 @@ fn run_connection(
     shutdown: tokio_util::sync::CancellationToken,
     slot: Option<ConnectionSlot>,
 ) -> impl Future<Output = ()> + Send {
-    let metrics = deps.metrics.clone();
-    Metrics::up(&metrics.clients_num);
-    Metrics::inc(&metrics.clients_total);
+    Metrics::up(&deps.metrics.clients_num);
+    Metrics::inc(&deps.metrics.clients_total);
     deps.hub.add_client(&client);
     // An upgrade that raced with shutdown: the shutdown's sweep over the registered clients may have missed
     // this one, so it tells itself to go. (Either this check or the sweep sees the other's write.)
     if shutdown.is_cancelled() {
         client.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
     }
-    let mut session = Session::new(client.clone(), deps, env);
-    let mut pending: Option<PendingCall> = session.start(token, previous_sid);
-    // Boxed: a timer is large and only clients that asked for their own ping interval have one.
-    let mut own_ping = client.own_ping_interval.map(|every| {
+    let mut session = Session::new(client, deps, env);
+    let pending = session.start(token, previous_sid);
+    let own_ping = session.client().own_ping_interval.map(|every| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Box::new(timer)
     });
+    let mut conn = Connection { socket, session, pending, own_ping };
 
     async move {
         // False once reading failed: the stream is then unusable for reading, even for a close frame.
@@ -303,64 +302,33 @@ fn run_connection(
             // The event is consumed inside this block, before any write is awaited: a handler answer (hundreds
             // of bytes) must not be part of every idle connection's task.
             let (frames, close, pong) = {
-                // One hand-written poll over the four event sources keeps this task small: no select! futures
-                // are stored while the connection idles.
                 let outbox_first = !wrote_last;
-                let event = std::future::poll_fn(|cx| {
-                    if outbox_first && client.poll_ready(cx).is_ready() {
-                        return Poll::Ready(Event::Outbox);
-                    }
-                    if let Some(call) = pending.as_mut() {
-                        if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
-                            return Poll::Ready(Event::CallDone(outcome));
-                        }
-                    }
-                    if let Some(timer) = own_ping.as_mut() {
-                        if timer.poll_tick(cx).is_ready() && client.is_welcomed() {
-                            return Poll::Ready(Event::OwnPing);
-                        }
-                    }
-                    if pending.is_none() {
-                        // The client's own commands first: a timer that is always due (its tick outlasts its
-                        // interval) must not keep an `unsubscribe` waiting.
-                        if let Poll::Ready(message) = socket.poll_next(cx) {
-                            return Poll::Ready(Event::Read(message));
-                        }
-                        if session.has_stream_messages() {
-                            return Poll::Ready(Event::StreamMessage);
-                        }
-                        if let Poll::Ready((identifier, index)) = session.poll_timer(cx) {
-                            return Poll::Ready(Event::Tick(identifier, index));
-                        }
-                    }
-                    if !outbox_first && client.poll_ready(cx).is_ready() {
-                        return Poll::Ready(Event::Outbox);
-                    }
-                    Poll::Pending
-                })
-                .await;
+                let event = std::future::poll_fn(|cx| conn.poll_event(cx, outbox_first)).await;
                 wrote_last = matches!(event, Event::Outbox);
+                let Connection { session, pending, .. } = &mut conn;
+                let client = session.client();
+                let metrics = &session.deps().metrics;
                 match event {
                     Event::Outbox => {
                         let drained = client.drain();
-                        if let Some(messages) = drained.stream_messages {
-                            session.queue_stream_messages(*messages);
-                        }
                         if drained.close.as_ref().is_some_and(|close| close.reason == TOO_SLOW) {
                             Metrics::inc(&metrics.disconnected_slow_clients_total);
+                        }
+                        if let Some(messages) = drained.stream_messages {
+                            session.queue_stream_messages(*messages);
                         }
                         (Some(session.outbound(drained.frames)), drained.close, None)
                     }
                     Event::CallDone(outcome) => {
-                        pending = session.finish(outcome);
+                        *pending = session.finish(outcome);
                         continue;
                     }
                     Event::StreamMessage => {
-                        pending = session.start_stream_message();
+                        *pending = session.start_stream_message();
                         continue;
                     }
                     Event::Tick(identifier, index) => {
-                        pending = session.start_tick(identifier, index);
+                        *pending = session.start_tick(identifier, index);
                         continue;
                     }
                     Event::OwnPing => {
@@ -376,7 +344,7 @@ fn run_connection(
                         (None, Some(CloseRequest { frame: None, code, reason: "" }), None)
                     }
                     Event::Read(Some(Ok(message))) => {
-                        pending = handle_frame(&mut session, &client, message, &metrics);
+                        *pending = handle_frame(session, message);
                         continue;
                     }
                     Event::Read(Some(Err(ReadError::Io(error)))) => {
@@ -396,7 +364,7 @@ fn run_connection(
             // The write future is boxed and bound by `let` before it is awaited, and it owns the frames and the
             // close request: neither it nor what it writes is part of this task's state, they exist only while
             // writing (held here across the await, they would take ~90 bytes of every idle connection's task).
-            let writing = Box::pin(write_out(&mut socket, pong, frames, close, &client, &metrics));
+            let writing = Box::pin(write_out(&mut conn.socket, pong, frames, close, &conn.session));
             match writing.await {
                 Written::Open => {}
                 Written::Closed { ok } => {
@@ -404,7 +372,7 @@ fn run_connection(
                     break;
                 }
                 Written::Failed(error) => {
-                    tracing::debug!(sid = %client.sid, %error, "write to the client failed; dropping the connection");
+                    tracing::debug!(sid = %conn.session.client().sid, %error, "write to the client failed; dropping the connection");
                     break;
                 }
             }
@@ -412,22 +380,65 @@ fn run_connection(
 
         // Everything below runs once per connection; it is boxed (the same way) so that its state does not make
         // every idle connection's task larger.
-        let ending = Box::pin(end_connection(socket, close_sent, client, session, pending, metrics));
+        let ending = Box::pin(end_connection(conn, close_sent));
         ending.await;
         drop(slot);
     }
 }
 
+/// What a connection's task keeps while the connection idles: every byte of it is paid by every connection, so
+/// anything else lives in the session's rarely used parts, in the client handle, or only while it is used.
+struct Connection {
+    socket: WebSocket,
+    session: Session,
+    /// The handler call in flight; the client's next frames wait for it.
+    pending: Option<PendingCall>,
+    /// Boxed: a timer is large and only clients that asked for their own ping interval have one.
+    own_ping: Option<Box<tokio::time::Interval>>,
+}
+
+impl Connection {
+    /// One hand-written poll over the event sources keeps the task small: no `select!` futures are stored while
+    /// the connection idles.
+    fn poll_event(&mut self, cx: &mut std::task::Context<'_>, outbox_first: bool) -> Poll<Event> {
+        let client = self.session.client();
+        if outbox_first && client.poll_ready(cx).is_ready() {
+            return Poll::Ready(Event::Outbox);
+        }
+        if let Some(call) = self.pending.as_mut() {
+            if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
+                return Poll::Ready(Event::CallDone(outcome));
+            }
+        }
+        if let Some(timer) = self.own_ping.as_mut() {
+            if timer.poll_tick(cx).is_ready() && client.is_welcomed() {
+                return Poll::Ready(Event::OwnPing);
+            }
+        }
+        if self.pending.is_none() {
+            // The client's own commands first: a timer that is always due (its tick outlasts its interval) must
+            // not keep an `unsubscribe` waiting.
+            if let Poll::Ready(message) = self.socket.poll_next(cx) {
+                return Poll::Ready(Event::Read(message));
+            }
+            if self.session.has_stream_messages() {
+                return Poll::Ready(Event::StreamMessage);
+            }
+            if let Poll::Ready((identifier, index)) = self.session.poll_timer(cx) {
+                return Poll::Ready(Event::Tick(identifier, index));
+            }
+        }
+        if !outbox_first && self.session.client().poll_ready(cx).is_ready() {
+            return Poll::Ready(Event::Outbox);
+        }
+        Poll::Pending
+    }
+}
+
 /// Ends a connection whose loop has stopped: settles the call in flight, ends the session, and when the server
 /// closed the connection, waits for the client's close frame.
-async fn end_connection(
-    mut socket: WebSocket,
-    close_sent: bool,
-    client: Arc<ClientHandle>,
-    mut session: Session,
-    pending: Option<PendingCall>,
-    metrics: Arc<Metrics>,
-) {
+async fn end_connection(conn: Connection, close_sent: bool) {
+    let Connection { mut socket, mut session, pending, .. } = conn;
     // A call that was in flight when the client went away still changes backend-side state; apply it so the
     // Disconnect call sees it.
     // What would follow it (a replay, a cache write) is for a client that is still there; the session is
@@ -435,8 +446,8 @@ async fn end_connection(
     if let Some(call) = pending {
         let _ = session.finish(call.await);
     }
-    client.close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
-    Metrics::down(&metrics.clients_num);
+    session.client().close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
+    Metrics::down(&session.deps().metrics.clients_num);
     session.end().await;
     if close_sent {
         await_close_reply(&mut socket).await;
@@ -468,12 +479,8 @@ enum Event {
 }
 
 /// Handles one client frame; returns the handler call it started, if any.
-fn handle_frame(
-    session: &mut Session,
-    client: &ClientHandle,
-    message: Message,
-    metrics: &Metrics,
-) -> Option<PendingCall> {
+fn handle_frame(session: &mut Session, message: Message) -> Option<PendingCall> {
+    let (client, metrics) = (session.client(), &session.deps().metrics);
     // A client sends in the encoding it negotiated: text frames for JSON, binary frames otherwise.
     let encoding = client.protocol.encoding();
     let decoded = match message {
@@ -540,9 +547,9 @@ async fn write_out(
     pong: Option<Bytes>,
     frames: Option<VecDeque<Bytes>>,
     close: Option<CloseRequest>,
-    client: &ClientHandle,
-    metrics: &Metrics,
+    session: &Session,
 ) -> Written {
+    let (client, metrics) = (&**session.client(), &*session.deps().metrics);
     if let Some(data) = pong {
         if let Err(error) = bounded(socket.write_pong(&data), metrics).await {
             return Written::Failed(error);
