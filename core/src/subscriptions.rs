@@ -4,10 +4,10 @@
 //! Nearly every connection holds a few subscriptions, and nearly every state zero or one entry (a
 //! subscription's in standalone mode: `$w`, the stream it may whisper to). Hash tables cost too much for that: the
 //! smallest one hashbrown makes has four buckets, 372 bytes for one subscription and 212 bytes for one state
-//! entry. Both are therefore lists searched in place, allocated to the exact size while they are small
-//! (64 bytes for one subscription, 48 for one state entry). Past [`FEW`] subscriptions the list becomes a hash
-//! table, so a client holding thousands (without `max_subscriptions`) still finds each in constant time. A
-//! state is written only by the application's handlers, whose states are small, so it stays a list.
+//! entry. Subscriptions are therefore a list searched in place, allocated to the exact size while it is small
+//! (64 bytes for one subscription). Past [`FEW`] subscriptions the list becomes a hash table, so a client holding
+//! thousands (without `max_subscriptions`) still finds each in constant time. A state is written only by the
+//! application's handlers, whose states are small: it is one packed string, searched in place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +28,8 @@ fn push_small<T>(list: &mut Vec<T>, item: T) {
 
 /// A connection state or a subscription's channel state: key-value pairs, each key once, packed into one string
 /// (`<key length>:<key><value length>:<value>` per pair, lengths in bytes). The common state of one short pair
-/// (`$w` and a stream name) is then a single 32-byte allocation rather than a list and a string per key and
-/// value (128 bytes with the allocator's headers); an empty state allocates nothing.
+/// (`$w` and a stream name) is then one small allocation rather than a list and a string per key and value
+/// (four, 128 bytes with glibc's headers); an empty state allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct StateMap(Box<str>);
 
