@@ -64,13 +64,16 @@ pub(crate) struct Job {
 struct QueueState {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// The threads waiting for a job, the one that became idle last at the end. A job wakes that one: under
+    /// light load the same few threads run every call and the rest stay asleep, so only the busy ones warm up
+    /// their malloc arenas, stacks and caches (waking the longest-idle thread would cycle through the whole pool).
+    idle: Vec<Arc<Condvar>>,
 }
 
 /// The queue between the server's connection tasks and the Ruby pool threads.
 #[derive(Default)]
 pub(crate) struct JobQueue {
     state: Mutex<QueueState>,
-    ready: Condvar,
 }
 
 impl JobQueue {
@@ -81,19 +84,24 @@ impl JobQueue {
             return false;
         }
         state.jobs.push_back(job);
+        let idle = state.idle.pop();
         drop(state);
-        self.ready.notify_one();
+        if let Some(thread) = idle {
+            thread.notify_one();
+        }
         true
     }
 
     /// Wakes every waiting thread for good; queued jobs are dropped, so their callers get an error.
     pub(crate) fn close(&self) {
-        let dropped = {
+        let (dropped, idle) = {
             let mut state = self.state.lock();
             state.closed = true;
-            std::mem::take(&mut state.jobs)
+            (std::mem::take(&mut state.jobs), std::mem::take(&mut state.idle))
         };
-        self.ready.notify_all();
+        idle.iter().for_each(|thread| {
+            thread.notify_one();
+        });
         drop(dropped);
     }
 
@@ -105,30 +113,31 @@ impl JobQueue {
         self.state.lock().jobs.len()
     }
 
-    /// Blocks until a job whose caller still waits is available, the queue closes, or `interrupted` is set.
-    /// Runs without the GVL.
-    fn wait_pop(&self, interrupted: &AtomicBool) -> Option<Job> {
+    /// Blocks until a job whose caller still waits is available, the queue closes, or `interrupted` is set;
+    /// `parked` is the calling thread's own condition variable. Runs without the GVL.
+    fn wait_pop(&self, parked: &Arc<Condvar>, interrupted: &AtomicBool) -> Option<Job> {
         let mut state = self.state.lock();
         loop {
             if state.closed || interrupted.load(Ordering::Acquire) {
                 return None;
             }
-            while let Some(job) = state.jobs.pop_front() {
-                // A call that already timed out is not worth running.
-                if !job.call.caller_gone() {
-                    return Some(job);
-                }
+            // A call that already timed out is not worth running.
+            if let Some(job) = std::iter::from_fn(|| state.jobs.pop_front()).find(|job| !job.call.caller_gone()) {
+                return Some(job);
             }
-            self.ready.wait(&mut state);
+            state.idle.push(parked.clone());
+            parked.wait(&mut state);
+            // A job's push took this thread off the list; an interrupt or a spurious wake-up did not.
+            state.idle.retain(|thread| !Arc::ptr_eq(thread, parked));
         }
     }
 
-    /// Wakes the thread that waits with `interrupted`.
-    fn interrupt(&self, interrupted: &AtomicBool) {
+    /// Wakes the thread that waits with `interrupted` on `parked`.
+    fn interrupt(&self, parked: &Condvar, interrupted: &AtomicBool) {
         interrupted.store(true, Ordering::Release);
         // Taking the lock orders the store before the waiter's next check, so the wake-up cannot be lost.
         let _state = self.state.lock();
-        self.ready.notify_all();
+        parked.notify_one();
     }
 }
 
@@ -187,13 +196,14 @@ pub(crate) struct RbDispatcher {
 
 struct Waiter<'a> {
     queue: &'a JobQueue,
+    parked: Arc<Condvar>,
     interrupted: AtomicBool,
 }
 
 unsafe extern "C" fn unblock_waiter(data: *mut c_void) {
     // SAFETY: `data` is the `Waiter` on the stack of `next_job`, alive while Ruby may call this function.
     let waiter = unsafe { &*(data as *const Waiter<'_>) };
-    waiter.queue.interrupt(&waiter.interrupted);
+    waiter.queue.interrupt(&waiter.parked, &waiter.interrupted);
 }
 
 impl RbDispatcher {
@@ -208,9 +218,9 @@ impl RbDispatcher {
     /// Waits without the GVL for the next job. `nil` when the dispatcher is closed, or when the thread was
     /// interrupted (Thread#kill, Thread#raise, exit): the caller checks `closed?` and loops.
     fn next_job(&self) -> Option<RbJob> {
-        let waiter = Waiter { queue: &self.queue, interrupted: AtomicBool::new(false) };
+        let waiter = Waiter { queue: &self.queue, parked: Arc::default(), interrupted: AtomicBool::new(false) };
         let unblock = Unblock { func: unblock_waiter, data: &waiter as *const Waiter<'_> as *mut c_void };
-        match without_gvl(|| self.queue.wait_pop(&waiter.interrupted), Some(unblock)) {
+        match without_gvl(|| self.queue.wait_pop(&waiter.parked, &waiter.interrupted), Some(unblock)) {
             Outcome::Ran(Ok(Some(job))) => Some(RbJob { job: Mutex::new(Some(job)) }),
             _ => None,
         }

@@ -516,7 +516,9 @@ impl Session {
             return None;
         };
         let (identifier, streams) = (identifier.clone(), sub.streams.to_vec());
-        if streams.iter().any(|s| self.rare.as_ref().and_then(|r| r.catchup.as_ref()).is_some_and(|c| c.is_held(s) && !c.awaits_replay(s))) {
+        if streams.iter().any(|s| {
+            self.rare.as_ref().and_then(|r| r.catchup.as_ref()).is_some_and(|c| c.is_held(s) && !c.awaits_replay(s))
+        }) {
             self.refuse("history", &identifier, "a replay of this subscription is under way");
             return None;
         }
@@ -626,7 +628,13 @@ impl Session {
     fn start_presence(&mut self, identifier: String, request: PresenceRequest) -> Option<PendingCall> {
         let command = request.command();
         let checked = self.presence_target(&identifier).and_then(|target| {
-            match self.rare.get_or_insert_default().presence_budget.get_or_insert_default().take(std::time::Instant::now()) {
+            match self
+                .rare
+                .get_or_insert_default()
+                .presence_budget
+                .get_or_insert_default()
+                .take(std::time::Instant::now())
+            {
                 Ok(()) => Ok(target),
                 Err(first) => Err(PresenceError::OverRate { first }),
             }
@@ -1099,7 +1107,11 @@ impl Session {
                 self.subscriptions.insert(identifier.clone(), Subscription::default());
                 Metrics::up(&self.deps.metrics.subscriptions_num);
                 if !response.periodic_timers.is_empty() {
-                    self.rare.get_or_insert_default().timers.get_or_insert_default().add(&identifier, &response.periodic_timers);
+                    self.rare
+                        .get_or_insert_default()
+                        .timers
+                        .get_or_insert_default()
+                        .add(&identifier, &response.periodic_timers);
                 }
             }
             (CommandKind::Unsubscribe, Status::Success | Status::Failure) => {

@@ -56,7 +56,8 @@ impl StateMap {
         if changes.is_empty() {
             return;
         }
-        let mut packed = String::with_capacity(self.0.len() + changes.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>());
+        let mut packed =
+            String::with_capacity(self.0.len() + changes.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>());
         for (key, value) in self.pairs() {
             match changes.remove(key) {
                 Some(changed) if changed.is_empty() => {}

@@ -77,6 +77,19 @@ class HandlerPoolTest < Minitest::Test
     assert_operator elapsed, :<, 2.5, "and not until the handler returned (3 s)"
   end
 
+  def test_calls_one_at_a_time_run_on_the_thread_that_became_idle_last
+    start(pool_size: 8)
+    alice, id = subscribed("alice")
+    threads = 12.times.map do
+      sleep 0.02 # the thread that answered is waiting again before the next call comes
+      alice.perform(id, "thread")
+      alice.next_frame.dig("message", "thread")
+    end
+    assert threads.all? { |name| name&.start_with?("ferrocable-") }, threads.inspect
+    # Waking the longest-idle thread instead would go round all eight (and warm up eight malloc arenas).
+    assert_equal 1, threads.uniq.size, threads.inspect
+  end
+
   def test_the_pool_bounds_concurrent_handler_calls
     start(pool_size: 2)
     clients = Array.new(5) { |i| subscribed("u#{i}") }

@@ -3,8 +3,8 @@
 require "json"
 
 # A plain Ruby handler (no Rails) for the gem's own API: authenticates with a `user=<name>` cookie, keeps the
-# user in cstate and a per-subscription counter in istate, and has actions that echo, raise, hang or answer
-# with an invalid response.
+# user in cstate and a per-subscription counter in istate, and has actions that echo, name the thread running them, raise,
+# hang or answer with an invalid response.
 class EchoHandler
   # A response object whose conversion itself raises.
   class BrokenResponse
@@ -67,6 +67,8 @@ class EchoHandler
       reply = {echo: data["text"], user: request.dig(:env, :cstate, "user"), count: count, sid: Ferrocable.current_sid}
       {status: :success, env: {istate: {"count" => count.to_s}},
        transmissions: [JSON.generate(identifier: identifier, message: reply)]}
+    when "thread"
+      {status: :success, transmissions: [JSON.generate(identifier: identifier, message: {thread: Thread.current.name})]}
     when "raise" then raise "handler bug"
     when "invalid" then {status: :ok}
     when "broken_to_h" then BrokenResponse.new
