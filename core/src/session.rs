@@ -279,6 +279,12 @@ struct Rare {
 }
 
 impl Rare {
+    /// The catch-up under way, if any. Takes the session's field rather than the session, so the rest of the
+    /// session stays free to borrow.
+    fn catchup(rare: &mut Option<Box<Rare>>) -> Option<&mut Catchup> {
+        rare.as_mut().and_then(|r| r.catchup.as_deref_mut())
+    }
+
     fn is_empty(&self) -> bool {
         self.whisper_budget.is_none()
             && self.command_budget.is_none()
@@ -973,7 +979,7 @@ impl Session {
     /// Queues the replay of a subscription's history (or `reject_history`), each stream's frames between its
     /// markers, as one run the catch-up applies in order.
     fn finish_history(&mut self, identifier: &str, results: Vec<(Arc<str>, Result<History, HistoryError>)>) {
-        let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) else { return };
+        let Some(catchup) = Rare::catchup(&mut self.rare) else { return };
         let escaped_identifier = protocol::json_string(identifier);
         let refused = results.iter().find_map(|(stream, result)| result.as_ref().err().map(|e| (stream, e)));
         let mut batch = Vec::new();
@@ -1010,7 +1016,7 @@ impl Session {
 
     /// Filters frames taken from the client queue through the catch-up, while there is one.
     pub(crate) fn outbound(&mut self, frames: std::collections::VecDeque<Bytes>) -> std::collections::VecDeque<Bytes> {
-        let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) else { return frames };
+        let Some(catchup) = Rare::catchup(&mut self.rare) else { return frames };
         let filtered = catchup.filter(frames, std::time::Instant::now(), self.client.capacity());
         if catchup.is_empty() {
             self.clear_rare(|r| r.catchup = None);
@@ -1161,7 +1167,7 @@ impl Session {
         if response.stop_streams {
             for stream in sub.streams.drain(..) {
                 hub.unsubscribe(&stream, identifier, client_id);
-                if let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) {
+                if let Some(catchup) = Rare::catchup(&mut self.rare) {
                     catchup.forget(&stream);
                 }
                 changed = true;
@@ -1171,7 +1177,7 @@ impl Session {
             if let Some(pos) = sub.streams.iter().position(|s| **s == **stopped) {
                 let stream = sub.streams.swap_remove(pos);
                 hub.unsubscribe(&stream, identifier, client_id);
-                if let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) {
+                if let Some(catchup) = Rare::catchup(&mut self.rare) {
                     catchup.forget(&stream);
                 }
                 changed = true;
@@ -1208,7 +1214,7 @@ impl Session {
         if let Some(sub) = self.subscriptions.remove(identifier) {
             for stream in &sub.streams {
                 self.deps.hub.unsubscribe(stream, identifier, self.client.id);
-                if let Some(catchup) = self.rare.as_mut().and_then(|r| r.catchup.as_mut()) {
+                if let Some(catchup) = Rare::catchup(&mut self.rare) {
                     catchup.forget(stream);
                 }
             }
