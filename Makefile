@@ -21,6 +21,8 @@ setup:
 build:
 	cargo build --workspace
 
+# One pass builds each binary once: incremental caches would only double target/ (and the disk a fresh machine needs).
+test: export CARGO_INCREMENTAL := 0
 test: setup
 	cargo test --workspace
 	python3 -m unittest discover -s tests/load -p 'test_*.py'
