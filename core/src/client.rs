@@ -242,6 +242,17 @@ impl ClientHandle {
         }
     }
 
+    /// Takes the frames queued when they are all there is (no close requested, no publications for a stream
+    /// callback): what a connection writes with the answer to its upgrade. `None` leaves the queue as it is.
+    pub(crate) fn take_frames(&self) -> Option<VecDeque<Bytes>> {
+        let mut q = self.queue.lock();
+        if q.frames.is_empty() || q.close.is_some() || q.stream_messages.is_some() {
+            return None;
+        }
+        self.ready.store(false, Ordering::Release);
+        Some(std::mem::take(&mut q.frames))
+    }
+
     pub(crate) fn mark_welcomed(&self) {
         self.welcomed.store(true, Ordering::Release);
     }

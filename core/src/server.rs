@@ -298,11 +298,11 @@ impl Server {
 
         // Every listener gets the same deadlines and bound on pending connections (see transport::listener).
         let limits = ListenerLimits::from_config(&config);
-        let serve = |listener: TcpListener, router: Router, client_sockets, held, what| {
+        let serve = |listener: TcpListener, router: Router, client_sockets, held, websocket, what| {
             let tls = listener_tls.clone();
             let metrics = metrics.clone();
             let held = Arc::new(held);
-            HttpListener { listener, tls, router, client_sockets, limits, metrics, held, what }
+            HttpListener { listener, tls, router, client_sockets, limits, metrics, held, websocket, what }
                 .spawn(&tasks, stop_accepting.clone());
         };
         let mut main_router = Router::new();
@@ -317,7 +317,7 @@ impl Server {
             main_router = main_router.route(&config.sse_path, axum::routing::any(sse::handle));
         }
         let poll_state = config.poll.then(|| Arc::new(crate::transport::poll::PollState::new(ws_state.clone())));
-        let mut main_router = main_router.with_state(ws_state).route(&config.health_path, get(|| async { "OK" }));
+        let mut main_router = main_router.with_state(ws_state.clone()).route(&config.health_path, get(|| async { "OK" }));
         if let Some(poll_state) = poll_state {
             let poll = axum::routing::any(crate::transport::poll::handle);
             main_router = main_router.merge(Router::new().route(&config.poll_path, poll).with_state(poll_state));
@@ -340,7 +340,7 @@ impl Server {
                 let host =
                     if config.metrics_host.is_empty() { config.host.as_str() } else { config.metrics_host.as_str() };
                 let listener = bind(host, config.metrics_port).await?;
-                serve(listener, metrics_routes, None, HeldPaths::default(), "metrics");
+                serve(listener, metrics_routes, None, HeldPaths::default(), None, "metrics");
             }
         }
         // The REST API publishes like the HTTP broadcaster, behind its own key.
@@ -357,7 +357,7 @@ impl Server {
             } else {
                 let listener = bind(&config.host, config.api_port).await?;
                 api_addr = listener.local_addr().ok();
-                serve(listener, api_routes, None, HeldPaths::default(), "api");
+                serve(listener, api_routes, None, HeldPaths::default(), None, "api");
             }
         }
         let mut broadcast_addr = None;
@@ -368,16 +368,17 @@ impl Server {
             } else {
                 let listener = bind(&config.host, config.http_broadcast_port).await?;
                 broadcast_addr = listener.local_addr().ok();
-                serve(listener, broadcast_routes, None, HeldPaths::default(), "broadcast");
+                serve(listener, broadcast_routes, None, HeldPaths::default(), None, "broadcast");
             }
         }
         // Every client socket gets the dead-peer timers, so a client that vanished without closing is dropped
         // (and its Disconnect run) within a bounded time: set once on the listener where accepted sockets
         // inherit them, else on each accepted socket.
         let client_sockets = ClientSocketOptions::for_listener(&config, &main_listener);
-        // An SSE response lasts as long as its client: answered outside hyper (see transport::held).
-        let held = HeldPaths::new(config.sse.then(|| config.sse_path.clone()));
-        serve(main_listener, main_router, client_sockets, held, "main");
+        // An SSE response lasts as long as its client: answered outside hyper (see transport::held). So are
+        // WebSocket upgrades, whose answer then leaves with the welcome (see transport::ws::serve_upgrade).
+        let held = HeldPaths::new(config.sse.then(|| config.sse_path.clone())).with_upgrades(config.path.clone());
+        serve(main_listener, main_router, client_sockets, held, Some(ws_state), "main");
         if let Some(enats) = embedded_nats {
             enats.supervise(&tasks, stop_tasks.clone());
         }

@@ -275,3 +275,43 @@ async fn disconnect_mode_auto_calls_disconnect_only_for_sessions_that_used_the_b
     assert_eq!(request.subscriptions, vec![pubsub_public("news")]);
     fx.server.shutdown().await;
 }
+
+/// A client identified by its token is accepted without a handler call, so the answer to its upgrade and its
+/// welcome leave in one write: the client's socket has received exactly one segment with data once it holds both
+/// (written apart, they are two).
+#[tokio::test]
+async fn a_token_connection_gets_the_upgrade_answer_and_the_welcome_in_one_write() {
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::start(Mode::Grpc, &[("jwt_secret", KEY)]).await;
+    let request = format!(
+        "GET /cable?jid={ALICE} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+    );
+    let data_segments_in = |tcp: &tokio::net::TcpStream| {
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let info_ptr = (&raw mut info).cast();
+        let rc = unsafe { libc::getsockopt(tcp.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len) };
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_data_segs_in
+    };
+    for attempt in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(fx.server.local_addr()).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains(r#""type":"welcome""#) {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(common::TIMEOUT, tcp.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed before the welcome: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{got}");
+        assert!(got.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{got}");
+        assert!(got.contains("sec-websocket-protocol: actioncable-v1-json\r\n"), "{got}");
+        assert_eq!(data_segments_in(&tcp), 1, "attempt {attempt}: the 101 and the welcome came apart: {got:?}");
+    }
+    assert_eq!(rpc_calls(&fx).0, 0, "a token connection makes no Connect call");
+}

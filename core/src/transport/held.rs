@@ -37,17 +37,32 @@ pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Most header fields of a held request (hyper's default).
 const MAX_HEADERS: usize = 100;
 
-/// The paths whose `GET` requests are held: each matched exactly, as the router matches them.
+/// The paths whose `GET` requests are read here: held paths, and WebSocket paths whose upgrade requests the
+/// listener answers itself (see `transport::ws::serve_upgrade`). Each is matched exactly, as the router matches
+/// them.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct HeldPaths(Vec<String>);
+pub(crate) struct HeldPaths {
+    held: Vec<String>,
+    upgrades: Vec<String>,
+}
 
 impl HeldPaths {
     pub(crate) fn new(paths: impl IntoIterator<Item = String>) -> Self {
-        Self(paths.into_iter().collect())
+        Self { held: paths.into_iter().collect(), upgrades: Vec::new() }
+    }
+
+    /// Also reads the requests of these WebSocket paths, so that their upgrades are answered outside hyper.
+    pub(crate) fn with_upgrades(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.upgrades = paths.into_iter().collect();
+        self
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.held.is_empty() && self.upgrades.is_empty()
+    }
+
+    fn is_upgrade_path(&self, path: &str) -> bool {
+        self.upgrades.iter().any(|p| p == path)
     }
 
     /// Whether `head` (the first bytes of a request) can still be a `GET` of a held path: `Some(true)` once its
@@ -62,7 +77,7 @@ impl HeldPaths {
         }
         let target = &head[GET.len()..];
         let mut undecided = false;
-        for path in self.0.iter().map(String::as_bytes) {
+        for path in self.held.iter().chain(&self.upgrades).map(String::as_bytes) {
             if target.len() <= path.len() {
                 undecided |= path.starts_with(target);
             } else if target.starts_with(path) && matches!(target[path.len()], b' ' | b'?') {
@@ -104,7 +119,7 @@ where
         if !buf.is_empty() {
             match paths.matches(&buf) {
                 Some(false) => return Head::Other(buf.freeze()),
-                Some(true) => match parse_request(&buf, peer) {
+                Some(true) => match parse_request(&buf, peer, paths) {
                     Parsed::Held(request, len) => {
                         // A copy, so that the head's buffer is not kept for the life of the response.
                         let rest = if buf.len() > len { Bytes::copy_from_slice(&buf[len..]) } else { Bytes::new() };
@@ -139,9 +154,9 @@ enum Parsed {
     Partial,
 }
 
-/// Parses a complete head into a request for the router, if it is one held here: HTTP/1.1, no body, no upgrade,
-/// no `Expect`, an origin-form target, header names and values the HTTP types accept.
-fn parse_request(buf: &[u8], peer: SocketAddr) -> Parsed {
+/// Parses a complete head into a request for the router, if it is one held here: HTTP/1.1, no body, no upgrade
+/// (except on an upgrade path), no `Expect`, an origin-form target, header names and values the HTTP types accept.
+fn parse_request(buf: &[u8], peer: SocketAddr, paths: &HeldPaths) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut fields);
     let len = match head.parse(buf) {
@@ -166,7 +181,8 @@ fn parse_request(buf: &[u8], peer: SocketAddr) -> Parsed {
     }
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0");
-    if has_body || headers.contains_key(header::UPGRADE) || headers.contains_key(header::EXPECT) {
+    let upgrade = headers.contains_key(header::UPGRADE) && !paths.is_upgrade_path(uri.path());
+    if has_body || upgrade || headers.contains_key(header::EXPECT) {
         return Parsed::Other;
     }
     let mut request = Request::new(Body::empty());
@@ -206,11 +222,21 @@ where
         watch_input(io, input, cx).map(|()| None)
     })
     .await?;
+    Some(respond(response, close))
+}
+
+/// A response made elsewhere, ready to send, with `connection: close` in its head when `close`.
+pub(crate) fn respond(response: Response<Body>, close: bool) -> Answer {
     let (parts, body) = response.into_parts();
     let length = body.size_hint().exact();
     let mut head = BytesMut::with_capacity(256);
     write_head(&mut head, &parts, length, close);
-    Some(Answer { head, body, chunked: length.is_none() })
+    Answer { head, body, chunked: length.is_none() }
+}
+
+/// Whether a request read here asks for a protocol upgrade (only ever one of an upgrade path).
+pub(crate) fn is_upgrade(request: &Request<Body>) -> bool {
+    request.headers().contains_key(header::UPGRADE)
 }
 
 /// Writes the answer's head, then the frames of its body as they come, then the end of the body: `Err` when the
@@ -381,11 +407,16 @@ mod tests {
             assert_eq!(paths.matches(head), expected, "{:?}", String::from_utf8_lossy(head));
         }
         assert_eq!(HeldPaths::default().matches(b"GET /events "), Some(false));
+        let paths = HeldPaths::default().with_upgrades(["/cable".to_owned()]);
+        assert!(!paths.is_empty());
+        assert_eq!(paths.matches(b"GET /cable?jid=x HTTP/1.1\r\n"), Some(true));
+        assert_eq!(paths.matches(b"GET /events HTTP/1.1\r\n"), Some(false));
     }
 
     #[test]
     fn requests_with_a_body_an_upgrade_or_another_version_are_left_to_hyper() {
-        let held = |head: &str| match parse_request(head.as_bytes(), peer()) {
+        let paths = HeldPaths::new(["/events".to_owned()]).with_upgrades(["/cable".to_owned()]);
+        let held = |head: &str| match parse_request(head.as_bytes(), peer(), &paths) {
             Parsed::Held(request, len) => Some((request, len)),
             Parsed::Other => None,
             Parsed::Partial => panic!("partial: {head}"),
@@ -407,7 +438,12 @@ mod tests {
         ] {
             assert!(held(other).is_none(), "{other:?}");
         }
-        assert!(matches!(parse_request(b"GET /events HTTP/1.1\r\nHost:", peer()), Parsed::Partial));
+        assert!(matches!(parse_request(b"GET /events HTTP/1.1\r\nHost:", peer(), &paths), Parsed::Partial));
+        // The upgrade paths' upgrades are read here (and only theirs).
+        let (upgrade, _) = held("GET /cable?jid=t HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+        assert!(is_upgrade(&upgrade));
+        assert!(!is_upgrade(&held("GET /cable HTTP/1.1\r\n\r\n").unwrap().0));
+        assert!(held("GET /cable HTTP/1.0\r\nUpgrade: websocket\r\n\r\n").is_none());
     }
 
     #[test]

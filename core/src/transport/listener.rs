@@ -44,6 +44,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::transport::held::{self, Head, HeldPaths, Rewind};
 use crate::transport::tcp::ClientSocketOptions;
+use crate::transport::websocket::Socket;
+use crate::transport::ws::{self, WsState};
 
 /// Longest time a closed client socket keeps reading (and dropping) what its peer still sends.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -80,6 +82,8 @@ pub(crate) struct HttpListener {
     pub(crate) metrics: Arc<Metrics>,
     /// Paths whose `GET` requests are answered outside hyper (see [`held`]); none on most listeners.
     pub(crate) held: Arc<HeldPaths>,
+    /// What serves the upgrade requests of the WebSocket paths among `held` (on the main listener).
+    pub(crate) websocket: Option<Arc<WsState>>,
     /// The listener's name in logs: `main`, `broadcast`, `metrics`.
     pub(crate) what: &'static str,
 }
@@ -141,6 +145,7 @@ impl HttpListener {
                 stop: stop.clone(),
                 slot: Some(slot),
                 held: self.held.clone(),
+                websocket: self.websocket.clone(),
             };
             let io = ClientIo::new(tcp, connections.clone());
             // Two kinds of task, so that a plain connection's is not sized for a TLS stream.
@@ -195,6 +200,7 @@ struct Connection {
     /// Given back with the first request head.
     slot: Option<PendingSlot>,
     held: Arc<HeldPaths>,
+    websocket: Option<Arc<WsState>>,
 }
 
 impl Connection {
@@ -216,7 +222,7 @@ impl Connection {
     /// here while they come; the first other request hands the connection to hyper for the rest of its life.
     fn serve<IO>(self, io: IO, first_deadline: Instant) -> impl Future<Output = ()> + Send + 'static
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: Socket + Send + 'static,
     {
         // A block rather than an `async fn`, whose arguments would take their room in the task twice.
         let (mut this, mut io) = (self, io);
@@ -230,6 +236,19 @@ impl Connection {
                 let next = Box::pin(this.next_held(&mut io, read, deadline, requests));
                 let (answer, mut input, close) = match next.await {
                     Next::Held(answer, input, close) => (answer, input, close),
+                    Next::Upgrade(request, input, state) => {
+                        let close = held::wants_close(request.headers());
+                        let after = bytes::BytesMut::from(&input[..]);
+                        // Boxed as the rest: nothing of an upgrade stays in this task, which ends with it.
+                        let upgrade = Box::pin(ws::serve_upgrade(state, this.peer, request, io, input));
+                        match upgrade.await {
+                            Ok(()) => return,
+                            Err((refusal, back)) => {
+                                io = back;
+                                (held::respond(refusal, close), after, close)
+                            }
+                        }
+                    }
                     Next::Other(bytes) => {
                         read = bytes;
                         break;
@@ -270,6 +289,9 @@ impl Connection {
             }
         };
         drop(self.slot.take());
+        if let Some(state) = self.websocket.as_ref().filter(|_| held::is_upgrade(&request)) {
+            return Next::Upgrade(request, rest, state.clone());
+        }
         let close = held::wants_close(request.headers());
         let mut input = bytes::BytesMut::from(rest);
         match held::answer(io, &self.router, *request, &mut input, close).await {
@@ -283,7 +305,7 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Self { router, peer, limits, metrics, stop, slot, held: _ } = self;
+        let Self { router, peer, limits, metrics, stop, slot, held: _, websocket: _ } = self;
         let activity =
             Arc::new(Activity { state: Mutex::new(ActivityState::new(slot, requests)), changed: Notify::new() });
         let service = RequestService { router, peer, activity: activity.clone() };
@@ -324,6 +346,8 @@ impl Connection {
 enum Next {
     /// A held request's answer to send, what the client sent after it, and whether the connection closes after it.
     Held(held::Answer, bytes::BytesMut, bool),
+    /// An upgrade request of a WebSocket path, what the client sent after it, and what serves it.
+    Upgrade(Box<axum::http::Request<axum::body::Body>>, bytes::Bytes, Arc<WsState>),
     /// Another request, for hyper, starting with these bytes.
     Other(bytes::Bytes),
     /// The connection is over.
@@ -445,13 +469,15 @@ pub(crate) struct ClientIo {
     stream: Option<TcpStream>,
     /// Whether anything was written: a socket that never got a byte has nothing for its peer to read.
     wrote: bool,
+    /// Cleared once the peer has said it sends nothing more (a WebSocket client's close frame).
+    lingers: bool,
     /// Where the lingering close runs, so that shutdown waits for it.
     tasks: TaskTracker,
 }
 
 impl ClientIo {
     fn new(stream: TcpStream, tasks: TaskTracker) -> Self {
-        Self { stream: Some(stream), wrote: false, tasks }
+        Self { stream: Some(stream), wrote: false, lingers: true, tasks }
     }
 
     fn stream(&mut self) -> io::Result<&mut TcpStream> {
@@ -461,7 +487,7 @@ impl ClientIo {
 
 impl Drop for ClientIo {
     fn drop(&mut self) {
-        let Some(stream) = self.stream.take().filter(|_| self.wrote) else { return };
+        let Some(stream) = self.stream.take().filter(|_| self.wrote && self.lingers) else { return };
         // Outside a runtime (the runtime itself is going away) the socket is just closed.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             self.tasks.spawn_on(linger(stream), &runtime);
@@ -478,6 +504,15 @@ async fn linger(mut stream: TcpStream) {
     };
     let _ = tokio::time::timeout(LINGER, drained).await;
 }
+
+impl Socket for ClientIo {
+    fn client_closed(&mut self) {
+        self.lingers = false;
+    }
+}
+
+/// A TLS client keeps its lingering close: it may still send its `close_notify` after its close frame.
+impl Socket for tokio_rustls::server::TlsStream<ClientIo> {}
 
 impl AsyncRead for ClientIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -541,7 +576,8 @@ mod tests {
         };
         let held = Arc::new(HeldPaths::new(["/events".to_owned()]));
         let stop = CancellationToken::new();
-        let connection = Connection { router: Router::new(), peer, limits, metrics, stop, slot: Some(slot), held };
+        let connection =
+            Connection { router: Router::new(), peer, limits, metrics, stop, slot: Some(slot), held, websocket: None };
         let task = connection.serve(ClientIo::new(accepted, TaskTracker::new()), Instant::now());
         assert!(std::mem::size_of_val(&task) <= 768, "{} bytes", std::mem::size_of_val(&task));
     }

@@ -92,6 +92,13 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// The byte stream under a WebSocket.
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin {
+    /// The client's close frame arrived: a client sends nothing after it, so the socket can be closed outright
+    /// once the server's answer is written (no reading and dropping of what the peer still sends).
+    fn client_closed(&mut self) {}
+}
+
 /// A server-side WebSocket connection on `IO`.
 pub(crate) struct WebSocket<IO> {
     io: IO,
@@ -109,9 +116,18 @@ struct Partial {
     message: Option<(u8, BytesMut)>,
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocket<IO> {
+impl<IO: Socket> WebSocket<IO> {
     pub(crate) fn new(io: IO, max_message_size: usize) -> Self {
         Self { io, partial: None, max_message_size, ended: false }
+    }
+
+    /// A WebSocket whose client already sent `input` after its upgrade request (read with the request's head).
+    pub(crate) fn with_input(io: IO, max_message_size: usize, input: &[u8]) -> Self {
+        let mut socket = Self::new(io, max_message_size);
+        if !input.is_empty() {
+            socket.partial.get_or_insert_default().input.extend_from_slice(input);
+        }
+        socket
     }
 
     /// The next message; `None` once reading has ended.
@@ -128,6 +144,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocket<IO> {
                 match parsed {
                     Some(Ok(Message::Close(code))) => {
                         self.ended = true;
+                        self.io.client_closed();
                         return Poll::Ready(Some(Ok(Message::Close(code))));
                     }
                     Some(Ok(message)) => return Poll::Ready(Some(Ok(message))),
@@ -162,15 +179,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocket<IO> {
         }
     }
 
-    /// Writes data frames (`opcode` [`TEXT`] or [`BINARY`]), one write for a single frame and one per batch
-    /// otherwise.
-    pub(crate) async fn write_data(&mut self, opcode: u8, frames: &[Bytes]) -> io::Result<()> {
+    /// Writes `before` (bytes that are not a frame: the answer to the upgrade request, or nothing) and then data
+    /// frames (`opcode` [`TEXT`] or [`BINARY`]): one write for a single frame and one per batch otherwise.
+    pub(crate) async fn write_data_after(&mut self, before: &[u8], opcode: u8, frames: &[Bytes]) -> io::Result<()> {
         match frames {
-            [] => Ok(()),
-            [frame] => self.write_frame(opcode, frame).await,
+            [] if before.is_empty() => Ok(()),
+            [frame] if before.is_empty() => self.write_frame(opcode, frame).await,
             frames => {
-                let total = frames.iter().map(|f| f.len() + 10).sum();
+                let total = before.len() + frames.iter().map(|f| f.len() + 10).sum::<usize>();
                 let mut batch = Vec::with_capacity(total);
+                batch.extend_from_slice(before);
                 for frame in frames {
                     let (head, len) = frame_head(opcode, frame.len());
                     batch.extend_from_slice(&head[..len]);
@@ -522,7 +540,9 @@ mod tests {
         assert_eq!(&frame_head(BINARY, 70_000).0[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 
-    async fn next<IO: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<IO>) -> Option<Result<Message, ReadError>> {
+    impl Socket for tokio::io::DuplexStream {}
+
+    async fn next<IO: Socket>(ws: &mut WebSocket<IO>) -> Option<Result<Message, ReadError>> {
         std::future::poll_fn(|cx| ws.poll_next(cx)).await
     }
 
@@ -545,8 +565,8 @@ mod tests {
             tokio::io::AsyncReadExt::read_to_end(&mut read_half, &mut got).await.unwrap();
             got
         });
-        ws.write_data(TEXT, &[Bytes::from_static(b"a"), Bytes::from_static(b"bc")]).await.unwrap();
-        ws.write_data(TEXT, &[Bytes::from(vec![b'z'; 200])]).await.unwrap();
+        ws.write_data_after(&[], TEXT, &[Bytes::from_static(b"a"), Bytes::from_static(b"bc")]).await.unwrap();
+        ws.write_data_after(&[], TEXT, &[Bytes::from(vec![b'z'; 200])]).await.unwrap();
         ws.write_close(1000, "").await.unwrap();
         drop(ws);
         let got = reader.await.unwrap();
@@ -554,5 +574,21 @@ mod tests {
         expected.extend([b'z'; 200]);
         expected.extend([0x88, 2, 0x03, 0xE8]);
         assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn input_read_with_the_upgrade_comes_first_and_the_answer_goes_out_with_the_first_frame() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let early = frame(true, TEXT, b"early");
+        let mut ws = WebSocket::with_input(server, 1024, &early[..3]);
+        client.write_all(&early[3..]).await.unwrap();
+        assert_eq!(next(&mut ws).await.unwrap().unwrap(), Message::Text("early".into()));
+        ws.write_data_after(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", TEXT, &[Bytes::from_static(b"hi")])
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 40];
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut got).await.unwrap();
+        assert_eq!(&got[..36], b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert_eq!(&got[36..], &[0x81, 2, b'h', b'i']);
     }
 }

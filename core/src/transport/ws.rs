@@ -26,8 +26,8 @@ use crate::protocol::{self, Protocol, SUPPORTED_PROTOCOLS};
 use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
 use crate::transport::websocket::{self, Message, ReadError};
 
-/// A client's WebSocket: the upgraded connection under the server's own framing.
-type WebSocket = websocket::WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
+/// A client's WebSocket: its socket under the server's own framing.
+type WebSocket<IO> = websocket::WebSocket<IO>;
 
 /// What the upgrade handler needs; shared by all connections.
 pub(crate) struct WsState {
@@ -135,32 +135,138 @@ impl WsState {
     }
 }
 
-/// Upgrades a request to a WebSocket connection, or refuses it with an HTTP status and a message.
+/// Upgrades a request that reached the router (through hyper) to a WebSocket connection, or refuses it with an
+/// HTTP status and a message. Most upgrades do not come this way: the listener answers them itself
+/// ([`serve_upgrade`]); this handler serves those it leaves to hyper (an HTTP/1.0 request, a head it does not
+/// parse, a later request on a keep-alive connection).
 pub(crate) async fn upgrade(
     State(state): State<Arc<WsState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: axum::extract::Request,
 ) -> Response {
-    let accept = match websocket::handshake_key(request.method(), request.headers()) {
-        Ok(key) => websocket::accept_key(key.as_bytes()),
-        Err(refusal) => return refusal.into_response(),
+    let admitted = match admit(&state, peer, &request) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded\n").into_response();
     };
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let answer = response.headers_mut();
+    answer.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = HeaderValue::try_from(admitted.accept.as_str()).expect("base64 is a header value");
+    answer.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(name) = admitted.echoed {
+        answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
+    }
+    let tracker = state.tracker.clone();
+    // Waits for hyper to hand the connection over once the 101 is written; a failed upgrade drops the slot.
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
+        };
+        let max = state.config.max_message_size;
+        let socket = websocket::WebSocket::new(TokioIo::new(upgraded), max);
+        let (conn, slot) = open_connection(socket, admitted, &state);
+        // The connection gets a task of its own, sized for what it holds while idle; this one ends.
+        state.tracker.spawn(run_connection(conn, slot));
+    });
+    response
+}
+
+/// Serves an upgrade request the listener read itself: refuses it (the answer is returned for the listener to
+/// write), or answers it and starts the connection on `io`, whose client already sent `input` after the request.
+///
+/// The answer to the upgrade and the first frames go out in one write: a connection accepted without a handler
+/// call (a JWT, no identification) gets its 101 and its welcome in the same packet, which saves a write and a
+/// wake-up on each side. When a Connect call is under way, the 101 goes out at once and the welcome after it.
+pub(crate) async fn serve_upgrade<IO>(
+    state: Arc<WsState>,
+    peer: SocketAddr,
+    request: Box<axum::http::Request<axum::body::Body>>,
+    io: IO,
+    input: Bytes,
+) -> Result<(), (Response, IO)>
+where
+    IO: websocket::Socket + Send + 'static,
+{
+    let admitted = match admit(&state, peer, &request) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return Err((refusal, io)),
+    };
+    drop(request);
+    let mut head = Vec::with_capacity(160);
+    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n");
+    head.extend_from_slice(b"sec-websocket-accept: ");
+    head.extend_from_slice(admitted.accept.as_bytes());
+    if let Some(name) = admitted.echoed {
+        head.extend_from_slice(b"\r\nsec-websocket-protocol: ");
+        head.extend_from_slice(name.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n\r\n");
+    let socket = websocket::WebSocket::with_input(io, state.config.max_message_size, &input);
+    drop(input);
+    let (mut conn, slot) = open_connection(socket, admitted, &state);
+    let answering = Box::pin(answer_upgrade(&mut conn, &head));
+    if let Err(error) = answering.await {
+        // The connection's task finds the socket broken at once and ends the session as for any failed write.
+        tracing::debug!(sid = %conn.session.client().sid, %error, "writing the upgrade answer failed");
+    }
+    state.tracker.spawn(run_connection(conn, slot));
+    Ok(())
+}
+
+/// Writes the answer to the upgrade, with the frames already queued when no handler call is under way.
+async fn answer_upgrade<IO: websocket::Socket>(conn: &mut Connection<IO>, head: &[u8]) -> std::io::Result<()> {
+    let Connection { socket, session, pending, .. } = conn;
+    let frames = match pending {
+        None => session.client().take_frames().map(|frames| session.outbound(frames)),
+        Some(_) => None,
+    };
+    let (client, metrics) = (&**session.client(), &*session.deps().metrics);
+    bounded(write_frames(socket, head, frames.unwrap_or_default(), client, metrics), metrics).await
+}
+
+/// A client that passed every check of the upgrade, with what its connection starts from.
+struct Admitted {
+    /// `Sec-WebSocket-Accept`.
+    accept: String,
+    /// The sub-protocol to name in the answer: only when the client offered one we speak.
+    echoed: Option<&'static str>,
+    client: Arc<ClientHandle>,
+    env: RequestEnv,
+    token: Option<String>,
+    previous_sid: Option<String>,
+    slot: Option<ConnectionSlot>,
+}
+
+/// The checks of an upgrade request (the handshake headers, shutdown, origin, `max_conn`) and what its connection
+/// needs; `Err` is the answer to a refused one.
+fn admit(
+    state: &WsState,
+    peer: SocketAddr,
+    request: &axum::http::Request<axum::body::Body>,
+) -> Result<Admitted, Response> {
     let (uri, headers) = (request.uri(), request.headers());
     let config = &state.config;
+    let accept = match websocket::handshake_key(request.method(), headers) {
+        Ok(key) => websocket::accept_key(key.as_bytes()),
+        Err(refusal) => return Err(refusal.into_response()),
+    };
     if state.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response());
     }
     if !state.origin_allowed_header(headers) {
         tracing::warn!(origin = ?headers.get(header::ORIGIN), "connection refused: origin not allowed");
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+        return Err((StatusCode::FORBIDDEN, "origin not allowed\n").into_response());
     }
     // Taken before the upgrade is answered, so concurrent upgrades cannot overshoot the cap between the check
     // and the connection's start.
     let Ok(slot) = state.take_slot() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: max_conn reached\n").into_response();
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "too many connections: max_conn reached\n").into_response());
     };
 
     let query = uri.query().unwrap_or("");
@@ -202,39 +308,11 @@ pub(crate) async fn upgrade(
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let client =
         Arc::new(ClientHandle::new(id, sid, config.client_queue_size, own_ping_interval, ping_precision, protocol));
-    let max = config.max_message_size;
-    let tracker = state.tracker.clone();
-    // Waits for hyper to hand the connection over once the 101 is written; a failed upgrade drops the slot.
-    tracker.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
-        };
-        // The connection gets a task of its own, sized for what it holds while idle; this one ends. Spawned as
-        // it is (not wrapped in another `async` block, which would hold a second copy of the socket and the
-        // request until the first poll).
-        let connection = run_connection(
-            WebSocket::new(TokioIo::new(upgraded), max),
-            client,
-            env,
-            (token, previous_sid),
-            state.deps.clone(),
-            state.shutdown.clone(),
-            slot,
-        );
-        state.tracker.spawn(connection);
-    });
-    let mut response = Response::new(axum::body::Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let answer = response.headers_mut();
-    answer.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    answer.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::try_from(accept).expect("base64 is a header value"));
-    if let Some(name) = echoed {
-        answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
-    }
-    response
+    Ok(Admitted { accept, echoed, client, env, token, previous_sid, slot })
 }
+
+/// hyper's upgraded connection as the socket under a WebSocket (it lingers, if at all, inside hyper's box).
+impl websocket::Socket for TokioIo<hyper::upgrade::Upgraded> {}
 
 /// One place under `max_conn`, held from the upgrade until the connection has ended; given back on drop.
 pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
@@ -255,28 +333,21 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Registers one upgraded connection, starts its Connect call, and returns the future that drives it until
-/// the socket is gone and the session has ended.
-///
-/// The setup runs here, outside the future, and the driving loop is an `async move` block rather than an
-/// `async fn`: an `async fn` keeps its arguments as well as the locals they are moved into, and every idle
-/// connection would pay for both (the socket alone is ~370 bytes). The future holds only the socket, the
-/// session and a few pointers.
-fn run_connection(
-    socket: WebSocket,
-    client: Arc<ClientHandle>,
-    env: RequestEnv,
-    (token, previous_sid): (Option<String>, Option<String>),
-    deps: Arc<SessionDeps>,
-    shutdown: tokio_util::sync::CancellationToken,
-    slot: Option<ConnectionSlot>,
-) -> impl Future<Output = ()> + Send {
+/// Registers one upgraded connection and starts its Connect call: the connection with the call under way (or
+/// its welcome queued), and its place under `max_conn`.
+fn open_connection<IO: websocket::Socket>(
+    socket: WebSocket<IO>,
+    admitted: Admitted,
+    state: &WsState,
+) -> (Connection<IO>, Option<ConnectionSlot>) {
+    let Admitted { client, env, token, previous_sid, slot, .. } = admitted;
+    let deps = state.deps.clone();
     Metrics::up(&deps.metrics.clients_num);
     Metrics::inc(&deps.metrics.clients_total);
     deps.hub.add_client(&client);
     // An upgrade that raced with shutdown: the shutdown's sweep over the registered clients may have missed
     // this one, so it tells itself to go. (Either this check or the sweep sees the other's write.)
-    if shutdown.is_cancelled() {
+    if state.is_shutting_down() {
         client.close(CloseRequest::with_disconnect_frame("server_restart", true, close_code::GOING_AWAY));
     }
     let mut session = Session::new(client, deps, env);
@@ -286,8 +357,20 @@ fn run_connection(
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Box::new(timer)
     });
-    let mut conn = Connection { socket, session, pending, own_ping };
+    (Connection { socket, session, pending, own_ping }, slot)
+}
 
+/// The future that drives an open connection until the socket is gone and the session has ended.
+///
+/// The setup runs before, in [`open_connection`], and the driving loop is an `async move` block rather than an
+/// `async fn`: an `async fn` keeps its arguments as well as the locals they are moved into, and every idle
+/// connection would pay for both (the socket alone is ~370 bytes). The future holds only the socket, the
+/// session and a few pointers.
+fn run_connection<IO: websocket::Socket + Send + 'static>(
+    conn: Connection<IO>,
+    slot: Option<ConnectionSlot>,
+) -> impl Future<Output = ()> + Send {
+    let mut conn = conn;
     async move {
         // False once reading failed: the stream is then unusable for reading, even for a close frame.
         let mut readable = true;
@@ -388,8 +471,8 @@ fn run_connection(
 
 /// What a connection's task keeps while the connection idles: every byte of it is paid by every connection, so
 /// anything else lives in the session's rarely used parts, in the client handle, or only while it is used.
-struct Connection {
-    socket: WebSocket,
+struct Connection<IO> {
+    socket: WebSocket<IO>,
     session: Session,
     /// The handler call in flight; the client's next frames wait for it.
     pending: Option<PendingCall>,
@@ -397,7 +480,7 @@ struct Connection {
     own_ping: Option<Box<tokio::time::Interval>>,
 }
 
-impl Connection {
+impl<IO: websocket::Socket> Connection<IO> {
     /// One hand-written poll over the event sources keeps the task small: no `select!` futures are stored while
     /// the connection idles.
     fn poll_event(&mut self, cx: &mut std::task::Context<'_>, outbox_first: bool) -> Poll<Event> {
@@ -437,7 +520,7 @@ impl Connection {
 
 /// Ends a connection whose loop has stopped: settles the call in flight, ends the session, and when the server
 /// closed the connection, waits for the client's close frame.
-async fn end_connection(conn: Connection, close_sent: bool) {
+async fn end_connection<IO: websocket::Socket>(conn: Connection<IO>, close_sent: bool) {
     let Connection { mut socket, mut session, pending, .. } = conn;
     // A call that was in flight when the client went away still changes backend-side state; apply it so the
     // Disconnect call sees it.
@@ -461,7 +544,7 @@ const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Closing a TCP connection with input left unread makes the kernel reset it, and a reset can destroy the
 /// disconnect and close frames before the client has read them: a client that floods commands or broadcasts
 /// while it is told to leave would never learn why.
-async fn await_close_reply(socket: &mut WebSocket) {
+async fn await_close_reply<IO: websocket::Socket>(socket: &mut WebSocket<IO>) {
     let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, socket.until_closed()).await;
 }
 
@@ -542,8 +625,8 @@ enum Written {
 
 /// Writes the pong a ping asked for, then queued frames, then the close frame when a close was requested (frames
 /// queued after the close request are never written), each write bounded by [`WRITE_TIMEOUT`].
-async fn write_out(
-    socket: &mut WebSocket,
+async fn write_out<IO: websocket::Socket>(
+    socket: &mut WebSocket<IO>,
     pong: Option<Bytes>,
     frames: Option<VecDeque<Bytes>>,
     close: Option<CloseRequest>,
@@ -556,7 +639,7 @@ async fn write_out(
         }
     }
     if let Some(frames) = frames {
-        if let Err(error) = bounded(write_frames(socket, frames, client, metrics), metrics).await {
+        if let Err(error) = bounded(write_frames(socket, &[], frames, client, metrics), metrics).await {
             return Written::Failed(error);
         }
     }
@@ -571,13 +654,14 @@ async fn write_out(
 /// Writes frames in the client's encoding: JSON clients get text frames of the bytes as they are; binary clients
 /// get broadcasts as the hub encoded them and everything built as JSON (transmissions, pings, confirmations)
 /// re-encoded here.
-async fn write_frames(
-    socket: &mut WebSocket,
+async fn write_frames<IO: websocket::Socket>(
+    socket: &mut WebSocket<IO>,
+    before: &[u8],
     frames: VecDeque<Bytes>,
     client: &ClientHandle,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
-    if frames.is_empty() {
+    if frames.is_empty() && before.is_empty() {
         return Ok(());
     }
     let (opcode, frames) = if client.protocol.encoding().is_binary() {
@@ -595,17 +679,17 @@ async fn write_frames(
         (websocket::TEXT, Vec::from(frames))
     };
     Metrics::add(&metrics.data_sent_total, frames.iter().map(|f| f.len() as u64).sum());
-    socket.write_data(opcode, &frames).await
+    socket.write_data_after(before, opcode, &frames).await
 }
 
-async fn write_close(
-    socket: &mut WebSocket,
+async fn write_close<IO: websocket::Socket>(
+    socket: &mut WebSocket<IO>,
     close: CloseRequest,
     client: &ClientHandle,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
     if let Some(frame) = close.frame {
-        write_frames(socket, VecDeque::from([frame]), client, metrics).await?;
+        write_frames(socket, &[], VecDeque::from([frame]), client, metrics).await?;
     }
     socket.write_close(close.code, close.reason).await
 }

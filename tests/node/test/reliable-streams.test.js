@@ -93,11 +93,17 @@ for (const name of DEPLOYMENTS) {
       const room = unique('room')
       const { cable } = extClient(deployment.url(), { cookie: await deployment.cookieFor(user) })
       const chat = await joinChat(deployment, cable, room)
+      // A publication is stored before it is delivered: once this subscriber of the room has the last one, the
+      // history holds all of them (a broadcast call returns once the server has taken the publication).
+      const watcher = extClient(deployment.url(), { cookie: await deployment.cookieFor(unique('user')) })
+      const watched = await joinChat(deployment, watcher.cable, room)
       await deployment.publish(room, 'seen')
       await eventually(() => chat.texts().includes('seen'), { what: 'the first message' })
       cable.disconnect()
       // Eight while away, five kept: the three after `seen` are gone.
       await publishAll(deployment, room, Array.from({ length: 8 }, (_, n) => `away-${n + 1}`))
+      await eventually(() => watched.texts().includes('away-8'), { what: 'the last publication stored' })
+      watcher.cable.disconnect()
       const connected = nextEvent((cb) => cable.once('connect', cb), { timeout: 10000, what: 'the reconnect' })
       cable.connect()
       assert.equal((await connected).restored, true)
