@@ -16,7 +16,8 @@
 //! is not simply closed: its write side is shut (FIN after the last bytes) and what the peer still sends is read
 //! and dropped until it closes too, for at most [`LINGER`].
 //!
-//! This module never looks at what is served: it hands requests to the router with the peer address.
+//! This module never looks at what is served: it hands requests to the router with the peer address, and the
+//! upgrade requests of WebSocket paths to `ws::serve_upgrade`.
 
 use std::convert::Infallible;
 use std::io;
