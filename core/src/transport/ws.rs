@@ -153,13 +153,9 @@ pub(crate) async fn upgrade(
     };
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let answer = response.headers_mut();
-    answer.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let accept = HeaderValue::try_from(admitted.accept.as_str()).expect("base64 is a header value");
-    answer.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    if let Some(name) = admitted.echoed {
-        answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
+    for (name, value) in admitted.answer_fields() {
+        let value = HeaderValue::try_from(value).expect("upgrade answer fields are header values");
+        response.headers_mut().insert(name, value);
     }
     let tracker = state.tracker.clone();
     // Waits for hyper to hand the connection over once the 101 is written; a failed upgrade drops the slot.
@@ -199,14 +195,13 @@ where
     };
     drop(request);
     let mut head = Vec::with_capacity(160);
-    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n");
-    head.extend_from_slice(b"sec-websocket-accept: ");
-    head.extend_from_slice(admitted.accept.as_bytes());
-    if let Some(name) = admitted.echoed {
-        head.extend_from_slice(b"\r\nsec-websocket-protocol: ");
-        head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for (name, value) in admitted.answer_fields() {
+        for part in [name.as_str(), ": ", value, "\r\n"] {
+            head.extend_from_slice(part.as_bytes());
+        }
     }
-    head.extend_from_slice(b"\r\n\r\n");
+    head.extend_from_slice(b"\r\n");
     let socket = websocket::WebSocket::with_input(io, state.config.max_message_size, &input);
     drop(input);
     let (mut conn, slot) = open_connection(socket, admitted, &state);
@@ -241,6 +236,18 @@ struct Admitted {
     token: Option<String>,
     previous_sid: Option<String>,
     slot: Option<ConnectionSlot>,
+}
+
+impl Admitted {
+    /// The header fields of the `101` that accepts the upgrade.
+    fn answer_fields(&self) -> impl Iterator<Item = (HeaderName, &str)> {
+        let fields = [
+            (header::CONNECTION, "upgrade"),
+            (header::UPGRADE, "websocket"),
+            (header::SEC_WEBSOCKET_ACCEPT, self.accept.as_str()),
+        ];
+        fields.into_iter().chain(self.echoed.map(|name| (header::SEC_WEBSOCKET_PROTOCOL, name)))
+    }
 }
 
 /// The checks of an upgrade request (the handshake headers, shutdown, origin, `max_conn`) and what its connection
