@@ -276,42 +276,88 @@ async fn disconnect_mode_auto_calls_disconnect_only_for_sessions_that_used_the_b
     fx.server.shutdown().await;
 }
 
+/// The upgrade request of a client identified by [`ALICE`]'s token.
+fn token_upgrade_request() -> String {
+    format!(
+        "GET /cable?jid={ALICE} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+    )
+}
+
+/// The kernel's TCP counters of a client socket.
+fn tcp_info(tcp: &tokio::net::TcpStream) -> libc::tcp_info {
+    use std::os::fd::AsRawFd;
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let info_ptr = (&raw mut info).cast();
+    // SAFETY: TCP_INFO into a tcp_info of the size given, on a socket the caller holds.
+    let rc = unsafe { libc::getsockopt(tcp.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len) };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+/// Reads from a raw client socket until `done` holds for what arrived (or the end of input); returns it.
+async fn read_until(tcp: &mut tokio::net::TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    while !done(&got) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(common::TIMEOUT, tcp.read(&mut buf)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+fn has_welcome(got: &[u8]) -> bool {
+    String::from_utf8_lossy(got).contains(r#""type":"welcome""#)
+}
+
 /// A client identified by its token is accepted without a handler call, so the answer to its upgrade and its
 /// welcome leave in one write: the client's socket has received exactly one segment with data once it holds both
 /// (written apart, they are two).
 #[tokio::test]
 async fn a_token_connection_gets_the_upgrade_answer_and_the_welcome_in_one_write() {
-    use std::os::fd::AsRawFd;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let fx = Fixture::start(Mode::Grpc, &[("jwt_secret", KEY)]).await;
-    let request = format!(
-        "GET /cable?jid={ALICE} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
-    );
-    let data_segments_in = |tcp: &tokio::net::TcpStream| {
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let info_ptr = (&raw mut info).cast();
-        let rc = unsafe { libc::getsockopt(tcp.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len) };
-        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-        info.tcpi_data_segs_in
-    };
     for attempt in 0..5 {
         let mut tcp = tokio::net::TcpStream::connect(fx.server.local_addr()).await.unwrap();
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        while !String::from_utf8_lossy(&got).contains(r#""type":"welcome""#) {
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(common::TIMEOUT, tcp.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0, "closed before the welcome: {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
+        tcp.write_all(token_upgrade_request().as_bytes()).await.unwrap();
+        let got = read_until(&mut tcp, has_welcome).await;
         let got = String::from_utf8_lossy(&got);
+        assert!(got.contains(r#""type":"welcome""#), "closed before the welcome: {got:?}");
         assert!(got.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{got}");
         assert!(got.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{got}");
         assert!(got.contains("sec-websocket-protocol: actioncable-v1-json\r\n"), "{got}");
-        assert_eq!(data_segments_in(&tcp), 1, "attempt {attempt}: the 101 and the welcome came apart: {got:?}");
+        assert_eq!(tcp_info(&tcp).tcpi_data_segs_in, 1, "attempt {attempt}: the 101 and the welcome came apart: {got:?}");
     }
     assert_eq!(rpc_calls(&fx).0, 0, "a token connection makes no Connect call");
+}
+
+/// The answer to a client's close frame is the connection's last write: it leaves with the FIN, in one segment
+/// (written and closed apart, they are two). A delayed ACK of the close frame may add a segment on a busy
+/// machine, so one attempt in five must show the single segment.
+#[tokio::test]
+async fn the_answer_to_a_close_frame_leaves_with_the_fin() {
+    use tokio::io::AsyncWriteExt;
+    let fx = Fixture::start(Mode::Grpc, &[("jwt_secret", KEY)]).await;
+    let mut segments = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(fx.server.local_addr()).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.write_all(token_upgrade_request().as_bytes()).await.unwrap();
+        assert!(has_welcome(&read_until(&mut tcp, has_welcome).await), "closed before the welcome");
+        let before = tcp_info(&tcp).tcpi_segs_in;
+        // A masked close frame with code 1000.
+        let mask = [1u8, 2, 3, 4];
+        let payload = 1000u16.to_be_bytes().iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m).collect::<Vec<_>>();
+        tcp.write_all(&[&[0x88, 0x82][..], &mask, &payload].concat()).await.unwrap();
+        let answer = read_until(&mut tcp, |_| false).await;
+        assert_eq!(answer, [0x88, 0x02, 0x03, 0xe8], "the close frame answered with code 1000, then the end of input");
+        segments.push(tcp_info(&tcp).tcpi_segs_in - before);
+    }
+    assert!(segments.contains(&1), "segments received after the close frame, per attempt: {segments:?}");
 }

@@ -16,6 +16,10 @@
 //! is not simply closed: its write side is shut (FIN after the last bytes) and what the peer still sends is read
 //! and dropped until it closes too, for at most [`LINGER`].
 //!
+//! A WebSocket client that sent its close frame sends nothing more, so its socket is closed outright once the
+//! server has answered. On Linux that answer is written with `MSG_MORE`: the kernel holds it until the close that
+//! follows, and it leaves with the FIN in one segment instead of two.
+//!
 //! This module never looks at what is served: it hands requests to the router with the peer address, and the
 //! upgrade requests of WebSocket paths to `ws::serve_upgrade`.
 
@@ -470,7 +474,8 @@ pub(crate) struct ClientIo {
     stream: Option<TcpStream>,
     /// Whether anything was written: a socket that never got a byte has nothing for its peer to read.
     wrote: bool,
-    /// Cleared once the peer has said it sends nothing more (a WebSocket client's close frame).
+    /// Cleared once the peer has said it sends nothing more (a WebSocket client's close frame): from then on the
+    /// socket is closed outright when dropped, and what is written goes with the FIN.
     lingers: bool,
     /// Where the lingering close runs, so that shutdown waits for it.
     tasks: TaskTracker,
@@ -483,6 +488,24 @@ impl ClientIo {
 
     fn stream(&mut self) -> io::Result<&mut TcpStream> {
         self.stream.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Writes the last bytes of a connection (the answer to the client's close frame) with `MSG_MORE`: the kernel
+    /// keeps them until the socket is closed, right after, and sends them with the FIN.
+    #[cfg(target_os = "linux")]
+    fn poll_write_last(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let stream = self.stream()?;
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(&*stream).send_vectored_with_flags(bufs, flags)
+            });
+            match sent {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                sent => return Poll::Ready(sent),
+            }
+        }
     }
 }
 
@@ -524,6 +547,10 @@ impl AsyncRead for ClientIo {
 impl AsyncWrite for ClientIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.wrote = true;
+        #[cfg(target_os = "linux")]
+        if !self.lingers {
+            return self.poll_write_last(cx, &[io::IoSlice::new(buf)]);
+        }
         Pin::new(self.stream()?).poll_write(cx, buf)
     }
 
@@ -533,6 +560,10 @@ impl AsyncWrite for ClientIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.wrote = true;
+        #[cfg(target_os = "linux")]
+        if !self.lingers {
+            return self.poll_write_last(cx, bufs);
+        }
         Pin::new(self.stream()?).poll_write_vectored(cx, bufs)
     }
 

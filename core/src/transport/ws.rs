@@ -528,7 +528,11 @@ impl<IO: websocket::Socket> Connection<IO> {
 /// Ends a connection whose loop has stopped: settles the call in flight, ends the session, and when the server
 /// closed the connection, waits for the client's close frame.
 async fn end_connection<IO: websocket::Socket>(conn: Connection<IO>, close_sent: bool) {
-    let Connection { mut socket, mut session, pending, .. } = conn;
+    let Connection { socket, mut session, pending, .. } = conn;
+    // Unless the server still waits for the client's close frame, the socket is done with: it is closed before
+    // the session's end (a call in flight, a cache write), so that the client gets its FIN at once and the answer
+    // to its close frame, held back until this close, is not delayed.
+    let mut socket = close_sent.then_some(socket);
     // A call that was in flight when the client went away still changes backend-side state; apply it so the
     // Disconnect call sees it.
     // What would follow it (a replay, a cache write) is for a client that is still there; the session is
@@ -539,8 +543,8 @@ async fn end_connection<IO: websocket::Socket>(conn: Connection<IO>, close_sent:
     session.client().close(CloseRequest { frame: None, code: close_code::NORMAL, reason: "closed" });
     Metrics::down(&session.deps().metrics.clients_num);
     session.end().await;
-    if close_sent {
-        await_close_reply(&mut socket).await;
+    if let Some(socket) = socket.as_mut() {
+        await_close_reply(socket).await;
     }
 }
 
