@@ -8,8 +8,10 @@
 #           three listeners (main, HTTP broadcast, metrics). sse starts every server with `--sse` (public mode:
 #           its clients read a public stream).
 # MODE:     public (no backend; $pubsub streams, HTTP broadcasts), rpc (every server calls the same
-#           benchmark gRPC backend, `ferrocable-bench backend`) or http-rpc (the same backend over AnyCable's HTTP
-#           RPC; it answers gRPC on $RPC_PORT too, so a peer command may use either in the same run).
+#           benchmark gRPC backend, `ferrocable-bench backend`), http-rpc (the same backend over AnyCable's HTTP
+#           RPC; it answers gRPC on $RPC_PORT too, so a peer command may use either in the same run) or jwt (no
+#           backend; every client brings an HS256 token in `?jid=`, made by tests/load/jwt-token.py, and reads
+#           public streams).
 #
 # Servers: Ferrocable always (FERROCABLE_BIN, default target/release/ferrocable); AnyCable-Go when
 # ANYCABLE_GO_BIN points at its binary; any other server through PEER_<NAME>_CMD (a command that starts it
@@ -32,7 +34,7 @@
 set -euo pipefail
 
 scenario=${1:?scenario: idle|broadcast|connect|perform|reconnect-storm|attack|sse}
-mode=${2:?mode: public|rpc|http-rpc}
+mode=${2:?mode: public|rpc|http-rpc|jwt}
 shift 2
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -61,6 +63,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
+jwt_secret=bench-secret
 backend_args=()
 rpc_port=""
 http_rpc_port=""
@@ -107,6 +110,10 @@ for entry in "${servers[@]}"; do
     public) mode_args=(--public --norpc) ;;
     rpc) mode_args=(--rpc_host "127.0.0.1:$rpc_port") ;;
     http-rpc) mode_args=(--rpc_host "http://127.0.0.1:$http_rpc_port") ;;
+    jwt)
+      mode_args=(--public_streams --norpc --jwt_secret "$jwt_secret")
+      url+="?jid=$(python3 "$root/tests/load/jwt-token.py" "$jwt_secret")"
+      ;;
     *) echo "unknown mode $mode" >&2; exit 1 ;;
   esac
   if [ -n "$rpc_port" ]; then

@@ -117,6 +117,8 @@ def rows_for(result):
             "p99 ms": lat["p99_ms"],
             "failed": result.get("failed", result.get("failures")),
             "server CPU %": cpu.get("server_cpu_percent"),
+            **({"server CPU µs/client": result["server_cpu_us_per_client"]}
+               if "server_cpu_us_per_client" in result else {}),
             "tool CPU %": cpu.get("tool_cpu_percent"),
             **({"backend CPU %": cpu["backend_cpu_percent"]} if "backend_cpu_percent" in cpu else {}),
         }

@@ -519,10 +519,7 @@ pub async fn broadcast_round(
     }
     let cpu_seconds = started.elapsed().as_secs_f64();
     let cpu = cpu.finish();
-    let server_cpu_us_per_delivery = cpu
-        .server_cpu_percent
-        .filter(|_| delivered > 0)
-        .map(|percent| (percent / 100.0 * cpu_seconds * 1e6 / delivered as f64 * 100.0).round() / 100.0);
+    let server_cpu_us_per_delivery = stats::server_cpu_us_per(&cpu, cpu_seconds, delivered as usize);
     Ok(BroadcastReport {
         scenario: "broadcast",
         subscribers: audience.sockets.len(),
@@ -641,6 +638,8 @@ pub struct ConnectReport {
     pub seconds: f64,
     pub per_second: f64,
     pub latency: Percentiles,
+    /// Server CPU time per client that connected, subscribed and closed, in microseconds (with --server-pid).
+    pub server_cpu_us_per_client: Option<f64>,
     pub cpu: CpuReport,
 }
 
@@ -691,6 +690,7 @@ pub async fn connect(
     }
     let seconds = started.elapsed().as_secs_f64();
     ticker.abort();
+    let cpu = cpu.finish();
     Ok(ConnectReport {
         scenario: "connect",
         clients,
@@ -700,8 +700,9 @@ pub async fn connect(
         first_error: error_summary(&errors),
         seconds: stats::round1(seconds * 10.0) / 10.0,
         per_second: stats::round1(latencies.len() as f64 / seconds.max(1e-9)),
+        server_cpu_us_per_client: stats::server_cpu_us_per(&cpu, seconds, latencies.len()),
         latency: stats::percentiles(latencies),
-        cpu: cpu.finish(),
+        cpu,
     })
 }
 

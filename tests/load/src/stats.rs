@@ -185,6 +185,14 @@ impl CpuWatch {
     }
 }
 
+/// The server's CPU time per unit of work (a delivered frame, a client) over `seconds`, in microseconds rounded
+/// to hundredths; `None` without a server pid or any work done.
+pub fn server_cpu_us_per(cpu: &CpuReport, seconds: f64, count: usize) -> Option<f64> {
+    cpu.server_cpu_percent
+        .filter(|_| count > 0)
+        .map(|percent| (percent / 100.0 * seconds * 1e6 / count as f64 * 100.0).round() / 100.0)
+}
+
 pub fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
