@@ -24,10 +24,7 @@ use crate::config::{Config, PingPrecision};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Protocol, SUPPORTED_PROTOCOLS};
 use crate::session::{PendingCall, RequestEnv, Session, SessionDeps};
-use crate::transport::websocket::{self, Message, ReadError};
-
-/// A client's WebSocket: its socket under the server's own framing.
-type WebSocket<IO> = websocket::WebSocket<IO>;
+use crate::transport::websocket::{self, Message, ReadError, WebSocket};
 
 /// What the upgrade handler needs; shared by all connections.
 pub(crate) struct WsState {
@@ -165,7 +162,7 @@ pub(crate) async fn upgrade(
             Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
         };
         let max = state.config.max_message_size;
-        let socket = websocket::WebSocket::new(TokioIo::new(upgraded), max);
+        let socket = WebSocket::new(TokioIo::new(upgraded), max);
         let (conn, slot) = open_connection(socket, admitted, &state);
         // The connection gets a task of its own, sized for what it holds while idle; this one ends.
         state.tracker.spawn(run_connection(conn, slot));
@@ -202,7 +199,7 @@ where
         }
     }
     head.extend_from_slice(b"\r\n");
-    let socket = websocket::WebSocket::with_input(io, state.config.max_message_size, &input);
+    let socket = WebSocket::with_input(io, state.config.max_message_size, &input);
     drop(input);
     let (mut conn, slot) = open_connection(socket, admitted, &state);
     let answering = Box::pin(answer_upgrade(&mut conn, &head));
@@ -374,10 +371,9 @@ fn open_connection<IO: websocket::Socket>(
 /// connection would pay for both (the socket alone is ~370 bytes). The future holds only the socket, the
 /// session and a few pointers.
 fn run_connection<IO: websocket::Socket + Send + 'static>(
-    conn: Connection<IO>,
+    mut conn: Connection<IO>,
     slot: Option<ConnectionSlot>,
 ) -> impl Future<Output = ()> + Send {
-    let mut conn = conn;
     async move {
         // False once reading failed: the stream is then unusable for reading, even for a close frame.
         let mut readable = true;
